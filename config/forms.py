@@ -1,0 +1,146 @@
+"""Template (form) definitions and validation rules, loaded from TOML data in ``config/``."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIELD_TYPES = {"text", "person", "priority", "datetime", "people", "milestones"}
+PRIORITIES = ("高", "中", "低")
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    key: str
+    label: str
+    label_en: str
+    type: str
+    required: bool = False
+    aliases: tuple[str, ...] = ()
+    example: str = ""
+    example_en: str = ""
+    recipients: bool = False  # the people named here receive the request
+    allow_past: bool = False  # a date that may lie in the past (e.g. the date of a sync row)
+
+    def label_for(self, lang: str) -> str:
+        return self.label_en if lang == "en" else self.label
+
+    def example_for(self, lang: str) -> str:
+        return self.example_en if lang == "en" else self.example
+
+
+@dataclass(frozen=True)
+class FormDef:
+    key: str
+    name: str
+    name_en: str
+    scenario: str
+    scenario_en: str
+    id_prefix: str
+    address: str
+    archive: str
+    fields: tuple[FieldDef, ...]
+    subject_tags: tuple[str, ...] = ()
+    attachment_naming: str = "warn"
+    default_priority: str = ""
+
+    def field(self, key: str) -> FieldDef | None:
+        return next((f for f in self.fields if f.key == key), None)
+
+    @property
+    def recipients_field(self) -> FieldDef:
+        return next(f for f in self.fields if f.recipients)
+
+    def name_for(self, lang: str) -> str:
+        return self.name_en if lang == "en" else self.name
+
+
+@dataclass(frozen=True)
+class Rules:
+    vague_subjects: tuple[str, ...]
+    subject_filler: tuple[str, ...]
+    min_cjk_chars: int
+    min_latin_words: int
+    vague_values: tuple[str, ...]
+    priority_words: dict[str, str]  # what people write → 高/中/低
+    response_hours: dict[str, float]
+    attachment_pattern: re.Pattern[str]
+    attachment_example: str
+    optional_may_be_none: tuple[str, ...] = field(default=())
+
+
+class FormError(ValueError):
+    """A template definition in config/ is inconsistent."""
+
+
+def load_forms(folder: str | Path) -> dict[str, FormDef]:
+    forms: dict[str, FormDef] = {}
+    for path in sorted(Path(folder).glob("*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        fields_ = tuple(_field(f, path) for f in data.pop("fields"))
+        data["subject_tags"] = tuple(data.get("subject_tags", ()))
+        form = FormDef(fields=fields_, **data)
+        if sum(f.recipients for f in form.fields) != 1:
+            raise FormError(f"{path}: exactly one field must be marked recipients = true")
+        if form.field("subject") is None:
+            raise FormError(f"{path}: a form needs a 'subject' field")
+        forms[form.key] = form
+    return forms
+
+
+def _field(data: dict, path: Path) -> FieldDef:
+    if data.get("type") not in FIELD_TYPES:
+        raise FormError(f"{path}: field {data.get('key')!r} has unknown type {data.get('type')!r}")
+    data = dict(data, aliases=tuple(data.get("aliases", ())))
+    return FieldDef(**data)
+
+
+def load_rules(path: str | Path) -> Rules:
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    priority_words = {}
+    for canonical, key in zip(PRIORITIES, ("high", "medium", "low")):
+        for word in data["priority"][key]:
+            priority_words[word.casefold()] = canonical
+    return Rules(
+        vague_subjects=tuple(data["subject"]["vague"]),
+        subject_filler=tuple(data["subject"]["filler"]),
+        min_cjk_chars=int(data["subject"]["min_cjk_chars"]),
+        min_latin_words=int(data["subject"]["min_latin_words"]),
+        vague_values=tuple(v.casefold() for v in data["values"]["vague"]),
+        optional_may_be_none=tuple(data["values"].get("optional_may_be_none", ())),
+        priority_words=priority_words,
+        response_hours={k: float(v) for k, v in data["response_hours"].items()},
+        attachment_pattern=re.compile(data["attachments"]["pattern"]),
+        attachment_example=data["attachments"]["example"],
+    )
+
+
+@dataclass(frozen=True)
+class Keyword:
+    action: str
+    zh: tuple[str, ...]
+    en: tuple[str, ...]
+    roles: tuple[str, ...]
+    help_zh: str
+    help_en: str
+
+    def for_role(self, role: str) -> bool:
+        return "any" in self.roles or role in self.roles
+
+
+def load_keywords(path: str | Path) -> tuple[Keyword, ...]:
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return tuple(Keyword(action=k["action"], zh=tuple(k["zh"]), en=tuple(k["en"]), roles=tuple(k["roles"]),
+                         help_zh=k["help_zh"], help_en=k["help_en"]) for k in data["keywords"])
+
+
+def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> list[tuple[str, str]]:
+    """(the words to write, what they do) for the keywords a person in `role` may use."""
+    rows = []
+    for k in keywords:
+        if k.for_role(role):
+            words = " / ".join(k.en) if lang == "en" else " / ".join(k.zh + k.en)
+            rows.append((words, k.help_en if lang == "en" else k.help_zh))
+    return rows

@@ -1,0 +1,184 @@
+"""Settings: one frozen object loaded once from TOML (plus environment) and passed in.
+
+Every key has a default (``config/liuhen.toml`` documents them), so the gateway runs with
+no configuration at all: SQLite and an outbound maildir under ``var/``. Secrets may come
+from the environment instead of the file:
+
+* ``LIUHEN_CONFIG``        — path of the TOML file (``--config`` wins over it)
+* ``LIUHEN_SECRET``        — HMAC key for reply tokens
+* ``LIUHEN_DATABASE_URL``  — overrides ``[database] url``
+* ``LIUHEN_SMTP_PASSWORD`` — overrides ``[delivery] password``
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_DIRECTORY = CONFIG_DIR / "directory.toml"
+DEFAULT_TEMPLATES = CONFIG_DIR / "templates"
+DEFAULT_RULES = CONFIG_DIR / "rules.toml"
+DEFAULT_KEYWORDS = CONFIG_DIR / "keywords.toml"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    domain: str = "liuhen.localhost"
+    timezone: str = "Asia/Shanghai"
+    secret: str = ""  # empty: generated once and kept in <data_dir>/secret.key
+    data_dir: str = "var"
+    from_name: str = "留痕 liuhen"
+    from_local: str = "liuhen"
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""  # empty: sqlite:///<data_dir>/liuhen.db
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    mode: str = "maildir"  # "maildir" | "smtp"
+    maildir: str = ""  # empty: <data_dir>/outbox-maildir
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    user: str = ""
+    password: str = ""
+    timeout_seconds: float = 30.0
+    max_attempts: int = 8
+    retry_seconds: tuple[int, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 3600)
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    path: str = str(DEFAULT_DIRECTORY)
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    path: str = str(DEFAULT_TEMPLATES)
+    rules: str = str(DEFAULT_RULES)
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
+    templates: TemplateSettings = field(default_factory=TemplateSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.gateway.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_path / 'liuhen.db'}"
+
+    @property
+    def maildir_path(self) -> Path:
+        return Path(self.delivery.maildir) if self.delivery.maildir else self.data_path / "outbox-maildir"
+
+    @property
+    def from_address(self) -> str:
+        return f"{self.gateway.from_local}@{self.gateway.domain}"
+
+
+_SECTIONS: dict[str, type] = {
+    "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
+    "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
+}
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or names an unknown key."""
+
+
+def _section(cls: type, values: Mapping[str, Any], name: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                  base_dir: Path | None = None) -> Settings:
+    """Read settings from ``path`` (or ``$LIUHEN_CONFIG``); no file means all defaults.
+
+    Relative paths in the file are taken relative to the file's folder, so a config file
+    works from wherever the gateway is started.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("LIUHEN_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        base_dir = base_dir or Path(path).resolve().parent
+    unknown = set(data) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    settings = Settings(**{name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()})
+    if base_dir is not None:
+        settings = _resolve_paths(settings, base_dir)
+    return _apply_env(settings, env)
+
+
+def _resolve_paths(s: Settings, base: Path) -> Settings:
+    def rel(p: str) -> str:
+        return p if not p or Path(p).is_absolute() else str(base / p)
+
+    return replace(
+        s,
+        gateway=replace(s.gateway, data_dir=rel(s.gateway.data_dir)),
+        delivery=replace(s.delivery, maildir=rel(s.delivery.maildir)),
+        directory=replace(s.directory, path=rel(s.directory.path)),
+        templates=replace(s.templates, path=rel(s.templates.path), rules=rel(s.templates.rules)),
+    )
+
+
+def _apply_env(s: Settings, env: Mapping[str, str]) -> Settings:
+    if env.get("LIUHEN_SECRET"):
+        s = replace(s, gateway=replace(s.gateway, secret=env["LIUHEN_SECRET"]))
+    if env.get("LIUHEN_DATABASE_URL"):
+        s = replace(s, database=replace(s.database, url=env["LIUHEN_DATABASE_URL"]))
+    if env.get("LIUHEN_SMTP_PASSWORD"):
+        s = replace(s, delivery=replace(s.delivery, password=env["LIUHEN_SMTP_PASSWORD"]))
+    return s
+
+
+def ensure_secret(s: Settings) -> Settings:
+    """Return settings with a reply-token secret, generating and keeping one if none is set.
+
+    A built-in default secret would let anyone forge reply tokens, so there is none: the
+    first start writes a random key to ``<data_dir>/secret.key`` (mode 0600).
+    """
+    if s.gateway.secret:
+        return s
+    key_file = s.data_path / "secret.key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return replace(s, gateway=replace(s.gateway, secret=key_file.read_text().strip()))

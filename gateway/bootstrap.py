@@ -1,0 +1,52 @@
+"""The composition root: settings in, every dependency built once and handed out explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from peewee import Database
+
+from config.directory import Directory
+from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_rules
+from config.settings import DEFAULT_KEYWORDS, Settings, ensure_secret
+from gateway.clock import Clock, SystemClock
+from mail_templates import Renderer
+from store.db import open_database
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers need: read-only configuration plus the database and the clock."""
+
+    settings: Settings
+    db: Database
+    directory: Directory
+    forms: dict[str, FormDef]
+    rules: Rules
+    keywords: tuple[Keyword, ...]
+    renderer: Renderer
+    clock: Clock
+    tz: ZoneInfo
+
+    def local_now(self) -> datetime:
+        return self.clock.now().astimezone(self.tz)
+
+    def form_by_address(self, local_part: str) -> FormDef | None:
+        return next((f for f in self.forms.values() if f.address == local_part), None)
+
+
+def build_context(settings: Settings, clock: Clock | None = None) -> Context:
+    settings = ensure_secret(settings)
+    return Context(
+        settings=settings,
+        db=open_database(settings.database_url),
+        directory=Directory.load(settings.directory.path),
+        forms=load_forms(settings.templates.path),
+        rules=load_rules(settings.templates.rules),
+        keywords=load_keywords(DEFAULT_KEYWORDS),
+        renderer=Renderer(),
+        clock=clock or SystemClock(),
+        tz=ZoneInfo(settings.gateway.timezone),
+    )

@@ -1,0 +1,225 @@
+"""The `liuhen` command: run the gateway, feed it mail, and look inside."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from config.settings import ConfigError, load_settings
+from gateway.bootstrap import Context, build_context
+from gateway.delivery import make_transport
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EX_USAGE
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"liuhen: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.func is cmd_demo:
+        return cmd_demo(args, settings)
+    try:
+        ctx = build_context(settings)
+    except Exception as exc:  # the database or a config file cannot be opened
+        print(f"liuhen: cannot start: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.func is cmd_ingest else EX_CONFIG
+    return args.func(args, ctx)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liuhen", description="留痕 liuhen — email-driven workflow gateway")
+    p.add_argument("--config", help="TOML configuration file (default: $LIUHEN_CONFIG, else built-in defaults)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(title="commands")
+
+    s = sub.add_parser("serve", help="run SMTP intake and the outbox worker until stopped")
+    s.add_argument("--no-delivery", action="store_true", help="queue outbound mail but do not deliver it")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("ingest", help="take one raw message from FILE or stdin (MTA pipe transport)")
+    s.add_argument("file", nargs="?", help="the message file (default: stdin)")
+    s.add_argument("--sender", help="envelope sender (Postfix: ${sender}); empty string for bounces")
+    s.add_argument("--recipient", action="append", default=[], help="envelope recipient (repeatable)")
+    s.set_defaults(func=cmd_ingest)
+
+    outbox = sub.add_parser("outbox", help="outbound mail queue").add_subparsers(title="outbox commands")
+    s = outbox.add_parser("flush", help="deliver everything that is due now")
+    s.set_defaults(func=cmd_outbox_flush)
+    s = outbox.add_parser("list", help="show the outbound queue")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--status", help="only this status (queued, sending, sent, failed)")
+    s.set_defaults(func=cmd_outbox_list)
+
+    inbox = sub.add_parser("inbox", help="inbound mail and what became of it").add_subparsers(title="inbox commands")
+    s = inbox.add_parser("list", help="every inbound message with its state and reason")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--state", help="only this state (received, processed, rejected, ignored, error)")
+    s.set_defaults(func=cmd_inbox_list)
+    s = inbox.add_parser("retry", help="process a message in state 'error' again")
+    s.add_argument("id", type=int)
+    s.set_defaults(func=cmd_inbox_retry)
+
+    s = sub.add_parser("show", help="print a record: fields, participants, milestones, events")
+    s.add_argument("ref", help="record id, e.g. PRJ-2026-0001")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("demo", help="scripted walkthrough in a temporary directory")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.serve import run_gateway
+
+    transport = None if args.no_delivery else make_transport(ctx.settings.delivery, ctx.settings.maildir_path)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(ctx, transport, stop)
+
+    s = ctx.settings
+    print(f"liuhen: accepting mail for @{s.gateway.domain} on {s.smtp.host}:{s.smtp.port}; "
+          f"database {s.database_url}; delivery {s.delivery.mode}"
+          + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}"),
+          flush=True)
+    asyncio.run(run())
+    return EX_OK
+
+
+def cmd_ingest(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_inbound
+
+    try:
+        raw = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
+    except OSError as exc:
+        print(f"liuhen ingest: cannot read message: {exc}", file=sys.stderr)
+        return EX_USAGE
+    if not raw.strip():
+        print("liuhen ingest: empty message", file=sys.stderr)
+        return EX_DATAERR
+    try:
+        stored = store_raw(ctx.db, raw, source="ingest", envelope_from=args.sender,
+                           envelope_to=args.recipient, now=ctx.clock.now())
+    except Exception as exc:
+        print(f"liuhen ingest: could not store the message, try again later: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    # Stored: from here on the mail is ours. Processing problems end in a visible state
+    # (error) and do not make the MTA resend.
+    state = process_inbound(ctx, stored.inbound_id)
+    print(f"IN-{stored.inbound_id} {state}{' (duplicate)' if stored.duplicate else ''}")
+    return EX_OK
+
+
+def cmd_outbox_flush(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.outbox import deliver_due
+
+    transport = make_transport(ctx.settings.delivery, ctx.settings.maildir_path)
+    total = 0
+    while n := deliver_due(ctx, transport):
+        total += n
+    print(f"{total} mail(s) attempted")
+    return EX_OK
+
+
+def cmd_outbox_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store.models import OutboundMessage
+
+    query = OutboundMessage.select().order_by(OutboundMessage.id)
+    if args.status:
+        query = query.where(OutboundMessage.status == args.status)
+    rows = [dict(id=m.id, status=m.status, kind=m.kind, to=m.to_addr, cc=m.cc, subject=m.subject,
+                 record_id=m.record_id, attempts=m.attempts, next_attempt_at=_iso(m.next_attempt_at),
+                 last_error=m.last_error, message_id=m.message_id, reply_to=m.headers.get("Reply-To", ""),
+                 created_at=_iso(m.created_at), sent_at=_iso(m.sent_at)) for m in query]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']:>6} {r['status']:<8} {r['kind']:<16} {r['to']:<36} {r['subject']}")
+    return EX_OK
+
+
+def cmd_inbox_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store.models import InboundMessage
+
+    fields = (InboundMessage.id, InboundMessage.received_at, InboundMessage.source, InboundMessage.state,
+              InboundMessage.reason, InboundMessage.subject, InboundMessage.from_addr,
+              InboundMessage.envelope_from, InboundMessage.envelope_to, InboundMessage.record_id,
+              InboundMessage.message_id)
+    query = InboundMessage.select(*fields).order_by(InboundMessage.id)
+    if args.state:
+        query = query.where(InboundMessage.state == args.state)
+    rows = [dict(id=m.id, received_at=_iso(m.received_at), source=m.source, state=m.state, reason=m.reason,
+                 subject=m.subject, from_addr=m.from_addr, envelope_from=m.envelope_from,
+                 envelope_to=m.envelope_to, record_id=m.record_id, message_id=m.message_id) for m in query]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"IN-{r['id']:<6} {r['state']:<10} {r['from_addr']:<32} {r['subject'][:40]:<40} {r['reason']}")
+    return EX_OK
+
+
+def cmd_inbox_retry(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.pipeline import process_inbound
+    from store.models import InboundMessage
+
+    if not InboundMessage.update(state="received").where(
+            (InboundMessage.id == args.id) & (InboundMessage.state == "error")).execute():
+        print(f"IN-{args.id} is not in state 'error'", file=sys.stderr)
+        return EX_USAGE
+    print(f"IN-{args.id} {process_inbound(ctx, args.id)}")
+    return EX_OK
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.report import record_report, render_report
+
+    report = record_report(ctx, args.ref)
+    if report is None:
+        print(f"no record {args.ref}", file=sys.stderr)
+        return EX_USAGE
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_report(report))
+    return EX_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Any) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo()
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""A new request: choose the form, extract and validate the fields, then either create and
+dispatch the record or answer once with every problem."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import timedelta
+
+from config.forms import FormDef, keyword_help
+from gateway.bootstrap import Context
+from gateway.checks import Problem, Submission, detect_language, validate
+from gateway.handlers import Outcome
+from gateway.outbox import Draft, queue_mails
+from gateway.tokens import reply_address
+from parsers.fields import extract_fields, find_template_hint, normalize_label
+from parsers.mime import ParsedMessage, html_tables
+from store.models import InboundMessage, Participant, Record
+from store.repositories import (NewMilestone, NewParticipant, add_events, claim_sent_key, create_record,
+                                next_record_ref, save_attachments)
+
+SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
+
+
+def choose_form(ctx: Context, msg: ParsedMessage, template_hint: str) -> FormDef | None:
+    """At the generic address: a subject tag ([项目协作] / [Project]) or a `模板:` line decides."""
+    wanted = [normalize_label(t) for t in SUBJECT_TAG.findall(msg.subject)]
+    if template_hint:
+        wanted.append(normalize_label(template_hint))
+    for word in wanted:
+        for form in ctx.forms.values():
+            names = (form.key, form.name, form.name_en, form.scenario, form.scenario_en, *form.subject_tags)
+            if word in {normalize_label(n) for n in names}:
+                return form
+    return None
+
+
+def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef | None) -> Outcome:
+    lang = detect_language(f"{msg.subject}\n{msg.text}")
+    tables = html_tables(msg.html) if msg.html else []
+    if form is None:
+        form = choose_form(ctx, msg, find_template_hint(msg.text, tables))
+    if form is None:
+        return reject(ctx, row, msg, None, lang, [Problem("", "no_template")], {})
+    extracted = extract_fields(msg.text, tables, form)
+    sender = ctx.directory.by_email(msg.from_addr, msg.from_name)
+    result = validate(form, extracted.values, msg.subject, sender,
+                      [(a.filename, a.content_type) for a in msg.attachments], lang,
+                      ctx.rules, ctx.directory, ctx.local_now())
+    if isinstance(result, list):
+        return reject(ctx, row, msg, form, lang, result, extracted.values)
+    return dispatch(ctx, row, msg, result)
+
+
+def reject(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef | None, lang: str,
+           problems: list[Problem], values: dict[str, str]) -> Outcome:
+    """One reply listing every problem — at most once a day for the same sender and the same
+    set of problems, so a robot that resends the same mail cannot start a loop."""
+    codes = ",".join(sorted(f"{p.field}:{p.code}" for p in problems))
+    reason = "invalid request: " + codes
+    today = ctx.local_now().date().isoformat()
+    key = f"reject:{msg.from_addr}:{hashlib.sha1(codes.encode()).hexdigest()[:12]}:{today}"
+    if not claim_sent_key(key, ctx.clock.now()):
+        return Outcome("rejected", reason + " (same answer already sent today; not repeated)")
+    items = []
+    for p in problems:
+        f = form.field(p.field) if form and p.field else None
+        label = f.label_for(lang) if f else ""
+        items.append(dict(label=label, example=f.example_for(lang) if f and p.code != "attachment_name" else "",
+                          text=ctx.renderer.problem_text(lang, p.code, label=label, value=p.value,
+                                                         detail=p.detail)))
+    queue_mails(ctx, [Draft(
+        kind="rejection", template="sender/rejection", lang=lang, to_addr=msg.from_addr,
+        to_name=msg.from_name, inbound_id=row.id, in_reply_to=msg.message_id,
+        references=(msg.message_id,) if msg.message_id else (), auto_submitted="auto-replied",
+        context=dict(problems=items, rows=_rows(form, values, lang) if form else [],
+                     form_name=form.name_for(lang) if form else "", original_subject=msg.subject),
+    )])
+    return Outcome("rejected", reason)
+
+
+def _rows(form: FormDef, values: dict[str, str], lang: str) -> list[tuple[str, str]]:
+    return [(f.label_for(lang), values[f.key]) for f in form.fields if values.get(f.key)]
+
+
+def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submission) -> Outcome:
+    """Create the record with its participants and milestones, and queue one mail per person."""
+    now = ctx.clock.now()
+    local_now = ctx.local_now()
+    form, s = sub.form, ctx.settings
+    ref = next_record_ref(form.id_prefix, local_now.year)
+    respond_by = now + timedelta(hours=ctx.rules.response_hours.get(sub.priority, 24))
+    people = [NewParticipant(sub.initiator.email, sub.initiator.name, sub.initiator.department, "initiator",
+                             external=sub.initiator.external)]
+    people += [NewParticipant(r.person.email, r.person.name, r.person.department, "recipient",
+                              r.responsibility, r.person.external, respond_by) for r in sub.recipients]
+    head = ctx.directory.head_of(sub.initiator) if sub.priority == "高" else None
+    if head is not None:
+        people.append(NewParticipant(head.email, head.name, head.department, "head"))
+    record, participants = create_record(
+        ref=ref, form=form.key, subject=sub.subject, priority=sub.priority, lang=sub.lang,
+        initiator_email=sub.initiator.email, initiator_name=sub.initiator.name,
+        fields=sub.values, due_at=sub.due_at, thread_id=f"<{ref.lower()}@{s.gateway.domain}>",
+        inbound_id=row.id, now=now, participants=people,
+        milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email)
+                    for m in sub.milestones])
+    files = save_attachments(s.data_path, row.id, record.id,
+                             ((a.filename, a.content_type, a.payload) for a in msg.attachments))
+    add_events([
+        dict(record_id=record.id, inbound_id=row.id, kind="record_created", actor=msg.from_addr,
+             data={"ref": ref, "form": form.key, "priority": sub.priority, "attachments": files}),
+        *[dict(record_id=record.id, kind="dispatched", actor=s.from_address,
+               data={"to": p.email, "role": p.role, "respond_by": p.response_due_at})
+          for p in participants if p.role != "initiator"],
+    ], now)
+    queue_mails(ctx, _drafts(ctx, record, participants, sub, msg))
+    return Outcome("processed", f"record {ref} created", record.id)
+
+
+def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,
+            msg: ParsedMessage) -> list[Draft]:
+    s, lang = ctx.settings, sub.lang
+    fmt = "%Y-%m-%d %H:%M"
+    summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
+                   priority=record.priority, urgent=record.priority == "高")
+    rows = _display_rows(sub, lang)
+    recipients = [dict(name=p.name, email=p.email, responsibility=p.responsibility,
+                       deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
+                  for p in participants if p.role == "recipient"]
+    initiator = dict(name=sub.initiator.name, email=sub.initiator.email, department=sub.initiator.department)
+    common = dict(record_id=record.id, lang=lang, references=(record.thread_id,))
+    drafts = []
+    for p in participants:
+        reply_to = reply_address(s.gateway.secret, s.gateway.domain, record.id, p.id)
+        if p.role == "initiator":
+            warnings = [ctx.renderer.problem_text(lang, w.code, label="", value=w.value, detail=w.detail)
+                        for w in sub.warnings]
+            sender_is_initiator = msg.from_addr == p.email
+            drafts.append(Draft(
+                kind="ack", template="initiator/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                in_reply_to=msg.message_id if sender_is_initiator else "",
+                cc=() if sender_is_initiator else (msg.from_addr,), auto_submitted="auto-replied",
+                context=dict(record=summary, rows=rows, recipients=recipients, warnings=warnings,
+                             initiator_name=p.name, keywords=keyword_help(ctx.keywords, "initiator", lang)),
+                **common))
+        elif p.role == "recipient":
+            drafts.append(Draft(
+                kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
+                reply_to=reply_to,
+                context=dict(record=summary, rows=rows, name=p.name, responsibility=p.responsibility,
+                             deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt), initiator=initiator,
+                             keywords=keyword_help(ctx.keywords, "recipient", lang)),
+                **common))
+        elif p.role == "head":
+            drafts.append(Draft(
+                kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                context=dict(record=summary, rows=rows, name=p.name, initiator=initiator,
+                             recipients=recipients), **common))
+    return drafts
+
+
+def _display_rows(sub: Submission, lang: str) -> list[tuple[str, str]]:
+    """The form as recipients see it: every filled field, with resolved people spelled out."""
+    rows = []
+    for f in sub.form.fields:
+        if f.type == "person":
+            value = f"{sub.initiator.department}/{sub.initiator.name}" if sub.initiator.department \
+                else sub.initiator.name
+            rows.append((f.label_for(lang), f"{value} <{sub.initiator.email}>"))
+        elif f.type == "priority":
+            rows.append((f.label_for(lang), _priority_word(sub.priority, lang)))
+        elif sub.values.get(f.key):
+            rows.append((f.label_for(lang), unicodedata.normalize("NFC", sub.values[f.key])))
+    return rows
+
+
+def _priority_word(priority: str, lang: str) -> str:
+    if lang == "en":
+        return {"高": "high (urgent)", "中": "medium", "低": "low"}[priority]
+    return {"高": "高（紧急）", "中": "中", "低": "低"}[priority]

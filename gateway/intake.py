@@ -1,0 +1,68 @@
+"""Intake: keep the raw mail durably before anyone is told it arrived.
+
+Every entry point (SMTP, `liuhen ingest`, IMAP) calls ``store_raw`` and only then answers
+its sender. A mail that comes twice (a sender retrying after a lost 250, the same file piped
+again) is recognised by Message-ID plus a hash of its content and stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from peewee import Database, IntegrityError
+
+from store.models import InboundMessage
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Stored:
+    inbound_id: int
+    duplicate: bool
+
+
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = raw.partition(sep)
+        if found:
+            return head, body
+    return raw, b""
+
+
+def dedupe_key(raw: bytes) -> tuple[str, str]:
+    """(key, Message-ID). Trace headers added by relays on a retry don't change the key:
+    it hashes the body, plus the Message-ID that the author's client set."""
+    head, body = split_head(raw)
+    m = _MESSAGE_ID.search(head)
+    message_id = b" ".join(m.group(1).split()).decode("ascii", "replace") if m else ""
+    if message_id:
+        digest = hashlib.sha256(message_id.encode() + b"\0" + body).hexdigest()
+    else:
+        digest = hashlib.sha256(raw).hexdigest()
+    return digest, message_id[:998]
+
+
+def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | None,
+              envelope_to: list[str], now: datetime) -> Stored:
+    """Commit the raw mail (or find its twin); returns once the row is durable."""
+    key, message_id = dedupe_key(raw)
+    try:
+        with db.atomic():
+            row = InboundMessage.create(
+                received_at=now, source=source, envelope_from=envelope_from,
+                envelope_to=[a.lower() for a in envelope_to], dedupe_key=key,
+                message_id=message_id, raw=raw, size=len(raw))
+        return Stored(row.id, duplicate=False)
+    except IntegrityError:
+        existing = InboundMessage.get(InboundMessage.dedupe_key == key)
+        return Stored(existing.id, duplicate=True)
+
+
+def pending_ids(db: Database) -> list[int]:
+    """Mails stored but not yet taken to a terminal state (e.g. the process died)."""
+    return [r.id for r in InboundMessage.select(InboundMessage.id)
+            .where(InboundMessage.state == "received").order_by(InboundMessage.id)]

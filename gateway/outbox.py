@@ -1,0 +1,162 @@
+"""The transactional outbox: every mail the gateway writes is queued here first.
+
+``queue_mails`` runs inside the caller's transaction, so a mail exists exactly when the
+change it reports was committed. ``deliver_due`` later composes and sends what is due,
+retrying temporary failures with backoff and reporting permanent ones to the initiator.
+Every mail is stamped as auto-generated (RFC 3834) so other systems' robots leave it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from peewee import fn
+
+from gateway.delivery import DeliveryError, Transport, compose
+from store.models import Event, OutboundMessage, Record
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A mail to queue: who gets it, which template, and how it threads."""
+
+    kind: str
+    template: str  # e.g. "recipient/request"
+    lang: str
+    to_addr: str
+    to_name: str
+    context: dict
+    record_id: int | None = None
+    inbound_id: int | None = None
+    reply_to: str = ""
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    auto_submitted: str = "auto-generated"  # "auto-replied" when answering a person's mail
+    cc: tuple[str, ...] = ()
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+def new_message_id(domain: str) -> str:
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
+    """Render and insert the drafts in one statement; returns their Message-IDs."""
+    now = ctx.clock.now()
+    rows, ids = [], []
+    for d in drafts:
+        mail = ctx.renderer.render(d.lang, d.template, **d.context)
+        message_id = new_message_id(ctx.settings.gateway.domain)
+        headers = {"Auto-Submitted": d.auto_submitted, **d.extra_headers}
+        if d.reply_to:
+            headers["Reply-To"] = d.reply_to
+        if d.in_reply_to:
+            headers["In-Reply-To"] = d.in_reply_to
+        if d.references:
+            headers["References"] = " ".join(d.references)
+        rows.append(dict(created_at=now, record_id=d.record_id, inbound_id=d.inbound_id, kind=d.kind,
+                         lang=d.lang, to_addr=d.to_addr, to_name=d.to_name, cc=list(d.cc),
+                         subject=mail.subject, text=mail.text, html=mail.html, headers=headers,
+                         message_id=message_id, next_attempt_at=now))
+        ids.append(message_id)
+    if rows:
+        OutboundMessage.insert_many(rows).execute()
+    return ids
+
+
+def _claim(row_id: int) -> bool:
+    """Take a queued mail for sending; False when another worker was quicker."""
+    return OutboundMessage.update(status="sending").where(
+        (OutboundMessage.id == row_id) & (OutboundMessage.status == "queued")).execute() == 1
+
+
+def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
+    """Send up to `limit` mails that are due now; returns how many were attempted."""
+    now = ctx.clock.now()
+    due = list(OutboundMessage.select(OutboundMessage.id)
+               .where((OutboundMessage.status == "queued") & (OutboundMessage.next_attempt_at <= now))
+               .order_by(OutboundMessage.next_attempt_at, OutboundMessage.id).limit(limit))
+    attempted = 0
+    for ref in due:
+        with ctx.db.atomic():
+            if not _claim(ref.id):
+                continue
+        attempted += 1
+        _deliver_one(ctx, transport, OutboundMessage.get_by_id(ref.id))
+    return attempted
+
+
+def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> None:
+    s = ctx.settings
+    raw = compose(mail, from_name=s.gateway.from_name, from_addr=s.from_address,
+                  date=ctx.local_now(), domain=s.gateway.domain)
+    try:
+        transport.send(raw, s.from_address, [mail.to_addr, *mail.cc])
+    except DeliveryError as exc:
+        _failed_attempt(ctx, mail, exc)
+        return
+    with ctx.db.atomic():
+        OutboundMessage.update(status="sent", raw=raw, sent_at=ctx.clock.now(),
+                               attempts=mail.attempts + 1, last_error="").where(
+            OutboundMessage.id == mail.id).execute()
+        Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",
+                     actor=s.from_address, data={"outbound_id": mail.id, "to": mail.to_addr,
+                                                 "mail_kind": mail.kind, "subject": mail.subject})
+
+
+def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> None:
+    attempts = mail.attempts + 1
+    delays = ctx.settings.delivery.retry_seconds
+    give_up = exc.permanent or attempts >= ctx.settings.delivery.max_attempts
+    now = ctx.clock.now()
+    with ctx.db.atomic():
+        OutboundMessage.update(
+            status="failed" if give_up else "queued", attempts=attempts, last_error=str(exc)[:2000],
+            next_attempt_at=now + timedelta(seconds=delays[min(attempts - 1, len(delays) - 1)]),
+        ).where(OutboundMessage.id == mail.id).execute()
+        Event.create(at=now, record_id=mail.record_id, kind="mail_failed" if give_up else "mail_deferred",
+                     actor=ctx.settings.from_address,
+                     data={"outbound_id": mail.id, "to": mail.to_addr, "error": str(exc)[:500],
+                           "attempts": attempts})
+        if give_up:
+            _tell_initiator(ctx, mail, str(exc))
+    log.warning("delivery of outbound %s to %s %s: %s", mail.id, mail.to_addr,
+                "failed" if give_up else "deferred", exc)
+
+
+def _tell_initiator(ctx: Context, mail: OutboundMessage, error: str) -> None:
+    """A mail of a record that cannot be delivered is reported to the record's initiator —
+    unless it was the initiator's own mail or itself such a report (no loops)."""
+    if mail.record_id is None or mail.kind == "delivery_failed":
+        return
+    record = Record.get_or_none(Record.id == mail.record_id)
+    if record is None or record.initiator_email == mail.to_addr:
+        return
+    queue_mails(ctx, [Draft(
+        kind="delivery_failed", template="initiator/delivery_failed", lang=record.lang,
+        to_addr=record.initiator_email, to_name=record.initiator_name, record_id=record.id,
+        references=(record.thread_id,),
+        context=dict(record_ref=record.ref, to_addr=mail.to_addr, to_name=mail.to_name,
+                     failed_subject=mail.subject, error=error[:500]),
+    )])
+
+
+def queue_summary() -> dict[str, int]:
+    return {row.status: row.n for row in OutboundMessage.select(
+        OutboundMessage.status, fn.COUNT(OutboundMessage.id).alias("n")).group_by(OutboundMessage.status)}
+
+
+def stuck_sending_reset(now: datetime) -> int:
+    """Mails left 'sending' by a process that died mid-delivery go back to the queue.
+    (They may have gone out; a duplicate beats a lost mail.)"""
+    return OutboundMessage.update(status="queued", next_attempt_at=now).where(
+        OutboundMessage.status == "sending").execute()

@@ -1,0 +1,125 @@
+"""The one path a stored mail takes to its terminal state.
+
+parse → screen (never answer robots, bounces, lists or ourselves) → find what it was sent to
+→ handle (submission or reply) → finish. The handling runs in one transaction with the
+inbound row locked, so the record, its events, its outbox mails and the inbound state commit
+together — or not at all, and the mail is processed again on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gateway.bootstrap import Context
+from gateway.checks import detect_language
+from gateway.handlers import Outcome
+from gateway.handlers.reply import handle_reply
+from gateway.handlers.submission import handle_submission
+from gateway.outbox import Draft, queue_mails
+from parsers.mime import ParsedMessage, parse_message
+from parsers.signals import auto_reply_reason
+from store.models import InboundMessage
+from store.repositories import add_events, finish_inbound, lock_inbound
+
+log = logging.getLogger(__name__)
+
+# Local parts that are ours but are not intake addresses: kept, shown to operators, not answered.
+OPERATOR_ADDRESSES = ("postmaster", "abuse")
+GENERIC_INTAKE = "requests"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "reply" | "form" | "requests" | "operator" | "none"
+    local_part: str = ""
+    token: str = ""
+
+
+def known_local_part(ctx: Context, local: str) -> bool:
+    local = local.lower()
+    return (local.startswith("reply+") or local == GENERIC_INTAKE or local in OPERATOR_ADDRESSES
+            or local == ctx.settings.gateway.from_local or ctx.form_by_address(local) is not None)
+
+
+def find_target(ctx: Context, recipients: list[str], msg: ParsedMessage) -> Target:
+    """What the mail was sent to. The envelope decides; a piped mail without one falls back to
+    the addresses in its headers. A personal reply address wins over an intake address."""
+    domain = ctx.settings.gateway.domain.lower()
+    candidates = recipients or [a for _, a in (*msg.to, *msg.cc)] + [
+        msg.headers.get(h, "") for h in ("delivered-to", "x-original-to")]
+    ours = [a.lower().rsplit("@", 1)[0] for a in candidates if a.lower().endswith("@" + domain)]
+    for local in ours:
+        if local.startswith("reply+"):
+            return Target("reply", local, token=local[len("reply+"):])
+    for local in ours:
+        if ctx.form_by_address(local):
+            return Target("form", local)
+        if local in (GENERIC_INTAKE, ctx.settings.gateway.from_local):
+            return Target("requests", local)
+    for local in ours:
+        if local in OPERATOR_ADDRESSES:
+            return Target("operator", local)
+    return Target("none")
+
+
+def process_inbound(ctx: Context, inbound_id: int) -> str:
+    """Take one stored mail to its terminal state; returns that state. Safe to call twice."""
+    row = InboundMessage.get_or_none(InboundMessage.id == inbound_id)
+    if row is None or row.state != "received":
+        return row.state if row else "missing"
+    try:
+        msg = parse_message(bytes(row.raw))
+        with ctx.db.atomic():
+            row = lock_inbound(ctx.db, inbound_id)
+            if row is None:  # another worker finished it meanwhile
+                return InboundMessage.get_by_id(inbound_id).state
+            outcome = route(ctx, row, msg)
+            finish_inbound(row.id, outcome.state, outcome.reason, ctx.clock.now(), outcome.record_id,
+                           msg.subject, msg.from_addr)
+            add_events([dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
+                             actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
+                                                        "message_id": msg.message_id})], ctx.clock.now())
+        return outcome.state
+    except Exception:
+        log.exception("inbound %s failed in processing", inbound_id)
+        return _fail(ctx, inbound_id)
+
+
+def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
+    s = ctx.settings
+    reason = auto_reply_reason(msg.headers, msg.subject, row.envelope_from, msg.from_addr,
+                               own_addresses=(s.from_address,), own_domain=s.gateway.domain)
+    if reason:
+        return Outcome("ignored", f"auto-generated mail ({reason}); never answered")
+    if not msg.from_addr:
+        return Outcome("ignored", "no sender address to answer")
+    target = find_target(ctx, row.envelope_to, msg)
+    if target.kind == "reply":
+        return handle_reply(ctx, row, msg, target.token)
+    if target.kind in ("form", "requests"):
+        return handle_submission(ctx, row, msg, ctx.form_by_address(target.local_part))
+    if target.kind == "operator":
+        return Outcome("ignored", f"addressed to {target.local_part}@; kept for the operators")
+    return Outcome("ignored", "not addressed to any intake address of ours")
+
+
+def _fail(ctx: Context, inbound_id: int) -> str:
+    """An internal error: keep the mail (state 'error', retried by `liuhen inbox retry`) and tell
+    the sender once that it is safe — never silence, never a stack trace."""
+    row = InboundMessage.get_by_id(inbound_id)
+    with ctx.db.atomic():
+        finish_inbound(inbound_id, "error", "internal error while processing; see the gateway log",
+                       ctx.clock.now())
+        try:
+            msg = parse_message(bytes(row.raw))
+        except Exception:
+            return "error"
+        if msg.from_addr and not auto_reply_reason(msg.headers, msg.subject, row.envelope_from,
+                                                   msg.from_addr, (ctx.settings.from_address,),
+                                                   ctx.settings.gateway.domain):
+            queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang=detect_language(msg.subject + msg.text),
+                                    to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=inbound_id,
+                                    in_reply_to=msg.message_id, auto_submitted="auto-replied",
+                                    context=dict(inbound_id=inbound_id, original_subject=msg.subject))])
+    return "error"

@@ -1,0 +1,59 @@
+"""A record as people read it: `liuhen show ID` in text or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.bootstrap import Context
+from store.models import Event, Milestone, OutboundMessage, Participant, Record
+
+
+def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
+    record = Record.get_or_none(Record.ref == ref.upper())
+    if record is None:
+        return None
+    form = ctx.forms.get(record.form)
+    local = lambda t: t.astimezone(ctx.tz).isoformat(timespec="minutes") if t else None  # noqa: E731
+    labels = {f.key: f.label_for(record.lang) for f in form.fields} if form else {}
+    return {
+        "id": record.ref,
+        "template": record.form,
+        "template_name": form.name_for(record.lang) if form else record.form,
+        "subject": record.subject,
+        "status": record.status,
+        "priority": record.priority,
+        "initiator": {"name": record.initiator_name, "email": record.initiator_email},
+        "due": local(record.due_at),
+        "created_at": local(record.created_at),
+        "participants": [
+            {"email": p.email, "name": p.name, "department": p.department, "role": p.role,
+             "responsibility": p.responsibility, "external": p.external,
+             "respond_by": local(p.response_due_at), "responded_at": local(p.responded_at),
+             "response": p.response or ("pending" if p.role == "recipient" else "")}
+            for p in Participant.select().where(Participant.record == record.id).order_by(Participant.id)],
+        "fields": [{"key": k, "label": labels.get(k, k), "value": v} for k, v in record.fields.items()],
+        "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email}
+                       for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
+        "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data}
+                   for e in Event.select().where(Event.record_id == record.id).order_by(Event.id)],
+        "mails": [{"kind": m.kind, "to": m.to_addr, "status": m.status, "subject": m.subject}
+                  for m in OutboundMessage.select().where(OutboundMessage.record_id == record.id)
+                  .order_by(OutboundMessage.id)],
+    }
+
+
+def render_report(r: dict[str, Any]) -> str:
+    lines = [f"{r['id']}  {r['subject']}",
+             f"  {r['template_name']} · status {r['status']} · priority {r['priority']} · due {r['due']}",
+             f"  initiator: {r['initiator']['name']} <{r['initiator']['email']}>", "", "Fields:"]
+    lines += [f"  {f['label']}: " + f["value"].replace("\n", "\n      ") for f in r["fields"]]
+    lines += ["", "Participants:"]
+    lines += [f"  {p['role']:<10} {p['name']} <{p['email']}>"
+              + (f" — {p['responsibility']}" if p["responsibility"] else "")
+              + (f" · respond by {p['respond_by']} · {p['response']}" if p["role"] == "recipient" else "")
+              for p in r["participants"]]
+    if r["milestones"]:
+        lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})" for m in r["milestones"]]
+    lines += ["", "Events:"] + [f"  {e['at']}  {e['kind']:<16} {e['actor']}" for e in r["events"]]
+    lines += ["", "Mails:"] + [f"  {m['status']:<8} {m['kind']:<12} {m['to']}  {m['subject']}" for m in r["mails"]]
+    return "\n".join(lines)

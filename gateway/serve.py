@@ -1,0 +1,135 @@
+"""`liuhen serve`: SMTP intake, the processing worker and the outbox worker in one process.
+
+Intake threads only store; one worker thread takes stored mails through the pipeline in
+arrival order; the outbox loop delivers what is due. On start, mails stored but not yet
+processed (the last process died) are queued first, and mails left half-sent are requeued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from gateway.bootstrap import Context
+from gateway.delivery import Transport
+from gateway.intake import pending_ids
+from gateway.outbox import deliver_due, stuck_sending_reset
+from gateway.pipeline import process_inbound
+from gateway.smtp import IntakeHandler, smtp_factory
+
+log = logging.getLogger(__name__)
+
+OUTBOX_POLL_SECONDS = 1.0
+
+
+class Processor:
+    """One thread that takes stored mails to their terminal state, in arrival order."""
+
+    def __init__(self, ctx: Context, on_processed: Callable[[], None] = lambda: None):
+        self.ctx = ctx
+        self.queue: queue.Queue[int | None] = queue.Queue()
+        self.on_processed = on_processed
+        self.thread = threading.Thread(target=self._run, name="liuhen-processor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, inbound_id: int) -> None:
+        self.queue.put(inbound_id)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (inbound_id := self.queue.get()) is not None:
+            process_inbound(self.ctx, inbound_id)
+            self.on_processed()
+        self.ctx.db.close()
+
+
+async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.Event,
+                      ready: threading.Event | None = None) -> None:
+    """Serve until `stop` is set. With transport None, mail is queued but not delivered."""
+    loop = asyncio.get_running_loop()
+    wake_outbox = asyncio.Event()
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liuhen-intake")
+    processor = Processor(ctx, on_processed=lambda: loop.call_soon_threadsafe(wake_outbox.set))
+    stuck_sending_reset(ctx.clock.now())
+    processor.start()
+    for inbound_id in pending_ids(ctx.db):
+        processor.submit(inbound_id)
+    handler = IntakeHandler(ctx, executor, processor.submit)
+    s = ctx.settings.smtp
+    server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
+    log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
+    outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor, wake_outbox)) if transport else None
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        if outbox_task is not None:
+            outbox_task.cancel()
+            await asyncio.gather(outbox_task, return_exceptions=True)
+        await loop.run_in_executor(None, processor.stop)
+        executor.shutdown(wait=True)
+        log.info("liuhen stopped")
+
+
+async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolExecutor,
+                       wake: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            while await loop.run_in_executor(executor, deliver_due, ctx, transport):
+                pass
+        except Exception:
+            log.exception("outbox delivery round failed; retrying")
+        try:
+            await asyncio.wait_for(wake.wait(), OUTBOX_POLL_SECONDS)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
+
+
+class GatewayThread:
+    """Runs the gateway on a background event loop — for tests and `liuhen demo`."""
+
+    def __init__(self, ctx: Context, transport: Transport | None):
+        self.ctx = ctx
+        self.transport = transport
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="liuhen-gateway", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await run_gateway(self.ctx, self.transport, self._stop, self._ready)
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self) -> "GatewayThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)

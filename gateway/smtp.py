@@ -1,0 +1,69 @@
+"""SMTP intake: an aiosmtpd handler that knows addresses, not business.
+
+RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown local parts
+get 550 5.1.1. DATA: the raw bytes are committed to the store in a worker thread, and only
+then does the client hear 250; if storing fails the answer is 451 so the sender retries.
+aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Any, Callable
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.bootstrap import Context
+from gateway.intake import store_raw
+from gateway.pipeline import known_local_part
+
+log = logging.getLogger(__name__)
+
+TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try again later"
+
+
+class IntakeHandler:
+    def __init__(self, ctx: Context, executor: Executor, on_stored: Callable[[int], None]):
+        self.ctx = ctx
+        self.executor = executor
+        self.on_stored = on_stored
+        self.domain = ctx.settings.gateway.domain.lower()
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        local, _, domain = address.rpartition("@")
+        if domain.lower() != self.domain:
+            return f"550 5.7.1 Relaying denied: this server accepts mail for {self.domain} only"
+        if not known_local_part(self.ctx, local):
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        loop = asyncio.get_running_loop()
+        try:
+            stored = await loop.run_in_executor(
+                self.executor, lambda: store_raw(
+                    self.ctx.db, raw, source="smtp", envelope_from=envelope.mail_from or "",
+                    envelope_to=list(envelope.rcpt_tos), now=self.ctx.clock.now()))
+        except Exception:
+            log.exception("could not store a message from %s", envelope.mail_from)
+            return TEMPFAIL
+        if not stored.duplicate:
+            self.on_stored(stored.inbound_id)
+        return f"250 2.0.0 OK: stored as IN-{stored.inbound_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Without this hook aiosmtpd answers "500 Error: (Exc) ...": permanent, and it leaks internals.
+        log.exception("SMTP session error", exc_info=error)
+        return TEMPFAIL
+
+
+def smtp_factory(ctx: Context, handler: IntakeHandler) -> Callable[[], Any]:
+    def make() -> SMTP:
+        return SMTP(handler, data_size_limit=ctx.settings.smtp.max_message_bytes, enable_SMTPUTF8=True,
+                    decode_data=False, hostname=ctx.settings.gateway.domain, ident="liuhen")
+    return make

@@ -1,0 +1,61 @@
+"""Database connection, schema versioning, and the unit of work.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a committed row survives power loss,
+which is what lets the SMTP server answer 250 right after the commit. Write transactions
+start ``IMMEDIATE`` so two writers queue on the lock instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from peewee import Database, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import connect
+
+from store.models import MODELS, SchemaVersion
+
+# Bump with every change to the models, and add the step that gets an older database there.
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, object] = {}  # version → function(db) that brings version-1 up to it
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 30_000,
+}
+
+
+def open_database(url: str) -> Database:
+    """Connect, bind the models, and bring the schema to the current version."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db: Database = SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE",
+                                      check_same_thread=False)
+    elif urlparse(url).scheme in ("postgres", "postgresql"):
+        db = connect(url)
+    else:
+        raise ValueError(f"unsupported database url {url!r} (use sqlite:/// or postgresql://)")
+    db.bind(MODELS)
+    migrate(db)
+    return db
+
+
+def migrate(db: Database) -> None:
+    with db.atomic():
+        if not SchemaVersion.table_exists():
+            # A new database gets today's schema directly and is stamped with its version.
+            db.create_tables(MODELS)
+            SchemaVersion.create(version=SCHEMA_VERSION)
+            return
+        current = SchemaVersion.select().get().version
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](db)  # type: ignore[operator]
+        SchemaVersion.update(version=SCHEMA_VERSION).execute()
+
+
+def is_postgres(db: Database) -> bool:
+    return isinstance(db, PostgresqlDatabase)

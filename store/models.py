@@ -1,0 +1,174 @@
+"""peewee models: the durable trace of everything the gateway sees and does.
+
+Times are stored as naive UTC and handed out as aware UTC datetimes (``UTCDateTimeField``),
+so SQLite and PostgreSQL agree and nobody compares local with UTC by accident.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from peewee import (AutoField, BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField,
+                    IntegerField, Model, TextField)
+
+
+class UTCDateTimeField(DateTimeField):
+    def db_value(self, value: datetime | None) -> Any:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> datetime | None:
+        value = super().python_value(value)
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class JSONField(TextField):
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    pass
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField()
+
+
+class InboundMessage(BaseModel):
+    """Every mail that reached us, raw, with the terminal state it ended in."""
+
+    id = AutoField()
+    received_at = UTCDateTimeField()
+    source = CharField(max_length=16)  # smtp | ingest | imap
+    envelope_from = CharField(max_length=512, null=True)  # None: unknown (e.g. read from a file)
+    envelope_to = JSONField(default=list)
+    dedupe_key = CharField(max_length=128, unique=True)
+    message_id = CharField(max_length=998, default="")
+    raw = BlobField()
+    size = IntegerField()
+    state = CharField(max_length=16, default="received", index=True)  # received|processed|rejected|ignored
+    reason = TextField(default="")
+    subject = TextField(default="")
+    from_addr = CharField(max_length=512, default="")
+    record_id = IntegerField(null=True)
+    processed_at = UTCDateTimeField(null=True)
+
+
+class Record(BaseModel):
+    id = AutoField()
+    ref = CharField(max_length=32, unique=True)  # PRJ-2026-0001
+    form = CharField(max_length=32)
+    subject = TextField()
+    status = CharField(max_length=16, default="open", index=True)  # open|confirming|archived
+    priority = CharField(max_length=4)
+    lang = CharField(max_length=4, default="zh")
+    initiator_email = CharField(max_length=512)
+    initiator_name = TextField()
+    fields = JSONField()
+    due_at = UTCDateTimeField(null=True)
+    thread_id = CharField(max_length=998)  # Message-ID every mail of the record refers to
+    source_inbound = ForeignKeyField(InboundMessage, null=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+
+class Participant(BaseModel):
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="participants", on_delete="CASCADE")
+    email = CharField(max_length=512)
+    name = TextField()
+    department = TextField(default="")
+    role = CharField(max_length=16)  # initiator | recipient | head
+    responsibility = TextField(default="")
+    external = BooleanField(default=False)
+    response_due_at = UTCDateTimeField(null=True)
+    responded_at = UTCDateTimeField(null=True)
+    response = CharField(max_length=32, default="")
+
+    class Meta:
+        indexes = ((("record", "email", "role"), True),)
+
+
+class Milestone(BaseModel):
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="milestones", on_delete="CASCADE")
+    position = IntegerField()
+    name = TextField()
+    due_at = UTCDateTimeField()
+    owner_email = CharField(max_length=512, default="")
+
+
+class Attachment(BaseModel):
+    """A file that came with a mail; the bytes live content-addressed under data_dir."""
+
+    id = AutoField()
+    inbound = ForeignKeyField(InboundMessage, backref="attachments", on_delete="CASCADE")
+    record_id = IntegerField(null=True, index=True)
+    filename = TextField()
+    content_type = CharField(max_length=255)
+    size = IntegerField()
+    sha256 = CharField(max_length=64)
+
+
+class Event(BaseModel):
+    """The append-only trace: one row per thing that happened."""
+
+    id = AutoField()
+    at = UTCDateTimeField(index=True)
+    record_id = IntegerField(null=True, index=True)
+    inbound_id = IntegerField(null=True)
+    kind = CharField(max_length=48)
+    actor = CharField(max_length=512, default="")
+    data = JSONField(default=dict)
+
+
+class OutboundMessage(BaseModel):
+    """The transactional outbox: written with the change it reports, delivered later."""
+
+    id = AutoField()
+    created_at = UTCDateTimeField()
+    record_id = IntegerField(null=True, index=True)
+    inbound_id = IntegerField(null=True)
+    kind = CharField(max_length=48)  # ack | request | head_copy | rejection | delivery_failed …
+    lang = CharField(max_length=4, default="zh")
+    to_addr = CharField(max_length=512)
+    to_name = TextField(default="")
+    cc = JSONField(default=list)
+    subject = TextField()
+    text = TextField()
+    html = TextField()
+    headers = JSONField(default=dict)
+    message_id = CharField(max_length=998, unique=True)
+    status = CharField(max_length=16, default="queued", index=True)  # queued|sending|sent|failed
+    attempts = IntegerField(default=0)
+    next_attempt_at = UTCDateTimeField(index=True)
+    last_error = TextField(default="")
+    raw = BlobField(null=True)  # the bytes as delivered, kept for the trace
+    sent_at = UTCDateTimeField(null=True)
+
+
+class Counter(BaseModel):
+    """Sequences for readable record ids (PRJ-2026-0001), one row per prefix and year."""
+
+    name = CharField(max_length=32, primary_key=True)
+    value = IntegerField(default=0)
+
+
+class SentKey(BaseModel):
+    """Keys of mails that must go out at most once (rate-limited rejections, reminders)."""
+
+    key = CharField(max_length=255, primary_key=True)
+    created_at = UTCDateTimeField()
+
+
+MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone,
+                                 Attachment, Event, OutboundMessage, Counter, SentKey]

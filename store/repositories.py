@@ -1,0 +1,127 @@
+"""Store operations named after what the gateway does with them.
+
+They run inside the caller's transaction (``db.atomic()``) and keep the number of
+statements per mail small: peewee costs ~0.6 ms per call, more than the SQL itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+from peewee import Database, IntegrityError
+
+from store.db import is_postgres
+from store.models import (Attachment, Counter, Event, InboundMessage, Milestone, Participant, Record,
+                          SentKey)
+
+
+@dataclass(frozen=True)
+class NewParticipant:
+    email: str
+    name: str
+    department: str
+    role: str
+    responsibility: str = ""
+    external: bool = False
+    response_due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewMilestone:
+    name: str
+    due_at: datetime
+    owner_email: str
+
+
+def lock_inbound(db: Database, inbound_id: int) -> InboundMessage | None:
+    """The inbound row, locked for this transaction when the database can (PostgreSQL), so two
+    gateways never process the same mail; None when it is already in a terminal state."""
+    query = InboundMessage.select().where((InboundMessage.id == inbound_id) &
+                                          (InboundMessage.state == "received"))
+    if is_postgres(db):
+        query = query.for_update()
+    return query.first()
+
+
+def finish_inbound(inbound_id: int, state: str, reason: str, now: datetime, record_id: int | None = None,
+                   subject: str = "", from_addr: str = "") -> None:
+    InboundMessage.update(state=state, reason=reason[:4000], processed_at=now, record_id=record_id,
+                          subject=subject[:2000], from_addr=from_addr).where(
+        InboundMessage.id == inbound_id).execute()
+
+
+def next_record_ref(prefix: str, year: int) -> str:
+    """PRJ-2026-0001: a sequence per prefix and year. The UPDATE locks the counter row until
+    commit, so concurrent gateways on PostgreSQL hand out distinct numbers."""
+    name = f"{prefix}-{year}"
+    if not Counter.update(value=Counter.value + 1).where(Counter.name == name).execute():
+        Counter.insert(name=name, value=0).on_conflict_ignore().execute()
+        Counter.update(value=Counter.value + 1).where(Counter.name == name).execute()
+    return f"{name}-{Counter.get_by_id(name).value:04d}"
+
+
+def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str, initiator_email: str,
+                  initiator_name: str, fields: dict, due_at: datetime | None, thread_id: str,
+                  inbound_id: int, participants: list[NewParticipant], milestones: list[NewMilestone],
+                  now: datetime) -> tuple[Record, list[Participant]]:
+    record = Record.create(ref=ref, form=form, subject=subject, priority=priority, lang=lang,
+                           initiator_email=initiator_email, initiator_name=initiator_name,
+                           fields=fields, due_at=due_at, thread_id=thread_id,
+                           source_inbound=inbound_id, created_at=now, updated_at=now)
+    Participant.insert_many([dict(record=record.id, email=p.email, name=p.name, department=p.department,
+                                  role=p.role, responsibility=p.responsibility, external=p.external,
+                                  response_due_at=p.response_due_at) for p in participants]).execute()
+    if milestones:
+        Milestone.insert_many([dict(record=record.id, position=i, name=m.name, due_at=m.due_at,
+                                    owner_email=m.owner_email) for i, m in enumerate(milestones)]).execute()
+    rows = list(Participant.select().where(Participant.record == record.id).order_by(Participant.id))
+    return record, rows
+
+
+def add_events(events: Iterable[dict], now: datetime) -> None:
+    rows = [dict(at=now, data={}, actor="", record_id=None, inbound_id=None) | e for e in events]
+    if rows:
+        Event.insert_many(rows).execute()
+
+
+def claim_sent_key(key: str, now: datetime) -> bool:
+    """True the first time a key is claimed; False when a mail with this key already went out
+    (or is queued). The unique key makes this hold across processes and restarts."""
+    try:
+        with SentKey._meta.database.atomic():  # a savepoint: a clash must not abort the caller
+            SentKey.create(key=key[:255], created_at=now)
+        return True
+    except IntegrityError:
+        return False
+
+
+def save_attachments(data_dir: Path, inbound_id: int, record_id: int | None,
+                     files: Iterable[tuple[str, str, bytes]]) -> list[str]:
+    """Write each file once under attachments/<sha256[:2]>/<sha256> and index it; returns names."""
+    rows, names = [], []
+    for filename, content_type, payload in files:
+        digest = hashlib.sha256(payload).hexdigest()
+        path = data_dir / "attachments" / digest[:2] / digest
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        rows.append(dict(inbound=inbound_id, record_id=record_id, filename=filename,
+                         content_type=content_type, size=len(payload), sha256=digest))
+        names.append(filename)
+    if rows:
+        Attachment.insert_many(rows).execute()
+    return names
+
+
+def attachment_path(data_dir: Path, sha256: str) -> Path:
+    return data_dir / "attachments" / sha256[:2] / sha256

@@ -28,12 +28,14 @@ _REPLY_PREFIX = re.compile(r"^(?:\s*(?:re|aw|回复|答复|回覆)\s*(?:\[\d+\])
 # Markers that mark an auto-reply when they open the subject or label it ("…: ").
 _OOO_MARKER = (
     r"(?:自动回复|自动答复|自動回覆|不在办公室|out\s+of\s+(?:the\s+)?office|automatic\s+reply"
-    r"|auto[\s-]?reply|abwesend|absence)"
+    r"|auto[\s-]?reply)"
 )
 _OOO_LEADING = re.compile(_OOO_MARKER, re.IGNORECASE)
 _OOO_LABEL = re.compile(_OOO_MARKER + r"\s*[:：]", re.IGNORECASE)
 # 休假/外出 also start real requests ("外出培训报销"), so only as a label or the whole subject.
 _AWAY_LABEL = re.compile(r"(?:休假|外出)(?:\s*[:：\-–—]|\s|$)")
+# "Absence request for next week" is a real request: these count only as a label.
+_ABSENCE_LABEL = re.compile(r"(?:abwesend|absence)\s*[:：]", re.IGNORECASE)
 
 
 def auto_reply_reason(
@@ -106,4 +108,5 @@ def _is_own(
 
 def _is_out_of_office(subject: str) -> bool:
     text = _REPLY_PREFIX.sub("", subject.strip())
-    return bool(_OOO_LEADING.match(text) or _OOO_LABEL.search(text) or _AWAY_LABEL.match(text))
+    return bool(_OOO_LEADING.match(text) or _OOO_LABEL.search(text) or _AWAY_LABEL.match(text)
+                or _ABSENCE_LABEL.search(text))

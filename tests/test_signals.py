@@ -141,7 +141,8 @@ def test_out_of_office_subject(subject: str) -> None:
 
 @pytest.mark.parametrize(
     "subject",
-    ["关于外出培训报销的申请", "休假申请审批", "Re: 项目进度：自动回复功能需求", "Re: 回复: 需求评审"],
+    ["关于外出培训报销的申请", "休假申请审批", "Re: 项目进度：自动回复功能需求", "Re: 回复: 需求评审",
+     "Absence request for next week"],
 )
 def test_real_subjects_are_not_out_of_office(subject: str) -> None:
     assert reason(subject=subject) is None

@@ -1,0 +1,227 @@
+"""Shared fixtures: a gateway context on SQLite and on PostgreSQL, a fixed clock, a live SMTP
+gateway on a loopback port, and helpers to send mail and read what the gateway sent."""
+
+from __future__ import annotations
+
+import email
+import os
+import smtplib
+import socket
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from email.message import Message
+from pathlib import Path
+from typing import Callable, Iterator
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from config.settings import Settings, load_settings
+from gateway.bootstrap import Context, build_context
+from gateway.clock import FixedClock
+from gateway.delivery import MaildirTransport
+from gateway.outbox import deliver_due
+from gateway.serve import GatewayThread
+from store.models import InboundMessage, OutboundMessage
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EMAILS = FIXTURES / "emails"
+DOMAIN = "liuhen.test"
+TZ = ZoneInfo("Asia/Shanghai")
+# Every test lives on Friday 2026-11-27 10:00 in Shanghai, so fixture dates stay in the future.
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)
+PG_URL = os.environ.get("LIUHEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _postgres_schema_url(name: str) -> str:
+    """A fresh schema per test, so tests never see each other's rows."""
+    import psycopg2
+
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        cur.execute(f'CREATE SCHEMA "{name}"')
+    conn.close()
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'liuhen.db'}"
+        return
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432, and CI must test it")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (CI runs these tests)")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield _postgres_schema_url(name)
+    import psycopg2
+
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    conn.close()
+
+
+def test_settings(tmp_path: Path, db_url: str, **overrides: object) -> Settings:
+    s = load_settings(None, env={})
+    return replace(
+        s,
+        gateway=replace(s.gateway, domain=DOMAIN, data_dir=str(tmp_path / "var"), secret="test-secret"),
+        smtp=replace(s.smtp, port=free_port(), max_message_bytes=200_000),
+        database=replace(s.database, url=db_url),
+        delivery=replace(s.delivery, maildir=str(tmp_path / "sent")),
+    )
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, db_url: str, clock: FixedClock) -> Iterator[Context]:
+    context = build_context(test_settings(tmp_path, db_url), clock=clock)
+    yield context
+    context.db.close()
+
+
+@pytest.fixture
+def gateway(ctx: Context) -> Iterator[GatewayThread]:
+    """A running gateway (SMTP intake + processing); delivery is left to `sent_mails`."""
+    running = GatewayThread(ctx, transport=None).start()
+    yield running
+    running.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (EMAILS / name).read_bytes()
+
+
+def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = "sender@example.cn") -> int:
+    """Send over a real SMTP connection; returns the IN- number from the 250 answer."""
+    rcpts = [rcpt] if isinstance(rcpt, str) else rcpt
+    with smtplib.SMTP("127.0.0.1", ctx.settings.smtp.port, timeout=10) as client:
+        client.ehlo("client.example.cn")
+        client.mail(mail_from)
+        for r in rcpts:
+            code, answer = client.rcpt(r)
+            assert code == 250, answer
+        code, answer = client.data(raw)
+    assert code == 250, answer
+    return int(answer.decode().rsplit("IN-", 1)[1])
+
+
+def wait_processed(inbound_id: int, timeout: float = 10.0) -> InboundMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = InboundMessage.get_by_id(inbound_id)
+        if row.state != "received":
+            return row
+        time.sleep(0.02)
+    raise AssertionError(f"IN-{inbound_id} was not processed within {timeout}s")
+
+
+def sent_mails(ctx: Context) -> list[Message]:
+    """Deliver the outbox into the test maildir and return every mail in it, oldest first."""
+    transport = MaildirTransport(ctx.settings.maildir_path)
+    while deliver_due(ctx, transport):
+        pass
+    rows = OutboundMessage.select().where(OutboundMessage.status == "sent").order_by(OutboundMessage.id)
+    return [email.message_from_bytes(bytes(r.raw)) for r in rows]
+
+
+def body_text(msg: Message) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+    return ""
+
+
+def body_html(msg: Message) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "text/html":
+            return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+    return ""
+
+
+def header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    if value is None:
+        return ""
+    return str(email.header.make_header(email.header.decode_header(value)))
+
+
+def make_mail(body: str, subject: str = "智能手表项目-硬件方案评审", to: str = f"project@{DOMAIN}",
+              sender: str = "陈静 <chen.jing@liuhen.localhost>", extra_headers: dict[str, str] | None = None,
+              charset: str = "utf-8") -> bytes:
+    """A plain-text request mail as a mail client would send it."""
+    from email.header import Header
+    from email.mime.text import MIMEText
+    from email.utils import make_msgid
+
+    msg = MIMEText(body, "plain", charset)
+    msg["From"] = sender if sender.isascii() else _encode_sender(sender)
+    msg["To"] = to
+    msg["Subject"] = Header(subject, charset)
+    msg["Message-ID"] = make_msgid(domain="client.example.cn")
+    msg["Date"] = "Fri, 27 Nov 2026 09:58:00 +0800"
+    for k, v in (extra_headers or {}).items():
+        msg[k] = v
+    return msg.as_bytes()
+
+
+def _encode_sender(sender: str) -> str:
+    from email.header import Header
+    from email.utils import formataddr, parseaddr
+
+    name, addr = parseaddr(sender)
+    return formataddr((str(Header(name, "utf-8")), addr))
+
+
+PROJECT_BODY = """沟通主题：智能手表项目-硬件方案评审
+发起部门/人：产品部/陈静
+优先级：高
+期望完成时间：2026-12-20 18:00
+背景与目标：新款智能手表需在Q1量产，需确认硬件方案以锁定BOM成本
+参与部门及职责：
+研发部/王强 — 完成硬件方案评估
+市场部/赵磊 — 提供竞品价格
+关键节点与时间：
+方案评审 — 2026-12-10 14:00
+样机测试 — 2026-12-15 18:00 — 张喆
+
+谢谢！
+陈静
+"""
+
+
+@pytest.fixture
+def send(ctx: Context, gateway: GatewayThread) -> Callable[..., InboundMessage]:
+    """Send a mail to the running gateway and wait for its terminal state."""
+    def _send(raw: bytes, rcpt: str = f"project@{DOMAIN}", mail_from: str = "chen.jing@liuhen.localhost"):
+        return wait_processed(smtp_send(ctx, raw, rcpt, mail_from))
+    return _send

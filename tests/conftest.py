@@ -124,6 +124,7 @@ def fixture_bytes(name: str) -> bytes:
 def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = "sender@example.cn") -> int:
     """Send over a real SMTP connection; returns the IN- number from the 250 answer."""
     rcpts = [rcpt] if isinstance(rcpt, str) else rcpt
+    raw = crlf(raw)
     with smtplib.SMTP("127.0.0.1", ctx.settings.smtp.port, timeout=10) as client:
         client.ehlo("client.example.cn")
         client.mail(mail_from)
@@ -133,6 +134,11 @@ def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = 
         code, answer = client.data(raw)
     assert code == 250, answer
     return int(answer.decode().rsplit("IN-", 1)[1])
+
+
+def crlf(raw: bytes) -> bytes:
+    """SMTP carries CRLF line ends (RFC 5321 §2.3.8); smtplib sends bytes as they are."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def wait_processed(inbound_id: int, timeout: float = 10.0) -> InboundMessage:

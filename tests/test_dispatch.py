@@ -1,0 +1,149 @@
+"""A valid request over SMTP becomes a record, and everyone involved gets the right mail."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import DOMAIN, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
+from gateway.tokens import parse_token
+from store.models import Event, Milestone, OutboundMessage, Participant, Record
+
+
+def test_valid_request_is_recorded_and_dispatched(ctx, send):
+    raw = make_mail(PROJECT_BODY)
+    inbound = send(raw)
+    assert inbound.state == "processed"
+    record = Record.get()
+    assert record.ref == "PRJ-2026-0001"
+    assert (record.form, record.subject, record.priority, record.status) == (
+        "project", "智能手表项目-硬件方案评审", "高", "open")
+    assert record.initiator_email == "chen.jing@liuhen.localhost"
+    roles = {(p.email, p.role, p.responsibility) for p in Participant.select()}
+    assert roles == {
+        ("chen.jing@liuhen.localhost", "initiator", ""),
+        ("wang.qiang@liuhen.localhost", "recipient", "完成硬件方案评估"),
+        ("zhao.lei@liuhen.localhost", "recipient", "提供竞品价格"),
+        ("li.na@liuhen.localhost", "head", ""),  # high priority: the initiator's department head
+    }
+    milestones = [(m.name, m.due_at.astimezone(ctx.tz).strftime("%m-%d %H:%M"), m.owner_email)
+                  for m in Milestone.select().order_by(Milestone.position)]
+    assert milestones == [("方案评审", "12-10 14:00", "chen.jing@liuhen.localhost"),
+                          ("样机测试", "12-15 18:00", "zhang.zhe@liuhen.localhost")]
+    kinds = [e.kind for e in Event.select().order_by(Event.id)]
+    assert kinds[0] == "record_created" and kinds.count("dispatched") == 3 and kinds[-1] == "inbound_processed"
+
+    mails = {m["To"].split("<")[-1].rstrip(">"): m for m in sent_mails(ctx)}
+    assert set(mails) == {"chen.jing@liuhen.localhost", "wang.qiang@liuhen.localhost",
+                          "zhao.lei@liuhen.localhost", "li.na@liuhen.localhost"}
+
+    request = mails["wang.qiang@liuhen.localhost"]
+    subject = header(request, "Subject")
+    assert subject.startswith("[PRJ-2026-0001] 【紧急】") and "智能手表项目-硬件方案评审" in subject
+    assert "=?utf-8?" in request["Subject"]  # RFC 2047 on the wire
+    text = body_text(request)
+    assert "您的职责：完成硬件方案评估" in text
+    assert "请在 2026-11-27 12:00 前回复" in text  # 高: 2 hours from 10:00
+    assert "同意 / 同意需求 / AGREE / APPROVE" in text and "需补充信息" in text
+    assert "<th" in body_html(request) and "背景与目标" in body_html(request)
+    assert request.get_content_type() == "multipart/alternative"
+
+    # Personal, signed reply addresses that name the right participant.
+    for addr, mail in mails.items():
+        token = re.fullmatch(rf"reply\+(.+)@{re.escape(DOMAIN)}", mail["Reply-To"]).group(1)
+        record_id, participant_id = parse_token(ctx.settings.gateway.secret, token)
+        assert record_id == record.id
+        assert Participant.get_by_id(participant_id).email == addr
+        # Loop safety and threading on every mail.
+        assert mail["Auto-Submitted"] in ("auto-generated", "auto-replied")
+        assert mail["X-Auto-Response-Suppress"] == "All"
+        assert mail["Message-ID"].endswith(f"@{DOMAIN}>")
+        assert record.thread_id in mail["References"]
+
+    ack = mails["chen.jing@liuhen.localhost"]
+    assert ack["In-Reply-To"] == re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode()
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert "PRJ-2026-0001" in body_text(ack) and "王强" in body_text(ack)
+    assert "结果 / RESULT" in body_text(ack)  # the initiator's keywords
+    head = mails["li.na@liuhen.localhost"]
+    assert "抄送部门负责人" in header(head, "Subject")
+
+
+def test_medium_priority_gets_24_hours_and_no_head_copy(ctx, send):
+    send(make_mail(PROJECT_BODY.replace("优先级：高", "优先级：中")))
+    assert Participant.select().where(Participant.role == "head").count() == 0
+    request = OutboundMessage.get(OutboundMessage.kind == "request")
+    assert "【紧急】" not in request.subject
+    assert "2026-11-28 10:00" in request.text
+
+
+def test_english_request_is_answered_in_english(ctx, send):
+    body = """Subject: Overseas launch event for the Q1 smartwatch
+Requester: emily.carter@liuhen.localhost
+Priority: medium
+Deadline: 2026-12-18 18:00
+Background & goal: Book a venue and agree the budget for the Singapore launch
+Participants:
+wang.qiang@liuhen.localhost - demo units for the event
+Milestones:
+Venue booked - 2026-12-05 18:00
+"""
+    inbound = send(make_mail(body, subject="Overseas launch event", sender="emily.carter@liuhen.localhost"),
+                   mail_from="emily.carter@liuhen.localhost")
+    assert inbound.state == "processed", inbound.reason
+    record = Record.get()
+    assert record.lang == "en" and record.subject == "Overseas launch event for the Q1 smartwatch"
+    request = OutboundMessage.get(OutboundMessage.kind == "request")
+    assert request.subject.startswith("[PRJ-2026-0001] Please answer by 2026-11-28 10:00")
+    assert "Your part: demo units for the event" in request.text
+
+
+def test_generic_address_picks_the_form_from_the_subject_tag(ctx, send):
+    inbound = send(make_mail(PROJECT_BODY, subject="[项目协作] 智能手表项目-硬件方案评审"), rcpt=f"requests@{DOMAIN}")
+    assert inbound.state == "processed", inbound.reason
+    assert Record.get().form == "project"
+
+
+def test_generic_address_picks_the_form_from_a_template_line(ctx, send):
+    body = "模板：内部通知\n通知内容：自2027年1月1日起试行弹性考勤\n需确认人员：王强、张喆\n"
+    inbound = send(make_mail(body, subject="关于推行弹性考勤制度的通知"), rcpt=f"requests@{DOMAIN}")
+    assert inbound.state == "processed", inbound.reason
+    record = Record.get()
+    assert record.ref.startswith("NTC-2026-") and record.subject == "关于推行弹性考勤制度的通知"
+    assert {p.email for p in Participant.select().where(Participant.role == "recipient")} == {
+        "wang.qiang@liuhen.localhost", "zhang.zhe@liuhen.localhost"}
+
+
+def test_generic_address_without_a_form_gets_one_clear_answer(ctx, send):
+    inbound = send(make_mail(PROJECT_BODY, subject="智能手表项目-硬件方案评审"), rcpt=f"requests@{DOMAIN}")
+    assert inbound.state == "rejected"
+    answer = OutboundMessage.get()
+    assert answer.kind == "rejection" and "[项目协作]" in answer.text
+    assert Record.select().count() == 0
+
+
+def test_record_ids_count_up_per_template(ctx, send):
+    send(make_mail(PROJECT_BODY))
+    send(make_mail(PROJECT_BODY.replace("硬件方案评审", "软件方案评审"), subject="智能手表项目-软件方案评审"))
+    assert [r.ref for r in Record.select().order_by(Record.id)] == ["PRJ-2026-0001", "PRJ-2026-0002"]
+
+
+def test_outbox_and_inbox_listings_as_json(ctx, send, capsys):
+    from gateway.cli import cmd_inbox_list, cmd_outbox_list, cmd_show
+    import argparse
+
+    send(make_mail(PROJECT_BODY))
+    cmd_outbox_list(argparse.Namespace(json=True, status=None), ctx)
+    queue = json.loads(capsys.readouterr().out)
+    assert {m["kind"] for m in queue} == {"ack", "request", "head_copy"}
+    assert all(m["status"] == "queued" and m["reply_to"].startswith("reply+") for m in queue)
+    cmd_inbox_list(argparse.Namespace(json=True, state=None), ctx)
+    inbox = json.loads(capsys.readouterr().out)
+    assert inbox[0]["state"] == "processed" and "PRJ-2026-0001" in inbox[0]["reason"]
+    cmd_show(argparse.Namespace(ref="PRJ-2026-0001", json=True), ctx)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "open" and shown["priority"] == "高"
+    assert {p["role"] for p in shown["participants"]} == {"initiator", "recipient", "head"}
+    assert shown["participants"][1]["response"] == "pending"
+    assert [m["name"] for m in shown["milestones"]] == ["方案评审", "样机测试"]
+    assert any(e["kind"] == "record_created" for e in shown["events"])

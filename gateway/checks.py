@@ -122,7 +122,8 @@ def validate(form: FormDef, values: dict[str, str], mail_subject: str, sender: P
             milestones = check_milestones(c, f, values[f.key])
     check_attachment_names(c, form, attachment_names)
 
-    errors = [p for p in c.problems if p.severity == "error"]
+    order = {f.key: i for i, f in enumerate(form.fields)}
+    errors = sorted((p for p in c.problems if p.severity == "error"), key=lambda p: order.get(p.field, -1))
     if errors:
         return errors
     assert initiator is not None

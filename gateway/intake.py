@@ -35,8 +35,10 @@ def split_head(raw: bytes) -> tuple[bytes, bytes]:
 
 def dedupe_key(raw: bytes) -> tuple[str, str]:
     """(key, Message-ID). Trace headers added by relays on a retry don't change the key:
-    it hashes the body, plus the Message-ID that the author's client set."""
+    it hashes the body, plus the Message-ID that the author's client set. Line ends are
+    normalised: SMTP carries CRLF, an MTA pipe hands over LF."""
     head, body = split_head(raw)
+    body = body.replace(b"\r\n", b"\n").rstrip(b"\n")
     m = _MESSAGE_ID.search(head)
     message_id = b" ".join(m.group(1).split()).decode("ascii", "replace") if m else ""
     if message_id:

@@ -1,0 +1,117 @@
+"""Nothing is lost: restart recovery, exactly-once processing, and the MTA pipe (`liuhen ingest`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DOMAIN, NOW, PROJECT_BODY, make_mail, smtp_send, wait_processed
+from gateway.intake import store_raw
+from gateway.pipeline import process_inbound
+from gateway.serve import GatewayThread
+from store.models import InboundMessage, OutboundMessage, Record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_mail_stored_before_a_crash_is_processed_on_the_next_start_exactly_once(ctx):
+    # The process stored the mail and died before processing it.
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="smtp", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert InboundMessage.get_by_id(stored.inbound_id).state == "received"
+    for _ in range(2):  # two restarts
+        gateway = GatewayThread(ctx, transport=None).start()
+        try:
+            row = wait_processed(stored.inbound_id)
+        finally:
+            gateway.stop()
+    assert row.state == "processed"
+    assert Record.select().count() == 1
+    assert OutboundMessage.select().where(OutboundMessage.kind == "request").count() == 2
+
+
+def test_processing_the_same_mail_twice_changes_nothing(ctx):
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from=None,
+                       envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+    assert Record.select().count() == 1 and OutboundMessage.select().count() == 4
+
+
+def test_an_internal_error_keeps_the_mail_and_tells_the_sender(ctx, monkeypatch):
+    import gateway.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(pipeline, "handle_submission", broken)
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert process_inbound(ctx, stored.inbound_id) == "error"
+    assert Record.select().count() == 0  # the failed transaction left nothing behind
+    notice = OutboundMessage.get()
+    assert notice.kind == "error_notice" and f"IN-{stored.inbound_id}" in notice.text
+    assert "simulated bug" not in notice.text and "Traceback" not in notice.text
+    # Fixed and retried by the operator: processed once.
+    monkeypatch.undo()
+    InboundMessage.update(state="received").where(InboundMessage.id == stored.inbound_id).execute()
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+
+
+def _liuhen(tmp_path: Path, ctx, *args: str, stdin: bytes | None = None, db_url: str | None = None):
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f"""
+[gateway]
+domain = "{DOMAIN}"
+data_dir = "{ctx.settings.gateway.data_dir}"
+secret = "test-secret"
+[delivery]
+maildir = "{ctx.settings.maildir_path}"
+""", encoding="utf-8")
+    env = {**os.environ, "LIUHEN_DATABASE_URL": db_url or ctx.settings.database_url}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), *args],
+                          input=stdin, capture_output=True, cwd=ROOT, env=env, timeout=60)
+
+
+def test_ingest_from_stdin_processes_and_exits_0(ctx, tmp_path):
+    ctx.db.close()  # the CLI is another process
+    result = _liuhen(tmp_path, ctx, "ingest", "--sender", "chen.jing@liuhen.localhost",
+                     "--recipient", f"project@{DOMAIN}", stdin=make_mail(PROJECT_BODY))
+    assert result.returncode == 0, result.stderr
+    assert b"processed" in result.stdout
+    assert Record.get().ref == "PRJ-2026-0001"
+    # Its mails go out with `liuhen outbox flush`.
+    result = _liuhen(tmp_path, ctx, "outbox", "flush")
+    assert result.returncode == 0 and b"4 mail(s)" in result.stdout
+    assert len(os.listdir(ctx.settings.maildir_path / "new")) == 4
+
+
+def test_ingest_of_a_file_without_envelope_uses_the_headers(ctx, tmp_path):
+    ctx.db.close()
+    path = tmp_path / "request.eml"
+    path.write_bytes(make_mail(PROJECT_BODY))
+    result = _liuhen(tmp_path, ctx, "ingest", str(path))
+    assert result.returncode == 0, result.stderr
+    assert InboundMessage.get().state == "processed"
+
+
+def test_ingest_exits_75_when_the_store_is_unavailable(ctx, tmp_path):
+    result = _liuhen(tmp_path, ctx, "ingest", stdin=make_mail(PROJECT_BODY),
+                     db_url="postgresql://nobody@127.0.0.1:1/nothing")
+    assert result.returncode == 75
+    assert b"Traceback" not in result.stderr
+
+
+def test_ingest_of_an_empty_message_is_a_data_error(ctx, tmp_path):
+    ctx.db.close()
+    assert _liuhen(tmp_path, ctx, "ingest", stdin=b"").returncode == 65
+
+
+def test_smtp_and_ingest_of_the_same_mail_make_one_record(ctx, gateway, tmp_path):
+    raw = make_mail(PROJECT_BODY)
+    wait_processed(smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost"))
+    result = _liuhen(tmp_path, ctx, "ingest", stdin=raw)
+    assert result.returncode == 0 and b"duplicate" in result.stdout
+    assert Record.select().count() == 1

@@ -56,6 +56,7 @@ class DeliverySettings:
     host: str = "127.0.0.1"
     port: int = 25
     starttls: bool = False
+    ca_file: str = ""  # a private CA for the smarthost's certificate; empty: the system's CAs
     user: str = ""
     password: str = ""
     timeout_seconds: float = 30.0
@@ -151,7 +152,7 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     return replace(
         s,
         gateway=replace(s.gateway, data_dir=rel(s.gateway.data_dir)),
-        delivery=replace(s.delivery, maildir=rel(s.delivery.maildir)),
+        delivery=replace(s.delivery, maildir=rel(s.delivery.maildir), ca_file=rel(s.delivery.ca_file)),
         directory=replace(s.directory, path=rel(s.directory.path)),
         templates=replace(s.templates, path=rel(s.templates.path), rules=rel(s.templates.rules)),
     )

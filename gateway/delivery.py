@@ -54,7 +54,8 @@ def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: date
     msg["X-Liuhen-Origin"] = domain
     msg.attach(MIMEText(mail.text, "plain", "utf-8"))
     msg.attach(MIMEText(mail.html, "html", "utf-8"))
-    return msg.as_bytes()
+    # CRLF is the wire form (RFC 5321 §2.3.8); smtplib sends bytes unchanged.
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 
 
 class MaildirTransport:
@@ -65,7 +66,7 @@ class MaildirTransport:
 
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         try:
-            self.maildir.add(raw)
+            self.maildir.add(raw.replace(b"\r\n", b"\n"))  # maildir files use local line ends
         except OSError as exc:
             raise DeliveryError(f"maildir: {exc}", permanent=False) from exc
 
@@ -82,7 +83,7 @@ class SmtpTransport:
             with smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds) as smtp:
                 smtp.ehlo()
                 if s.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=ssl.create_default_context(cafile=s.ca_file or None))
                     smtp.ehlo()
                 if s.user:
                     smtp.login(s.user, s.password)
@@ -90,6 +91,10 @@ class SmtpTransport:
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(_describe(exc.recipients), permanent=all(c >= 500 for c in codes)) from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            # Our credentials are wrong: the operator can fix that, so keep the mail and retry.
+            raise DeliveryError(f"smarthost refused our login: {exc.smtp_code} {exc.smtp_error!r}",
+                                permanent=False) from exc
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(f"{exc.smtp_code} {exc.smtp_error!r}", permanent=exc.smtp_code >= 500) from exc
         except (smtplib.SMTPException, OSError) as exc:

@@ -1,0 +1,145 @@
+"""Outbox delivery through a real SMTP smarthost (aiosmtpd on loopback): STARTTLS, AUTH,
+retry with backoff on 4xx, permanent failure on 5xx reported to the initiator."""
+
+from __future__ import annotations
+
+import email
+import ssl
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from conftest import PROJECT_BODY, free_port, make_mail
+from gateway.delivery import SmtpTransport
+from gateway.intake import store_raw
+from gateway.outbox import deliver_due
+from gateway.pipeline import process_inbound
+from store.models import Event, OutboundMessage
+
+
+class Smarthost:
+    """Answers DATA with whatever `answers` says for a recipient (default 250) and keeps mail."""
+
+    def __init__(self):
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.answers: dict[str, str] = {}
+        self.logins: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        answer = self.answers.get(address, "250 OK")
+        if answer.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return answer
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK"
+
+
+def _authenticator(host: Smarthost):
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"liuhen" and auth_data.password == b"s3cret"
+        if ok:
+            host.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok)
+    return check
+
+
+@pytest.fixture
+def smarthost(tmp_path: Path):
+    host = Smarthost()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(str(cert), str(key))
+    controller = Controller(host, hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
+                            authenticator=_authenticator(host), auth_required=True)
+    controller.start()
+    host.port, host.ca_file = controller.port, str(cert)
+    yield host
+    controller.stop()
+
+
+def _transport(ctx, host: Smarthost, **overrides) -> SmtpTransport:
+    options = dict(mode="smtp", host="127.0.0.1", port=host.port, starttls=True, ca_file=host.ca_file,
+                   user="liuhen", password="s3cret", timeout_seconds=5) | overrides
+    settings = replace(ctx.settings.delivery, **options)
+    return SmtpTransport(settings)
+
+
+def _dispatch(ctx) -> None:
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY.replace("优先级：高", "优先级：中")), source="ingest",
+                       envelope_from="chen.jing@liuhen.localhost", envelope_to=["project@liuhen.test"],
+                       now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+
+
+def test_mail_is_relayed_with_starttls_and_auth(ctx, smarthost):
+    _dispatch(ctx)
+    assert deliver_due(ctx, _transport(ctx, smarthost)) == 3
+    assert smarthost.logins == ["liuhen"] * 3
+    recipients = sorted(r[0] for _, r, _ in smarthost.received)
+    assert recipients == ["chen.jing@liuhen.localhost", "wang.qiang@liuhen.localhost", "zhao.lei@liuhen.localhost"]
+    assert {m.status for m in OutboundMessage.select()} == {"sent"}
+    kept = OutboundMessage.get(OutboundMessage.to_addr == "wang.qiang@liuhen.localhost")
+    relayed = next(raw for _, r, raw in smarthost.received if r == ["wang.qiang@liuhen.localhost"])
+    assert email.message_from_bytes(relayed)["Message-ID"] == kept.message_id
+    assert bytes(kept.raw).replace(b"\r\n", b"\n").strip() == relayed.replace(b"\r\n", b"\n").strip()
+    assert Event.select().where(Event.kind == "mail_sent").count() == 3
+
+
+def test_wrong_password_is_a_temporary_failure_that_is_retried(ctx, smarthost):
+    _dispatch(ctx)
+    # (smtplib falls back from PLAIN to LOGIN, which aiosmtpd leaves hanging: a short timeout.)
+    deliver_due(ctx, _transport(ctx, smarthost, password="wrong", timeout_seconds=1), limit=1)
+    tried = OutboundMessage.get(OutboundMessage.attempts > 0)
+    assert (tried.status, tried.attempts) == ("queued", 1)
+    assert smarthost.received == []
+
+
+def test_a_temporary_failure_is_retried_with_backoff(ctx, smarthost, clock):
+    _dispatch(ctx)
+    smarthost.answers["wang.qiang@liuhen.localhost"] = "451 4.3.0 mailbox busy"
+    transport = _transport(ctx, smarthost)
+    deliver_due(ctx, transport)
+    deferred = OutboundMessage.get(OutboundMessage.to_addr == "wang.qiang@liuhen.localhost")
+    assert (deferred.status, deferred.attempts) == ("queued", 1)
+    assert "451" in deferred.last_error
+    assert (deferred.next_attempt_at - clock.now()).total_seconds() == 60
+    assert deliver_due(ctx, transport) == 0  # not due yet
+    smarthost.answers.clear()
+    clock.advance(seconds=61)
+    assert deliver_due(ctx, transport) == 1
+    assert OutboundMessage.get_by_id(deferred.id).status == "sent"
+
+
+def test_a_permanent_failure_is_recorded_and_the_initiator_told(ctx, smarthost):
+    _dispatch(ctx)
+    smarthost.answers["zhao.lei@liuhen.localhost"] = "550 5.1.1 no such user"
+    transport = _transport(ctx, smarthost)
+    deliver_due(ctx, transport)
+    failed = OutboundMessage.get(OutboundMessage.to_addr == "zhao.lei@liuhen.localhost")
+    assert failed.status == "failed" and "550" in failed.last_error
+    notice = OutboundMessage.get(OutboundMessage.kind == "delivery_failed")
+    assert notice.to_addr == "chen.jing@liuhen.localhost"
+    assert "zhao.lei@liuhen.localhost" in notice.text and "550 5.1.1 no such user" in notice.text
+    deliver_due(ctx, transport)
+    assert OutboundMessage.get_by_id(notice.id).status == "sent"
+
+
+def test_delivery_gives_up_after_the_configured_attempts(ctx, smarthost, clock):
+    ctx = replace(ctx, settings=replace(ctx.settings, delivery=replace(ctx.settings.delivery, max_attempts=2)))
+    _dispatch(ctx)
+    transport = _transport(ctx, smarthost, port=free_port())  # nobody listens there
+    deliver_due(ctx, transport)
+    clock.advance(hours=1)
+    deliver_due(ctx, transport)
+    statuses = {m.to_addr: m.status for m in OutboundMessage.select()}
+    assert statuses["wang.qiang@liuhen.localhost"] == "failed"
+    assert OutboundMessage.select().where(OutboundMessage.kind == "delivery_failed").count() == 2

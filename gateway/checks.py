@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from config.directory import Directory, Person, Resolution
 from config.forms import FieldDef, FormDef, Rules
@@ -136,9 +137,7 @@ def validate(form: FormDef, values: dict[str, str], mail_subject: str, sender: P
 def check_subject(c: _Check, f: FieldDef | None, subject: str) -> None:
     """A subject must name the goal: not only vague phrases, not too short to say anything."""
     text = unicodedata.normalize("NFKC", SUBJECT_PREFIX.sub("", subject)).casefold()
-    rest = re.sub(r"[\W_]+", "", text)
-    for phrase in sorted((*c.rules.vague_subjects, *c.rules.subject_filler), key=len, reverse=True):
-        rest = rest.replace(re.sub(r"[\W_]+", "", phrase.casefold()), "")
+    rest = _vague_phrases(c.rules.vague_subjects + c.rules.subject_filler).sub("", re.sub(r"[\W_]+", "", text))
     if len(rest) < 2:
         c.add(f, "vague_subject", subject)
         return
@@ -146,6 +145,13 @@ def check_subject(c: _Check, f: FieldDef | None, subject: str) -> None:
     words = len(LATIN_WORD.findall(CJK.sub(" ", text)))
     if (cjk and cjk + words < c.rules.min_cjk_chars) or (not cjk and words < c.rules.min_latin_words):
         c.add(f, "short_subject", subject)
+
+
+@lru_cache(maxsize=8)
+def _vague_phrases(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for all vague phrases, longest first, compared without punctuation."""
+    words = {re.sub(r"[\W_]+", "", p.casefold()) for p in phrases} - {""}
+    return re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
 
 
 def check_initiator(c: _Check, f: FieldDef | None, value: str, sender: Person) -> Person | None:

@@ -1,7 +1,9 @@
 """The transactional outbox: every mail the gateway writes is queued here first.
 
 ``queue_mails`` runs inside the caller's transaction, so a mail exists exactly when the
-change it reports was committed. ``deliver_due`` later composes and sends what is due,
+change it reports was committed. It stores the subject, the template and its context; the
+body is rendered at delivery, outside the transaction that holds the write lock (rendering
+was a quarter of the time spent processing a request). ``deliver_due`` composes and sends,
 retrying temporary failures with backoff and reporting permanent ones to the initiator.
 Every mail is stamped as auto-generated (RFC 3834) so other systems' robots leave it alone.
 """
@@ -18,6 +20,7 @@ from peewee import fn
 
 from gateway.delivery import DeliveryError, Transport, compose
 from store.models import Event, OutboundMessage, Record
+from store.repositories import insert_rows
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Context
@@ -54,7 +57,6 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
     now = ctx.clock.now()
     rows, ids = [], []
     for d in drafts:
-        mail = ctx.renderer.render(d.lang, d.template, **d.context)
         message_id = new_message_id(ctx.settings.gateway.domain)
         headers = {"Auto-Submitted": d.auto_submitted, **d.extra_headers}
         if d.reply_to:
@@ -65,11 +67,11 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["References"] = " ".join(d.references)
         rows.append(dict(created_at=now, record_id=d.record_id, inbound_id=d.inbound_id, kind=d.kind,
                          lang=d.lang, to_addr=d.to_addr, to_name=d.to_name, cc=list(d.cc),
-                         subject=mail.subject, text=mail.text, html=mail.html, headers=headers,
+                         subject=ctx.renderer.subject(d.lang, d.template, **d.context), template=d.template,
+                         context=d.context, headers=headers,
                          message_id=message_id, next_attempt_at=now))
         ids.append(message_id)
-    if rows:
-        OutboundMessage.insert_many(rows).execute()
+    insert_rows(OutboundMessage, rows)
     return ids
 
 
@@ -95,8 +97,16 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
     return attempted
 
 
+def mail_body(ctx: Context, mail: OutboundMessage) -> tuple[str, str]:
+    """(text, html) of a queued or sent mail."""
+    if mail.text:
+        return mail.text, mail.html
+    return ctx.renderer.body(mail.lang, mail.template, **mail.context)
+
+
 def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> None:
     s = ctx.settings
+    mail.text, mail.html = mail_body(ctx, mail)
     raw = compose(mail, from_name=s.gateway.from_name, from_addr=s.from_address,
                   date=ctx.local_now(), domain=s.gateway.domain)
     try:
@@ -105,7 +115,7 @@ def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> N
         _failed_attempt(ctx, mail, exc)
         return
     with ctx.db.atomic():
-        OutboundMessage.update(status="sent", raw=raw, sent_at=ctx.clock.now(),
+        OutboundMessage.update(status="sent", raw=raw, text=mail.text, html=mail.html, sent_at=ctx.clock.now(),
                                attempts=mail.attempts + 1, last_error="").where(
             OutboundMessage.id == mail.id).execute()
         Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",

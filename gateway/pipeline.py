@@ -20,7 +20,7 @@ from gateway.outbox import Draft, queue_mails
 from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
 from store.models import InboundMessage
-from store.repositories import add_events, finish_inbound, lock_inbound
+from store.repositories import add_events, finish_inbound
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +65,51 @@ def find_target(ctx: Context, recipients: list[str], msg: ParsedMessage) -> Targ
 
 def process_inbound(ctx: Context, inbound_id: int) -> str:
     """Take one stored mail to its terminal state; returns that state. Safe to call twice."""
-    row = InboundMessage.get_or_none(InboundMessage.id == inbound_id)
-    if row is None or row.state != "received":
-        return row.state if row else "missing"
-    try:
-        msg = parse_message(bytes(row.raw))
-        with ctx.db.atomic():
-            row = lock_inbound(ctx.db, inbound_id)
-            if row is None:  # another worker finished it meanwhile
-                return InboundMessage.get_by_id(inbound_id).state
-            outcome = route(ctx, row, msg)
-            finish_inbound(row.id, outcome.state, outcome.reason, ctx.clock.now(), outcome.record_id,
-                           msg.subject, msg.from_addr)
-            add_events([dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
-                             actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
-                                                        "message_id": msg.message_id})], ctx.clock.now())
-        return outcome.state
-    except Exception:
-        log.exception("inbound %s failed in processing", inbound_id)
-        return _fail(ctx, inbound_id)
+    return process_batch(ctx, [inbound_id])[inbound_id]
+
+
+class _Superseded(Exception):
+    """Another worker took the mail to a terminal state first; undo our work on it."""
+
+
+def process_batch(ctx: Context, inbound_ids: list[int]) -> dict[int, str]:
+    """Process several stored mails in one transaction (one commit, one fsync), each inside
+    its own savepoint so that one mail's failure undoes only that mail."""
+    states = {i: "missing" for i in inbound_ids}
+    rows = list(InboundMessage.select().where(InboundMessage.id.in_(inbound_ids)))
+    pending = []
+    for row in rows:
+        states[row.id] = row.state
+        if row.state == "received":
+            pending.append(row)
+    failed = []
+    now = ctx.clock.now()
+    with ctx.db.atomic():
+        for row in pending:
+            try:
+                with ctx.db.atomic():
+                    states[row.id] = _process_one(ctx, row, now)
+            except _Superseded:
+                states[row.id] = InboundMessage.get_by_id(row.id).state
+            except Exception:
+                log.exception("inbound %s failed in processing", row.id)
+                failed.append(row.id)
+    for inbound_id in failed:
+        states[inbound_id] = _fail(ctx, inbound_id)
+    return states
+
+
+def _process_one(ctx: Context, row: InboundMessage, now) -> str:
+    msg = parse_message(bytes(row.raw))
+    outcome = route(ctx, row, msg)
+    if not finish_inbound(row.id, outcome.state, outcome.reason, now, outcome.record_id, msg.subject,
+                          msg.from_addr):
+        raise _Superseded()
+    add_events([*outcome.events,
+                dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
+                     actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
+                                                "message_id": msg.message_id})], now)
+    return outcome.state
 
 
 def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:

@@ -18,7 +18,7 @@ from gateway.bootstrap import Context
 from gateway.delivery import Transport
 from gateway.intake import pending_ids
 from gateway.outbox import deliver_due, stuck_sending_reset
-from gateway.pipeline import process_inbound
+from gateway.pipeline import process_batch
 from gateway.smtp import IntakeHandler, smtp_factory
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ OUTBOX_POLL_SECONDS = 1.0
 
 class Processor:
     """One thread that takes stored mails to their terminal state, in arrival order."""
+
+    BATCH = 16  # mails per transaction at most: bounds how long intake waits for the write lock
 
     def __init__(self, ctx: Context, on_processed: Callable[[], None] = lambda: None):
         self.ctx = ctx
@@ -46,9 +48,18 @@ class Processor:
         self.thread.join()
 
     def _run(self) -> None:
-        while (inbound_id := self.queue.get()) is not None:
-            process_inbound(self.ctx, inbound_id)
-            self.on_processed()
+        stopping = False
+        while not stopping:
+            batch = [self.queue.get()]
+            # Under load, take what else is waiting (up to a bound) into the same commit.
+            while len(batch) < self.BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if None in batch:
+                stopping = True
+                batch = [i for i in batch if i is not None]
+            if batch:
+                process_batch(self.ctx, batch)
+                self.on_processed()
         self.ctx.db.close()
 
 

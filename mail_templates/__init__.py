@@ -33,19 +33,25 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # templates do not change under a running gateway; saves a stat per render
         )
         self.problem_texts: dict[str, dict[str, str]] = tomllib.loads(
             (folder / "problems.toml").read_text(encoding="utf-8"))
 
     def render(self, lang: str, name: str, /, **context: Any) -> RenderedMail:
+        return RenderedMail(self.subject(lang, name, **context), *self.body(lang, name, **context))
+
+    def subject(self, lang: str, name: str, /, **context: Any) -> str:
+        lang = lang if lang in LANGUAGES else "zh"
+        subject = self.env.get_template(f"{lang}/{name}.subject.j2").render({"lang": lang, **context})
+        return " ".join(subject.split())
+
+    def body(self, lang: str, name: str, /, **context: Any) -> tuple[str, str]:
+        """(text, html) of a mail."""
         lang = lang if lang in LANGUAGES else "zh"
         context = {"lang": lang, **context}
-        subject = self.env.get_template(f"{lang}/{name}.subject.j2").render(context)
-        return RenderedMail(
-            subject=" ".join(subject.split()),
-            text=self.env.get_template(f"{lang}/{name}.txt.j2").render(context),
-            html=self.env.get_template(f"{lang}/{name}.html.j2").render(context),
-        )
+        return (self.env.get_template(f"{lang}/{name}.txt.j2").render(context),
+                self.env.get_template(f"{lang}/{name}.html.j2").render(context))
 
     def problem_text(self, lang: str, code: str, **values: str) -> str:
         return self.problem_texts[lang if lang in LANGUAGES else "zh"][code].format(**values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from config.forms import FormDef
 
@@ -43,7 +44,9 @@ class ExtractedFields:
     template_hint: str  # what a `模板:` line said, "" if none
 
 
+@lru_cache(maxsize=64)
 def label_index(form: FormDef) -> dict[str, str]:
+    """Normalised label → field key (cached: forms are immutable and labels many)."""
     index: dict[str, str] = {}
     for f in form.fields:
         for label in (f.label, f.label_en, *f.aliases):

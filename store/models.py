@@ -144,8 +144,10 @@ class OutboundMessage(BaseModel):
     to_name = TextField(default="")
     cc = JSONField(default=list)
     subject = TextField()
-    text = TextField()
-    html = TextField()
+    template = CharField(max_length=64)  # mail_templates/<lang>/<template>.*.j2
+    context = JSONField(default=dict)  # what the template is rendered with
+    text = TextField(default="")  # rendered at delivery, kept for the trace
+    html = TextField(default="")
     headers = JSONField(default=dict)
     message_id = CharField(max_length=998, unique=True)
     status = CharField(max_length=16, default="queued", index=True)  # queued|sending|sent|failed

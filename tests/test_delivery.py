@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from gateway.outbox import mail_body
 from conftest import PROJECT_BODY, free_port, make_mail
 from gateway.delivery import SmtpTransport
 from gateway.intake import store_raw
@@ -128,7 +129,7 @@ def test_a_permanent_failure_is_recorded_and_the_initiator_told(ctx, smarthost):
     assert failed.status == "failed" and "550" in failed.last_error
     notice = OutboundMessage.get(OutboundMessage.kind == "delivery_failed")
     assert notice.to_addr == "chen.jing@liuhen.localhost"
-    assert "zhao.lei@liuhen.localhost" in notice.text and "550 5.1.1 no such user" in notice.text
+    assert "zhao.lei@liuhen.localhost" in mail_body(ctx, notice)[0] and "550 5.1.1 no such user" in mail_body(ctx, notice)[0]
     deliver_due(ctx, transport)
     assert OutboundMessage.get_by_id(notice.id).status == "sent"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.outbox import mail_body
 from conftest import DOMAIN, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
 from store.models import InboundMessage, OutboundMessage, Participant, Record
 
@@ -48,10 +49,10 @@ def test_an_english_request_is_refused_in_english(ctx, send):
     assert inbound.state == "rejected"
     reply = OutboundMessage.get()
     assert reply.lang == "en" and reply.subject == "Please correct and resend: question"
-    assert "The subject “question” is too vague" in reply.text
-    assert "Priority “whenever” is not understood" in reply.text
-    assert "The required field “Participants” is missing." in reply.text
-    assert "Example of a right value:" in reply.text
+    assert "The subject “question” is too vague" in mail_body(ctx, reply)[0]
+    assert "Priority “whenever” is not understood" in mail_body(ctx, reply)[0]
+    assert "The required field “Participants” is missing." in mail_body(ctx, reply)[0]
+    assert "Example of a right value:" in mail_body(ctx, reply)[0]
 
 
 def test_html_in_a_request_is_escaped_in_the_reply(ctx, send):

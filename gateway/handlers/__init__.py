@@ -3,7 +3,7 @@ transaction that writes its record changes, events and outbox mails, and returns
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -11,3 +11,4 @@ class Outcome:
     state: str  # processed | rejected | ignored
     reason: str = ""
     record_id: int | None = None
+    events: list[dict] = field(default_factory=list)  # trace rows to add with the outcome

@@ -12,7 +12,6 @@ from gateway.handlers import Outcome
 from gateway.tokens import parse_token
 from parsers.mime import ParsedMessage
 from store.models import InboundMessage, Participant
-from store.repositories import add_events
 
 
 def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: str) -> Outcome:
@@ -27,7 +26,6 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     if participant.email != msg.from_addr:
         return Outcome("rejected", f"reply address of {participant.email} used by {msg.from_addr}",
                        record_id)
-    add_events([dict(record_id=record_id, inbound_id=row.id, kind="comment", actor=msg.from_addr,
-                     data={"role": participant.role, "subject": msg.subject, "text": msg.text[:20000]})],
-               ctx.clock.now())
-    return Outcome("processed", "reply kept as a comment", record_id)
+    return Outcome("processed", "reply kept as a comment", record_id,
+                   [dict(record_id=record_id, inbound_id=row.id, kind="comment", actor=msg.from_addr,
+                         data={"role": participant.role, "subject": msg.subject, "text": msg.text[:20000]})])

@@ -17,8 +17,8 @@ from gateway.tokens import reply_address
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.mime import ParsedMessage, html_tables
 from store.models import InboundMessage, Participant, Record
-from store.repositories import (NewMilestone, NewParticipant, add_events, claim_sent_key, create_record,
-                                next_record_ref, save_attachments)
+from store.repositories import (NewMilestone, NewParticipant, claim_sent_key, create_record, next_record_ref,
+                                save_attachments)
 
 SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
 
@@ -107,15 +107,15 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
                     for m in sub.milestones])
     files = save_attachments(s.data_path, row.id, record.id,
                              ((a.filename, a.content_type, a.payload) for a in msg.attachments))
-    add_events([
+    events = [
         dict(record_id=record.id, inbound_id=row.id, kind="record_created", actor=msg.from_addr,
              data={"ref": ref, "form": form.key, "priority": sub.priority, "attachments": files}),
         *[dict(record_id=record.id, kind="dispatched", actor=s.from_address,
                data={"to": p.email, "role": p.role, "respond_by": p.response_due_at})
           for p in participants if p.role != "initiator"],
-    ], now)
+    ]
     queue_mails(ctx, _drafts(ctx, record, participants, sub, msg))
-    return Outcome("processed", f"record {ref} created", record.id)
+    return Outcome("processed", f"record {ref} created", record.id, events)
 
 
 def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,

@@ -15,6 +15,7 @@ from datetime import datetime
 from peewee import Database, IntegrityError
 
 from store.models import InboundMessage
+from store.repositories import insert_rows
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
@@ -54,11 +55,11 @@ def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | Non
     key, message_id = dedupe_key(raw)
     try:
         with db.atomic():
-            row = InboundMessage.create(
+            [inbound_id] = insert_rows(InboundMessage, [dict(
                 received_at=now, source=source, envelope_from=envelope_from,
                 envelope_to=[a.lower() for a in envelope_to], dedupe_key=key,
-                message_id=message_id, raw=raw, size=len(raw))
-        return Stored(row.id, duplicate=False)
+                message_id=message_id, raw=raw, size=len(raw))], returning_ids=True)
+        return Stored(inbound_id, duplicate=False)
     except IntegrityError:
         existing = InboundMessage.get(InboundMessage.dedupe_key == key)
         return Stored(existing.id, duplicate=True)

@@ -1,7 +1,7 @@
 """Intake: keep the raw mail durably before anyone is told it arrived.
 
-Every entry point (SMTP, `liuhen ingest`, IMAP) calls ``store_raw`` and only then answers
-its sender. A mail that comes twice (a sender retrying after a lost 250, the same file piped
+`liuhen ingest` (and IMAP) call ``store_raw`` and only then answer their MTA or mark the
+message; SMTP answers after the spool write and ``import_spooled`` brings the mail in. A mail that comes twice (a sender retrying after a lost 250, the same file piped
 again) is recognised by Message-ID plus a hash of its content and stored once.
 """
 
@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import Database, IntegrityError
+from peewee import Database
 
+from gateway.spool import Spool
 from store.models import InboundMessage
 from store.repositories import insert_rows
 
@@ -50,19 +51,34 @@ def dedupe_key(raw: bytes) -> tuple[str, str]:
 
 
 def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | None,
-              envelope_to: list[str], now: datetime) -> Stored:
+              envelope_to: list[str], now: datetime, queue_id: str = "") -> Stored:
     """Commit the raw mail (or find its twin); returns once the row is durable."""
+    with db.atomic():
+        return _insert_inbound(raw, source, envelope_from, envelope_to, now, queue_id)
+
+
+def import_spooled(db: Database, spool: Spool, queue_ids: list[str]) -> list[Stored]:
+    """Move spooled mails into the database in one transaction; the caller then removes the
+    files. Importing the same file twice (a crash before removal) stores it once."""
+    with db.atomic():
+        stored = []
+        for queue_id in queue_ids:
+            mail = spool.read(queue_id)
+            stored.append(_insert_inbound(mail.raw, "smtp", mail.envelope_from, mail.envelope_to,
+                                          mail.received_at, queue_id))
+        return stored
+
+
+def _insert_inbound(raw: bytes, source: str, envelope_from: str | None, envelope_to: list[str],
+                    now: datetime, queue_id: str) -> Stored:
     key, message_id = dedupe_key(raw)
-    try:
-        with db.atomic():
-            [inbound_id] = insert_rows(InboundMessage, [dict(
-                received_at=now, source=source, envelope_from=envelope_from,
-                envelope_to=[a.lower() for a in envelope_to], dedupe_key=key,
-                message_id=message_id, raw=raw, size=len(raw))], returning_ids=True)
-        return Stored(inbound_id, duplicate=False)
-    except IntegrityError:
-        existing = InboundMessage.get(InboundMessage.dedupe_key == key)
-        return Stored(existing.id, duplicate=True)
+    ids = insert_rows(InboundMessage, [dict(
+        received_at=now, source=source, queue_id=queue_id, envelope_from=envelope_from,
+        envelope_to=[a.lower() for a in envelope_to], dedupe_key=key, message_id=message_id, raw=raw,
+        size=len(raw))], returning_ids=True, skip_conflicts=True)
+    if ids:
+        return Stored(ids[0], duplicate=False)
+    return Stored(InboundMessage.get(InboundMessage.dedupe_key == key).id, duplicate=True)
 
 
 def pending_ids(db: Database) -> list[int]:

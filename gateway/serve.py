@@ -1,8 +1,9 @@
 """`liuhen serve`: SMTP intake, the processing worker and the outbox worker in one process.
 
-Intake threads only store; one worker thread takes stored mails through the pipeline in
-arrival order; the outbox loop delivers what is due. On start, mails stored but not yet
-processed (the last process died) are queued first, and mails left half-sent are requeued.
+Intake threads only spool; one worker thread imports spooled mails into the database and
+takes them through the pipeline in arrival order; the outbox loop delivers what is due. On
+start, mails spooled or stored but not yet processed (the last process died) are queued
+first, and mails left half-sent are requeued.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Callable
 
 from gateway.bootstrap import Context
 from gateway.delivery import Transport
-from gateway.intake import pending_ids
+from gateway.intake import import_spooled, pending_ids
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.pipeline import process_batch
 from gateway.smtp import IntakeHandler, smtp_factory
+from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +31,22 @@ OUTBOX_POLL_SECONDS = 1.0
 class Processor:
     """One thread that takes stored mails to their terminal state, in arrival order."""
 
-    BATCH = 16  # mails per transaction at most: bounds how long intake waits for the write lock
+    BATCH = 16  # mails per transaction at most
+    RETRY_SECONDS = 30.0
 
-    def __init__(self, ctx: Context, on_processed: Callable[[], None] = lambda: None):
+    def __init__(self, ctx: Context, spool: Spool, on_processed: Callable[[], None] = lambda: None):
         self.ctx = ctx
-        self.queue: queue.Queue[int | None] = queue.Queue()
+        self.spool = spool
+        # Spool queue ids (str) from SMTP, or ids of mails already in the database (int).
+        self.queue: queue.Queue[str | int | None] = queue.Queue()
         self.on_processed = on_processed
         self.thread = threading.Thread(target=self._run, name="liuhen-processor", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def submit(self, inbound_id: int) -> None:
-        self.queue.put(inbound_id)
+    def submit(self, item: str | int) -> None:
+        self.queue.put(item)
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -58,9 +63,26 @@ class Processor:
                 stopping = True
                 batch = [i for i in batch if i is not None]
             if batch:
-                process_batch(self.ctx, batch)
+                self._process(batch)
                 self.on_processed()
         self.ctx.db.close()
+
+    def _process(self, batch: list[str | int]) -> None:
+        spooled = [i for i in batch if isinstance(i, str)]
+        inbound_ids = [i for i in batch if isinstance(i, int)]
+        try:
+            if spooled:
+                inbound_ids += [s.inbound_id for s in import_spooled(self.ctx.db, self.spool, spooled)
+                                if not s.duplicate]
+                self.spool.remove(spooled)
+            process_batch(self.ctx, inbound_ids)
+        except Exception:
+            # The database is unreachable or broken: the mails stay spooled or 'received';
+            # try them again in a while (and in any case on the next start).
+            log.exception("could not import/process %d mail(s); retrying in %ss", len(batch), self.RETRY_SECONDS)
+            retry = threading.Timer(self.RETRY_SECONDS, lambda: [self.submit(i) for i in batch])
+            retry.daemon = True
+            retry.start()
 
 
 async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.Event,
@@ -69,12 +91,13 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     loop = asyncio.get_running_loop()
     wake_outbox = asyncio.Event()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liuhen-intake")
-    processor = Processor(ctx, on_processed=lambda: loop.call_soon_threadsafe(wake_outbox.set))
+    spool = Spool(ctx.settings.data_path / "spool")
+    processor = Processor(ctx, spool, on_processed=lambda: loop.call_soon_threadsafe(wake_outbox.set))
     stuck_sending_reset(ctx.clock.now())
     processor.start()
-    for inbound_id in pending_ids(ctx.db):
-        processor.submit(inbound_id)
-    handler = IntakeHandler(ctx, executor, processor.submit)
+    for item in [*pending_ids(ctx.db), *spool.pending()]:
+        processor.submit(item)
+    handler = IntakeHandler(ctx, spool, executor, processor.submit)
     s = ctx.settings.smtp
     server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
     log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)

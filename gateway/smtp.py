@@ -1,8 +1,8 @@
 """SMTP intake: an aiosmtpd handler that knows addresses, not business.
 
 RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown local parts
-get 550 5.1.1. DATA: the raw bytes are committed to the store in a worker thread, and only
-then does the client hear 250; if storing fails the answer is 451 so the sender retries.
+get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool in a worker thread,
+and only then does the client hear 250; if that fails the answer is 451 so the sender retries.
 aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow).
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Callable
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.bootstrap import Context
-from gateway.intake import store_raw
 from gateway.pipeline import known_local_part
+from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try 
 
 
 class IntakeHandler:
-    def __init__(self, ctx: Context, executor: Executor, on_stored: Callable[[int], None]):
+    def __init__(self, ctx: Context, spool: Spool, executor: Executor, on_stored: Callable[[str], None]):
         self.ctx = ctx
+        self.spool = spool
         self.executor = executor
         self.on_stored = on_stored
         self.domain = ctx.settings.gateway.domain.lower()
@@ -45,16 +46,14 @@ class IntakeHandler:
         raw = envelope.original_content or b""
         loop = asyncio.get_running_loop()
         try:
-            stored = await loop.run_in_executor(
-                self.executor, lambda: store_raw(
-                    self.ctx.db, raw, source="smtp", envelope_from=envelope.mail_from or "",
-                    envelope_to=list(envelope.rcpt_tos), now=self.ctx.clock.now()))
+            queue_id = await loop.run_in_executor(
+                self.executor, self.spool.write, raw, envelope.mail_from or "", list(envelope.rcpt_tos),
+                self.ctx.clock.now())
         except Exception:
-            log.exception("could not store a message from %s", envelope.mail_from)
+            log.exception("could not spool a message from %s", envelope.mail_from)
             return TEMPFAIL
-        if not stored.duplicate:
-            self.on_stored(stored.inbound_id)
-        return f"250 2.0.0 OK: stored as IN-{stored.inbound_id}"
+        self.on_stored(queue_id)
+        return f"250 2.0.0 OK: queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:
         # Without this hook aiosmtpd answers "500 Error: (Exc) ...": permanent, and it leaks internals.

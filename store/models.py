@@ -49,6 +49,7 @@ class InboundMessage(BaseModel):
     id = AutoField()
     received_at = UTCDateTimeField()
     source = CharField(max_length=16)  # smtp | ingest | imap
+    queue_id = CharField(max_length=64, default="", index=True)  # the id in our SMTP 250 answer
     envelope_from = CharField(max_length=512, null=True)  # None: unknown (e.g. read from a file)
     envelope_to = JSONField(default=list)
     dedupe_key = CharField(max_length=128, unique=True)

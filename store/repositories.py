@@ -58,13 +58,15 @@ def next_record_ref(prefix: str, year: int) -> str:
     return f"{name}-{values[0]:04d}"
 
 
-def insert_rows(model: type[Model], rows: list[dict], returning_ids: bool = False) -> list[int]:
+def insert_rows(model: type[Model], rows: list[dict], returning_ids: bool = False,
+                skip_conflicts: bool = False) -> list[int]:
     """INSERT many rows in one statement, skipping peewee's per-value SQL building.
 
     This is the per-mail hot path: peewee's generic INSERT generation cost ~0.2 ms per row
     and made up 40% of processing a request. Values still go through each field's
     ``db_value`` (JSON, UTC times, foreign keys), so the rows read back exactly as if peewee
     had written them; fields left out get their model defaults. Every row must have the same keys.
+    With ``skip_conflicts`` a row that violates a unique constraint is left out (and so is its id).
     """
     if not rows:
         return []
@@ -78,6 +80,8 @@ def insert_rows(model: type[Model], rows: list[dict], returning_ids: bool = Fals
     sql = (f'INSERT INTO "{meta.table_name}" ({", ".join(chr(34) + f.column_name + chr(34) for f in fields)}) '
            f"VALUES {', '.join([placeholders] * len(rows))}")
     params = [f.db_value(row[f.name]) for row in rows for f in fields]
+    if skip_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
     if not returning_ids:
         meta.database.execute_sql(sql, params)
         return []

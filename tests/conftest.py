@@ -121,8 +121,8 @@ def fixture_bytes(name: str) -> bytes:
     return (EMAILS / name).read_bytes()
 
 
-def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = "sender@example.cn") -> int:
-    """Send over a real SMTP connection; returns the IN- number from the 250 answer."""
+def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = "sender@example.cn") -> str:
+    """Send over a real SMTP connection; returns the queue id from the 250 answer."""
     rcpts = [rcpt] if isinstance(rcpt, str) else rcpt
     raw = crlf(raw)
     with smtplib.SMTP("127.0.0.1", ctx.settings.smtp.port, timeout=10) as client:
@@ -133,7 +133,7 @@ def smtp_send(ctx: Context, raw: bytes, rcpt: str | list[str], mail_from: str = 
             assert code == 250, answer
         code, answer = client.data(raw)
     assert code == 250, answer
-    return int(answer.decode().rsplit("IN-", 1)[1])
+    return answer.decode().rsplit("queued as ", 1)[1]
 
 
 def crlf(raw: bytes) -> bytes:
@@ -141,14 +141,27 @@ def crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def wait_processed(inbound_id: int, timeout: float = 10.0) -> InboundMessage:
+def wait_processed(key: str | int, timeout: float = 10.0) -> InboundMessage:
+    """Wait until the mail with this SMTP queue id (or inbound id) reaches a terminal state."""
+    where = InboundMessage.queue_id == key if isinstance(key, str) else InboundMessage.id == key
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = InboundMessage.get_by_id(inbound_id)
-        if row.state != "received":
+        row = InboundMessage.get_or_none(where)
+        if row is not None and row.state != "received":
             return row
         time.sleep(0.02)
-    raise AssertionError(f"IN-{inbound_id} was not processed within {timeout}s")
+    raise AssertionError(f"{key} was not processed within {timeout}s")
+
+
+def wait_idle(ctx: Context, timeout: float = 10.0) -> None:
+    """Wait until the spool is empty and no stored mail waits for processing."""
+    spool = ctx.settings.data_path / "spool" / "new"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(spool.iterdir()) and not InboundMessage.select().where(InboundMessage.state == "received").exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the gateway did not become idle within {timeout}s")
 
 
 def sent_mails(ctx: Context) -> list[Message]:

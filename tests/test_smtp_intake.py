@@ -6,8 +6,12 @@ import smtplib
 
 import pytest
 
-from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, smtp_send, wait_processed
-from store.models import InboundMessage
+from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, smtp_send, wait_idle, wait_processed
+from gateway.intake import import_spooled
+from gateway.pipeline import process_inbound
+from gateway.serve import GatewayThread
+from gateway.spool import Spool
+from store.models import InboundMessage, Record
 
 
 def _client(ctx) -> smtplib.SMTP:
@@ -64,19 +68,24 @@ def test_oversized_data_without_declared_size_is_refused_permanently(ctx, gatewa
     assert InboundMessage.select().count() == 0
 
 
-def test_250_means_the_raw_message_is_already_stored(ctx, gateway):
+def test_250_means_the_raw_message_is_already_durable(ctx, gateway):
     raw = make_mail(PROJECT_BODY)
-    inbound_id = smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
-    # Read right after the 250, before any processing can be waited for.
-    row = InboundMessage.get_by_id(inbound_id)
-    assert bytes(row.raw).replace(b"\r\n", b"\n").rstrip() == raw.replace(b"\r\n", b"\n").rstrip()
+    queue_id = smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
+    # Right after the 250 the mail is in the spool or already imported; either way on disk.
+    spooled = ctx.settings.data_path / "spool" / "new" / queue_id
+    row = InboundMessage.get_or_none(InboundMessage.queue_id == queue_id)
+    kept = spooled.read_bytes().partition(b"\n")[2] if row is None else bytes(row.raw)
+    assert kept.replace(b"\r\n", b"\n").rstrip() == raw.replace(b"\r\n", b"\n").rstrip()
+    row = wait_processed(queue_id)
     assert row.envelope_from == "chen.jing@liuhen.localhost"
     assert row.envelope_to == [f"project@{DOMAIN}"]
+    assert not spooled.exists()  # imported, then removed from the spool
 
 
 def test_storage_failure_answers_451_and_a_retry_succeeds(ctx, gateway):
-    table = InboundMessage._meta.table_name
-    ctx.db.execute_sql(f"ALTER TABLE {table} RENAME TO broken_inbound")
+    spool_new = ctx.settings.data_path / "spool" / "new"
+    spool_new.rename(spool_new.with_name("moved"))
+    spool_new.write_text("a file where the spool folder should be")  # the disk says no
     raw = make_mail(PROJECT_BODY)
     try:
         with _client(ctx) as client:
@@ -86,7 +95,9 @@ def test_storage_failure_answers_451_and_a_retry_succeeds(ctx, gateway):
         assert code == 451
         assert b"Traceback" not in answer and b"Error" not in answer
     finally:
-        ctx.db.execute_sql(f"ALTER TABLE broken_inbound RENAME TO {table}")
+        spool_new.unlink()
+        spool_new.with_name("moved").rename(spool_new)
+    assert InboundMessage.select().count() == 0
     # The sender's MTA retries: now it is stored and processed.
     row = wait_processed(smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost"))
     assert row.state == "processed"
@@ -94,10 +105,39 @@ def test_storage_failure_answers_451_and_a_retry_succeeds(ctx, gateway):
 
 def test_the_same_message_sent_twice_is_stored_once(ctx, gateway):
     raw = make_mail(PROJECT_BODY)
-    first = smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
+    smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
     # A relay retrying after a lost 250 adds its own trace header.
-    second = smtp_send(ctx, b"Received: from relay.example.cn by mx; Fri, 27 Nov 2026\r\n" + raw,
-                       f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
-    assert first == second
-    wait_processed(first)
+    smtp_send(ctx, b"Received: from relay.example.cn by mx; Fri, 27 Nov 2026\r\n" + raw,
+              f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
+    wait_idle(ctx)
     assert InboundMessage.select().count() == 1
+    assert Record.select().count() == 1
+
+
+def test_a_mail_spooled_before_a_crash_is_processed_on_the_next_start(ctx):
+    # The server answered 250 (the mail is in the spool) and died before importing it.
+    spool = Spool(ctx.settings.data_path / "spool")
+    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"],
+                           ctx.clock.now())
+    running = GatewayThread(ctx, transport=None).start()
+    try:
+        assert wait_processed(queue_id).state == "processed"
+    finally:
+        running.stop()
+    assert spool.pending() == [] and Record.select().count() == 1
+
+
+def test_a_spool_file_left_after_import_does_not_process_twice(ctx):
+    # Imported and committed, then the process died before removing the file.
+    spool = Spool(ctx.settings.data_path / "spool")
+    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"],
+                           ctx.clock.now())
+    [stored] = import_spooled(ctx.db, spool, [queue_id])
+    process_inbound(ctx, stored.inbound_id)
+    running = GatewayThread(ctx, transport=None).start()
+    try:
+        wait_idle(ctx)
+    finally:
+        running.stop()
+    assert spool.pending() == []
+    assert InboundMessage.select().count() == 1 and Record.select().count() == 1

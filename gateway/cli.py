@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_gateway(ctx, transport, stop)
+        await run_gateway(ctx, transport, stop, separate_process=True)
 
     s = ctx.settings
     print(f"liuhen: accepting mail for @{s.gateway.domain} on {s.smtp.host}:{s.smtp.port}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 FIELD_TYPES = {"text", "person", "priority", "datetime", "people", "milestones"}
@@ -27,8 +28,11 @@ class FieldDef:
     def label_for(self, lang: str) -> str:
         return self.label_en if lang == "en" else self.label
 
-    def example_for(self, lang: str) -> str:
-        return self.example_en if lang == "en" else self.example
+    def example_for(self, lang: str, today: date) -> str:
+        """The example value; `{date}` in it becomes a date two weeks ahead, so an example
+        date is never one that the validator itself would call past."""
+        example = self.example_en if lang == "en" else self.example
+        return example.replace("{date}", (today + timedelta(days=14)).isoformat())
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,13 @@ class DeliverySettings:
 
 @dataclass(frozen=True)
 class DirectorySettings:
-    path: str = str(DEFAULT_DIRECTORY)
+    path: str = ""  # empty: the sample directory in config/
 
 
 @dataclass(frozen=True)
 class TemplateSettings:
-    path: str = str(DEFAULT_TEMPLATES)
-    rules: str = str(DEFAULT_RULES)
+    path: str = ""  # empty: the form definitions in config/templates/
+    rules: str = ""  # empty: config/rules.toml
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,18 @@ class Settings:
     @property
     def maildir_path(self) -> Path:
         return Path(self.delivery.maildir) if self.delivery.maildir else self.data_path / "outbox-maildir"
+
+    @property
+    def directory_path(self) -> Path:
+        return Path(self.directory.path or DEFAULT_DIRECTORY)
+
+    @property
+    def forms_path(self) -> Path:
+        return Path(self.templates.path or DEFAULT_TEMPLATES)
+
+    @property
+    def rules_path(self) -> Path:
+        return Path(self.templates.rules or DEFAULT_RULES)
 
     @property
     def from_address(self) -> str:

@@ -42,9 +42,9 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     return Context(
         settings=settings,
         db=open_database(settings.database_url),
-        directory=Directory.load(settings.directory.path),
-        forms=load_forms(settings.templates.path),
-        rules=load_rules(settings.templates.rules),
+        directory=Directory.load(settings.directory_path),
+        forms=load_forms(settings.forms_path),
+        rules=load_rules(settings.rules_path),
         keywords=load_keywords(DEFAULT_KEYWORDS),
         renderer=Renderer(),
         clock=clock or SystemClock(),

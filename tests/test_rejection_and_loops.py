@@ -33,7 +33,7 @@ def test_a_bad_request_gets_one_reply_listing_every_problem(ctx, send):
     assert text.index("主题「请确认」") < text.index("优先级「特别急」") < text.index("「背景与目标」")
     assert "主题「请确认」过于笼统" in text and "正确示例：智能手表项目-硬件方案评审" in text
     assert "优先级「特别急」无法识别" in text
-    assert "「期望完成时间」的内容「待定」不明确" in text and "正确示例：2026-12-20 18:00" in text
+    assert "「期望完成时间」的内容「待定」不明确" in text and "正确示例：2026-12-11 18:00" in text  # two weeks ahead
     assert "「背景与目标」的内容「详见附件」不明确" in text
     assert "「参与部门及职责」中的「刘洋」对应多人" in text and "liu.yang2@liuhen.localhost" in text
     assert "「关键节点与时间」中的时间「方案评审 — 2026-11-20 14:00」已经过去" in text

@@ -67,7 +67,8 @@ def reject(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef 
     for p in problems:
         f = form.field(p.field) if form and p.field else None
         label = f.label_for(lang) if f else ""
-        items.append(dict(label=label, example=f.example_for(lang) if f and p.code != "attachment_name" else "",
+        example = f.example_for(lang, ctx.local_now().date()) if f and p.code != "attachment_name" else ""
+        items.append(dict(label=label, example=example,
                           text=ctx.renderer.problem_text(lang, p.code, label=label, value=p.value,
                                                          detail=p.detail)))
     queue_mails(ctx, [Draft(

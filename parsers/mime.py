@@ -1,0 +1,745 @@
+"""Raw RFC 5322 bytes -> one normalized message.
+
+Responsibility: turn whatever a mail client or a hostile sender put on the wire into a
+``ParsedMessage`` of plain Python values (decoded headers, addresses, a plain-text body, the
+HTML body, decoded attachments, forwarded-as-attachment messages). Pure functions: no
+database, no clock, no I/O. Never raises on malformed MIME: it degrades and keeps what can
+be read, because a lost request is worse than an imperfect one.
+
+Built on the stdlib ``email`` package with ``policy.compat32``, which is ~8x faster than
+``policy.default`` (see FACTS.md). compat32 leaves headers undecoded and keeps undeclared
+8-bit bytes as surrogate escapes, so decoding (RFC 2047, RFC 2231, raw GBK headers) is done
+here, through one charset fallback chain that knows the mislabels of Chinese clients.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import email
+import email.errors
+import email.header
+import email.utils
+import functools
+import mimetypes
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from email.generator import BytesGenerator
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from html.parser import HTMLParser
+from io import BytesIO
+
+__all__ = [
+    "Attachment",
+    "ParsedMessage",
+    "decode_bytes",
+    "html_tables",
+    "html_to_text",
+    "parse_message",
+]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # decoded and sanitized; "attachment-N.ext" when the part has none
+    content_type: str  # lowercased, e.g. "application/pdf"
+    payload: bytes  # transfer encoding (base64 / quoted-printable / uuencode) undone
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    message_id: str  # "<...>", "" when missing
+    subject: str  # decoded, whitespace collapsed
+    from_addr: str  # lowercased bare address, "" when missing or unparseable
+    from_name: str  # decoded display name, "" when none
+    to: tuple[tuple[str, str], ...]  # (display name, lowercased address)
+    cc: tuple[tuple[str, str], ...]
+    reply_to: tuple[tuple[str, str], ...]
+    date: datetime | None  # timezone-aware when the header has an offset
+    in_reply_to: str  # "<...>", "" when missing
+    references: tuple[str, ...]  # "<...>" ids in order
+    headers: dict[str, str]  # lowercased name -> first value, unfolded and decoded
+    text: str  # first text/plain body part, else the HTML body as text; "\n" newlines
+    html: str  # first text/html body part, "" when none
+    attachments: tuple[Attachment, ...]
+    attached_messages: tuple[bytes, ...]  # message/rfc822 parts (forwarded as attachment)
+
+
+# ---------------------------------------------------------------------------------------
+# Charsets
+
+# Labels that clients put on text their codec cannot decode, mapped to the supersets that
+# can. Outlook and Foxmail label GBK text "gb2312", and Python's strict gb2312 fails on
+# GBK-only characters (喆 堃 镕); GB18030 contains both. Big5 mail from Hong Kong and Taiwan
+# uses HKSCS or Microsoft (cp950) extensions. The Japanese and Korean labels likewise stand
+# for Microsoft's extended code pages in practice. Keys are Python codec names.
+_CHARSET_SUPERSETS: dict[str, tuple[str, ...]] = {
+    "gb2312": ("gb18030",),
+    "gbk": ("gb18030",),
+    "big5": ("big5hkscs", "cp950"),
+    "shift_jis": ("cp932",),
+    "euc_kr": ("cp949",),
+}
+# Labels seen in mail that Python does not know under that name.
+_CHARSET_ALIASES = {"x-gbk": "gbk"}
+
+# Tried, in order, after the declared charset: UTF-8 is what modern clients send
+# unlabelled; GB18030 covers the raw GB2312/GBK of older Chinese clients (QQ exmail writes
+# raw GB2312 headers).
+_FALLBACK_CHARSETS = ("utf-8", "gb18030")
+
+
+@functools.lru_cache(maxsize=256)
+def _codec(label: str | None) -> str | None:
+    """The Python text codec for a MIME charset label, or None when unusable."""
+    if not label:
+        return None
+    # Labels arrive quoted or padded; RFC 2231 section 5 allows "charset*language" in
+    # encoded words.
+    name = label.strip().strip("\"'").split("*", 1)[0].strip().lower()
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        b"a".decode(name)  # "base64", "zlib" ... are codecs too, but not text encodings
+    except UnicodeDecodeError:
+        pass  # a real text codec (utf-16 wants two bytes)
+    except (LookupError, ValueError):
+        return None
+    return codecs.lookup(name).name
+
+
+# A codec that has already decoded this many non-ASCII bytes before failing is the right
+# one and the bytes are damaged (a truncated character, a mailing-list footer in another
+# charset): finish with it rather than re-reading everything as GB18030. GBK text read as
+# UTF-8 fails within a character or two, far below this.
+_PROVEN_NON_ASCII = 8
+_ASCII = bytes(range(128))
+
+
+def decode_bytes(data: bytes, declared_charset: str | None) -> str:
+    """Decode ``data`` as text, trusting ``declared_charset`` only as far as it works.
+
+    Order: the declared charset (widened to its superset, e.g. gb2312 -> gb18030), then
+    UTF-8, then GB18030, and finally the declared charset (or UTF-8) with replacement
+    characters. A charset that fails only after decoding some non-ASCII text is kept,
+    with replacement characters for the damaged bytes. Unknown labels are skipped.
+    Never raises.
+    """
+    declared = _codec(declared_charset)
+    candidates = _CHARSET_SUPERSETS.get(declared, (declared,)) if declared else ()
+    for codec in (*candidates, *_FALLBACK_CHARSETS):
+        try:
+            text = data.decode(codec)
+            break
+        except UnicodeDecodeError as error:
+            if len(data[: error.start].translate(None, _ASCII)) >= _PROVEN_NON_ASCII:
+                text = data.decode(codec, errors="replace")
+                break
+    else:
+        text = data.decode(candidates[0] if candidates else "utf-8", errors="replace")
+    # A UTF-8 byte order mark is not part of the text (Notepad, some webmails).
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _raw_bytes(value: str) -> bytes:
+    """The bytes behind a compat32 string: the parser keeps undeclared 8-bit bytes as
+    surrogate escapes."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _decode_8bit(raw: bytes, hint: str | None) -> str:
+    """Undeclared 8-bit header bytes. UTF-8 first (RFC 6532 allows raw UTF-8 headers and
+    legacy bytes are rarely valid UTF-8), then the message's body charset: clients that
+    send raw headers write them in the charset of the body (QQ exmail: GB2312, Taiwanese
+    clients: Big5, Outlook Express: cp1251 ...), then the fallback chain."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return decode_bytes(raw, hint)
+
+
+def _as_text(value: str, hint: str | None = None) -> str:
+    """A compat32 string made safe to store (no surrogate escapes left)."""
+    return value if value.isascii() else _decode_8bit(_raw_bytes(value), hint)
+
+
+# ---------------------------------------------------------------------------------------
+# Headers
+
+_FOLD = re.compile(r"\r?\n")
+
+
+def _unfold(value: str) -> str:
+    # RFC 5322 section 2.2.3: unfolding removes the CRLF; the whitespace after it stays.
+    return _FOLD.sub("", value)
+
+
+def _decode_header(value: str, hint: str | None = None) -> str:
+    """Unfold and decode a raw header value: RFC 2047 encoded words and raw 8-bit bytes."""
+    value = _unfold(value)
+    if "=?" not in value:
+        return _as_text(value, hint)
+    raw = _raw_bytes(value)
+    # decode_header works on str; a latin-1 view keeps every byte one character, and it
+    # turns the unencoded stretches back into those same bytes (raw-unicode-escape), so
+    # raw 8-bit text next to encoded words still gets decoded as bytes. It also joins
+    # adjacent encoded words of one charset before decoding (clients split multibyte
+    # characters across words) and drops only the whitespace between two encoded words
+    # (RFC 2047 section 6.2), keeping "确认 #123" spaced.
+    try:
+        chunks = email.header.decode_header(raw.decode("latin-1"))
+    except email.errors.HeaderParseError:  # bad base64 in an encoded word
+        return _decode_8bit(raw, hint)
+    decoded = []
+    for chunk, charset in chunks:
+        data = chunk.encode("latin-1") if isinstance(chunk, str) else chunk
+        decoded.append(decode_bytes(data, charset) if charset else _decode_8bit(data, hint))
+    return "".join(decoded)
+
+
+def _raw_headers(msg: Message) -> dict[str, list[str]]:
+    """Header name (lowercased) -> raw values in order of appearance."""
+    found: dict[str, list[str]] = {}
+    # raw_items(), not get()/items(): for a value with 8-bit bytes compat32 returns a
+    # Header object whose str() has replaced them with U+FFFD.
+    for name, value in msg.raw_items():
+        found.setdefault(_as_text(name).strip().lower(), []).append(value)
+    return found
+
+
+def _addresses(values: list[str], hint: str | None) -> tuple[tuple[str, str], ...]:
+    # Split the raw text first, decode each display name afterwards: a decoded name may
+    # contain commas or angle brackets that would split the list wrongly. Entries without
+    # an "@" (empty groups like "undisclosed-recipients:;", stray words) are dropped.
+    if not values:
+        return ()
+    result = []
+    for name, addr in email.utils.getaddresses([_unfold(v) for v in values]):
+        addr = _as_text(addr, hint).strip().lower()
+        if "@" in addr:
+            result.append((" ".join(_decode_header(name, hint).split()), addr))
+    return tuple(result)
+
+
+_MSG_ID = re.compile(r"<[^<>]*>")
+
+
+def _message_ids(value: str) -> list[str]:
+    # Folding may put whitespace inside a long id; an id never contains any (RFC 5322 3.6.4).
+    return ["".join(found.split()) for found in _MSG_ID.findall(value)]
+
+
+def _first_message_id(value: str) -> str:
+    ids = _message_ids(value)
+    return ids[0] if ids else "".join(value.split())
+
+
+def _parse_date(value: str) -> datetime | None:
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):  # unparseable or impossible
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Body parts
+
+
+def _extension_table() -> mimetypes.MimeTypes:
+    # The stdlib's built-in table only (the module-level functions also read the host's
+    # mime.types, which would make generated names depend on the machine), plus types
+    # common in business mail that Python 3.11's table lacks.
+    table = mimetypes.MimeTypes()
+    for ctype, extension in (
+        ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", ".docx"),
+        ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".xlsx"),
+        ("application/vnd.openxmlformats-officedocument.presentationml.presentation", ".pptx"),
+        ("application/vnd.rar", ".rar"),
+        ("application/x-rar-compressed", ".rar"),
+        ("application/x-zip-compressed", ".zip"),
+        ("application/x-7z-compressed", ".7z"),
+        ("text/calendar", ".ics"),
+    ):
+        table.add_type(ctype, extension)
+    return table
+
+
+_MIME_TYPES = _extension_table()
+
+_MAX_FILENAME = 200
+
+# message/global is message/rfc822 with UTF-8 headers (RFC 6532).
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+
+# "; name=value" with value a quoted string (may contain ";") or a bare token (may
+# contain spaces: mailers leave long names unquoted).
+_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:\\.|[^"\\])*"|[^;]*)')
+
+Params = dict[str, str | tuple[str | None, str | None, str]]
+
+
+def _params(part: Message, header: str) -> Params:
+    """Parameters of a Content-Type / Content-Disposition header, RFC 2231 decoded:
+    plain values are str, extended ones (charset, language, latin-1 octets) tuples."""
+    raw = next((value for name, value in part.raw_items() if name.lower() == header), "")
+    # Parsed here rather than with Message.get_param(): compat32 hands get_param a Header
+    # object for 8-bit values, losing the raw bytes of non-ASCII filenames.
+    found = _PARAM.findall(_unfold(raw))
+    pairs = [("", "")] + [(name.lower(), value.strip()) for name, value in found]
+    try:
+        decoded = email.utils.decode_params(pairs)[1:]
+    except TypeError:
+        # decode_params sorts RFC 2231 continuations and fails when a sender mixes
+        # "name*" with "name*0": keep the values as they are.
+        decoded = pairs[1:]
+    params: Params = {}
+    for name, value in decoded:
+        if isinstance(value, tuple):
+            value = (value[0], value[1], email.utils.unquote(value[2]))
+        else:
+            value = email.utils.unquote(value)
+        params.setdefault(name, value)
+    return params
+
+
+def _charset(params: Params) -> str | None:
+    value = params.get("charset")
+    if isinstance(value, tuple):  # RFC 2231 encoded charset parameter
+        value = value[2]
+    return _as_text(value) if value else None
+
+
+def _filename(disposition: Params, content_type: Params, hint: str | None) -> str | None:
+    for value in (disposition.get("filename"), content_type.get("name")):
+        if isinstance(value, tuple):
+            # RFC 2231 (charset, language, %-decoded octets as latin-1 characters).
+            charset, _language, octets = value
+            decoded = decode_bytes(octets.encode("latin-1", "surrogateescape"), charset)
+        elif value is not None:
+            # Outlook puts RFC 2047 encoded words inside the quoted name (against RFC
+            # 2047 section 5); Chinese clients also send raw GBK bytes.
+            decoded = _decode_header(value, hint)
+        else:
+            continue
+        if decoded.strip():
+            return decoded
+    return None
+
+
+def _sanitize_filename(name: str, index: int, content_type: str) -> str:
+    # macOS (Apple Mail) sends decomposed (NFD) names.
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("/", "_").replace("\\", "_")
+    # Control and format characters (incl. U+202E right-to-left override, used to
+    # disguise "gpj.exe" as "exe.jpg") and stray surrogates.
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    name = name.strip().lstrip(".").strip()
+    if len(name) > _MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and len(ext) < 16:
+            name = stem[: _MAX_FILENAME - len(ext) - 1].rstrip() + "." + ext
+        else:
+            name = name[:_MAX_FILENAME].rstrip()
+    if name:
+        return name
+    return f"attachment-{index}{_MIME_TYPES.guess_extension(content_type) or '.bin'}"
+
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _payload(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return b""
+    if any(isinstance(defect, email.errors.InvalidBase64LengthDefect) for defect in part.defects):
+        # A truncated transfer left 4n+1 base64 characters and the stdlib returned the
+        # encoded text unchanged: decode every complete 4-character group instead.
+        encoded = _NOT_BASE64.sub(b"", data)
+        data = binascii.a2b_base64(encoded[: len(encoded) - len(encoded) % 4])
+    return data
+
+
+def _message_bytes(part: Message, linesep: str) -> bytes:
+    """Raw bytes of a message/rfc822 part, regenerated from the parsed tree (compat32
+    keeps header values as received; no byte offsets are recorded)."""
+    if not part.is_multipart():  # left unparsed (headers-only fallback)
+        return _payload(part)
+    out = BytesIO()
+    policy = compat32.clone(linesep=linesep)
+    for inner in part.get_payload():
+        BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=policy).flatten(inner)
+    data = out.getvalue()
+    # RFC 2046 section 5.2.1 forbids encoding message/rfc822, RFC 6532 allows it for
+    # message/global, and some clients do it anyway; the parser then sees the encoded
+    # text as a header-less message.
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte == "base64":
+        try:
+            data = binascii.a2b_base64(b"".join(data.split()))
+        except binascii.Error:
+            pass  # keep the undecoded text: better than nothing
+    elif cte == "quoted-printable":
+        data = binascii.a2b_qp(data)
+    return data
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _leaves(msg: Message) -> Iterator[tuple[Message, str]]:
+    """(part, content type) of the leaf and message/rfc822 parts in document order, not
+    entering forwarded messages (their text and attachments belong to the forwarded
+    mail)."""
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        ctype = part.get_content_type()
+        if not ctype.isascii():  # 8-bit bytes in the type itself come back as U+FFFD
+            ctype = "application/octet-stream"
+        maintype = ctype.partition("/")[0]
+        if maintype == "multipart":
+            # is_multipart(), not get_payload(): for 8-bit text get_payload() looks up
+            # the charset parameter, which can raise (see _params).
+            if part.is_multipart():
+                stack.extend(reversed(part.get_payload()))
+            else:
+                # No boundary line found (or the headers-only fallback): the parser kept
+                # the body as text, which is the most that can be read from it.
+                yield part, "text/plain"
+        elif maintype != "message" or ctype in _MESSAGE_TYPES:
+            # Other message/* types (delivery-status, disposition-notification,
+            # external-body) are header blocks: neither body text nor a file.
+            yield part, ctype
+
+
+def _build(msg: Message, linesep: str) -> ParsedMessage:
+    parts = [(part, ctype, _params(part, "content-type")) for part, ctype in _leaves(msg)]
+    # The body's charset, for header and filename bytes sent without any declaration.
+    hint = next((_charset(params) for _, _, params in parts if "charset" in params), None)
+
+    raw_headers = _raw_headers(msg)
+    headers = {name: _decode_header(values[0], hint) for name, values in raw_headers.items()}
+    senders = _addresses(raw_headers.get("from", []), hint)
+
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+    attached: list[bytes] = []
+    for part, ctype, params in parts:
+        if ctype in _MESSAGE_TYPES:
+            attached.append(_message_bytes(part, linesep))
+            continue
+        charset = _charset(params)
+        filename = _filename(_params(part, "content-disposition"), params, charset or hint)
+        is_attachment = part.get_content_disposition() == "attachment"
+        if not is_attachment and ctype in ("text/plain", "text/html"):
+            # The first plain and the first HTML part are the body (multipart/alternative,
+            # multipart/related); a later one carrying a filename is an attached file.
+            if ctype == "text/plain" and text is None:
+                text = decode_bytes(_payload(part), charset)
+                continue
+            if ctype == "text/html" and html is None:
+                html = decode_bytes(_payload(part), charset)
+                continue
+            is_attachment = filename is not None
+        elif not is_attachment:
+            # Inline images without a name are cid: pictures (signature logos); unnamed
+            # text/* parts (text/rfc822-headers in bounces) are no files either.
+            maintype = ctype.partition("/")[0]
+            is_attachment = filename is not None or maintype not in ("image", "text")
+        if is_attachment:
+            attachments.append(
+                Attachment(
+                    filename=_sanitize_filename(filename or "", len(attachments) + 1, ctype),
+                    content_type=ctype,
+                    payload=_payload(part),
+                )
+            )
+
+    html = html or ""
+    # A whitespace-only text part next to real HTML (some webmail composers) is no body.
+    if not (text or "").strip() and html:
+        text = html_to_text(html)
+    return ParsedMessage(
+        message_id=_first_message_id(headers.get("message-id", "")),
+        subject=" ".join(headers.get("subject", "").split()),
+        from_addr=senders[0][1] if senders else "",
+        from_name=senders[0][0] if senders else "",
+        to=_addresses(raw_headers.get("to", []), hint),
+        cc=_addresses(raw_headers.get("cc", []), hint),
+        reply_to=_addresses(raw_headers.get("reply-to", []), hint),
+        date=_parse_date(headers.get("date", "")),
+        in_reply_to=_first_message_id(headers.get("in-reply-to", "")),
+        references=tuple(_message_ids(headers.get("references", ""))),
+        headers=headers,
+        text=_normalize_newlines(text or ""),
+        html=html,
+        attachments=tuple(attachments),
+        attached_messages=tuple(attached),
+    )
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one raw message. Never raises on malformed input."""
+    linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
+    try:
+        return _build(email.message_from_bytes(raw, policy=compat32), linesep)
+    except Exception:
+        # The stdlib parser has crash paths on hostile input (e.g. a boundary parameter
+        # with mixed RFC 2231 continuations raises TypeError while splitting parts).
+        # Headers alone never need the parameters: keep them and the body as text.
+        headers_only = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+        return _build(headers_only, linesep)
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+
+# Elements that start and end a line. Cells (td, th) are separated by a tab instead.
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote caption center dd div dl dt fieldset figcaption "
+    "figure footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section table "
+    "tbody tfoot thead tr ul".split()
+)
+# Content that is never shown as text.
+_SKIP_TAGS = frozenset({"script", "style", "head", "title"})
+_CELL_TAGS = frozenset({"td", "th"})
+
+# html.parser raises AssertionError on "<![" followed by anything but the keywords it knows
+# (CDATA, MS Office's "<![if ...]>" ...); such text is shown as text by browsers too.
+_BAD_MARKED_SECTION = re.compile(
+    r"<!\[(?!(?:if|else|endif|cdata|temp|ignore|include|rcdata)(?![-_.a-z0-9]))", re.I
+)
+
+# CJK ideographs and punctuation, kana, full-width forms: a line break in the HTML source
+# between two of them is no space (CSS Text 3 segment break rules; Hangul keeps it).
+# Outlook wraps long Chinese paragraphs in its HTML source.
+_WIDE = r"\u2e80-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_SOURCE_BREAK = re.compile(rf"(?<=[{_WIDE}]) *\n[ \n]*(?=[{_WIDE}])")
+_SPACES = re.compile(r"[ \n\r\f\v\xa0]+")
+
+
+class _Flattener:
+    """Turns a stream of HTML events into lines of text.
+
+    Block boundaries are lazy: a closing </p> only ends the line when more text follows
+    in the same table cell, so a Word table cell (<td><p>...</p></td>) stays on its row's
+    line and "沟通主题\tvalue" keeps key and value together.
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._line: list[str] = []
+        self._has_content = False  # the current line holds more than source whitespace
+        self._pending_break = False
+        self._cell_start = False
+        self._cells_in_row: list[int] = []  # one counter per open table
+        self._pre = 0
+
+    def start(self, tag: str) -> None:
+        if tag == "br":
+            self._end_pending()
+            self._end_line(keep_empty=True)
+        elif tag in _CELL_TAGS:
+            self._pending_break = False
+            if self._cells_in_row:
+                if self._cells_in_row[-1]:
+                    self._line.append("\t")
+                self._cells_in_row[-1] += 1
+            self._cell_start = True
+        elif tag in _BLOCK_TAGS:
+            if tag in ("table", "tr"):
+                self._end_line()
+                if tag == "table":
+                    self._cells_in_row.append(0)
+                elif self._cells_in_row:
+                    self._cells_in_row[-1] = 0
+            else:
+                self._pending_break = True
+            if tag == "pre":
+                self._pre += 1
+
+    def end(self, tag: str) -> None:
+        if tag in _CELL_TAGS:
+            self._pending_break = False
+            self._cell_start = False
+        elif tag in ("table", "tr"):
+            self._end_line()
+            if tag == "table" and self._cells_in_row:
+                self._cells_in_row.pop()
+        elif tag in _BLOCK_TAGS:
+            self._pending_break = True
+            if tag == "pre" and self._pre:
+                self._pre -= 1
+
+    def data(self, text: str) -> None:
+        text = _normalize_newlines(text)
+        if self._pre:
+            first, *rest = text.split("\n")
+            self._add(first)
+            for line in rest:
+                self._end_line(keep_empty=True)
+                self._add(line)
+            return
+        self._add(text.replace("\t", " "))
+
+    def _add(self, text: str) -> None:
+        if not text.strip(" \t\r\n\f"):
+            # Source indentation between tags: only matters inside a line ("<b>a</b> <i>b").
+            if not self._pending_break and self._line:
+                self._line.append(text)
+            return
+        if self._cell_start:
+            self._pending_break = False  # the first block in a cell continues the row
+            self._cell_start = False
+        self._end_pending()
+        self._line.append(text)
+        self._has_content = True
+
+    def _end_pending(self) -> None:
+        if self._pending_break:
+            self._pending_break = False
+            self._end_line()
+
+    def _end_line(self, keep_empty: bool = False) -> None:
+        if self._has_content or keep_empty:
+            line = _CJK_SOURCE_BREAK.sub("", "".join(self._line))
+            cells = (_SPACES.sub(" ", cell).strip() for cell in line.split("\t"))
+            self._lines.append("\t".join(cells).strip())
+        self._line = []
+        self._has_content = False
+        self._cell_start = False
+
+    def text(self) -> str:
+        self._end_line()
+        out: list[str] = []
+        for line in self._lines:
+            if line or (out and out[-1]):  # at most one blank line in a row
+                out.append(line)
+        while out and not out[-1]:
+            out.pop()
+        return "\n".join(out)
+
+
+class _Table:
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.row: list[str] | None = None
+        self.cell: _Flattener | None = None
+
+    def close_cell(self) -> None:
+        if self.cell is not None:
+            if self.row is None:  # a cell without <tr>
+                self.row = []
+            self.row.append(self.cell.text())
+            self.cell = None
+
+    def close_row(self) -> None:
+        self.close_cell()
+        if self.row:
+            self.rows.append(self.row)
+        self.row = None
+
+
+class _TableCollector:
+    """Receives HTML events and collects every table's rows of cell texts."""
+
+    def __init__(self) -> None:
+        self.tables: list[_Table] = []  # in document order of their <table> tags
+        self._open: list[_Table] = []
+
+    def _cells(self) -> list[_Flattener]:
+        return [table.cell for table in self._open if table.cell is not None]
+
+    def start(self, tag: str) -> None:
+        # </tr> and </td> are optional in HTML: a new row or cell closes the open one.
+        if self._open and tag == "tr":
+            self._open[-1].close_row()
+        elif self._open and tag in _CELL_TAGS:
+            self._open[-1].close_cell()
+        # Every open cell sees the event: an outer cell gets the inner table's text.
+        for cell in self._cells():
+            cell.start(tag)
+        if tag == "table":
+            self._open.append(_Table())
+            self.tables.append(self._open[-1])
+        elif self._open and tag == "tr":
+            self._open[-1].row = []
+        elif self._open and tag in _CELL_TAGS:
+            self._open[-1].cell = _Flattener()
+
+    def end(self, tag: str) -> None:
+        if self._open and tag in _CELL_TAGS:
+            self._open[-1].close_cell()
+        elif self._open and tag == "tr":
+            self._open[-1].close_row()
+        elif self._open and tag == "table":
+            self._open.pop().close_row()
+        for cell in self._cells():
+            cell.end(tag)
+
+    def data(self, text: str) -> None:
+        for cell in self._cells():
+            cell.data(text)
+
+    def finish(self) -> list[list[list[str]]]:
+        while self._open:  # tables left open at the end of the document
+            self._open.pop().close_row()
+        return [table.rows for table in self.tables]
+
+
+class _EventParser(HTMLParser):
+    """html.parser front end: drops non-visible elements and passes tag names and text
+    on to a sink (a _Flattener or a _TableCollector)."""
+
+    def __init__(self, sink: _Flattener | _TableCollector) -> None:
+        super().__init__(convert_charrefs=True)
+        self._sink = sink
+        self._skipping: list[str] = []
+
+    def feed_all(self, html: str) -> None:
+        self.feed(_BAD_MARKED_SECTION.sub("&lt;![", html))
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            self._skipping.clear()  # an unclosed <head> ends where <body> starts
+        elif tag in _SKIP_TAGS:
+            self._skipping.append(tag)
+        elif not self._skipping:
+            self._sink.start(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            if tag in self._skipping:  # also closes skipped elements left open inside
+                while self._skipping.pop() != tag:
+                    pass
+        elif not self._skipping:
+            self._sink.end(tag)
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self._sink.data(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from an HTML body: one line per block, table cells of a row
+    joined by tabs, entities decoded, spaces collapsed, at most one blank line in a row."""
+    flattener = _Flattener()
+    _EventParser(flattener).feed_all(html)
+    return flattener.text()
+
+
+def html_tables(html: str) -> list[list[list[str]]]:
+    """Every <table> in document order as rows of cell texts. A cell's text is flattened
+    like html_to_text (newlines kept); a cell holding a nested table gets that table's
+    text, and the nested table is also listed on its own."""
+    collector = _TableCollector()
+    _EventParser(collector).feed_all(html)
+    return collector.finish()

@@ -44,7 +44,8 @@ def finish_inbound(inbound_id: int, state: str, reason: str, now: datetime, reco
     (Plain SQL: it runs once per mail and peewee's UPDATE building cost more than the query.)"""
     cursor = _execute('UPDATE "inboundmessage" SET "state" = ?, "reason" = ?, "processed_at" = ?, "record_id" = ?, '
                       '"subject" = ?, "from_addr" = ? WHERE "id" = ? AND "state" = ?',
-                      state, reason[:4000], InboundMessage.processed_at.db_value(now), record_id, subject[:2000],
+                      state, reason[:4000], InboundMessage.processed_at.db_value(now), record_id,
+                      subject[:2000].replace("\x00", ""),  # PostgreSQL text cannot hold NUL
                       from_addr, inbound_id, "received")
     return cursor.rowcount == 1
 

@@ -1,0 +1,63 @@
+"""`liuhen serve` as people run it: a separate process, a real SMTP client, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from conftest import PROJECT_BODY, crlf, free_port, make_mail
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("liuhen serve did not open its port")
+
+
+def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
+    port = free_port()
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
+                      encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port)
+        # Real time here: give the request dates that lie ahead of today.
+        soon = datetime.now() + timedelta(days=30)
+        body = PROJECT_BODY.replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
+            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
+            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            refused = client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], crlf(make_mail(body)))
+        assert refused == {}
+        maildir = tmp_path / "var" / "outbox-maildir" / "new"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(list(maildir.glob("*")) if maildir.exists() else []) < 4:
+            time.sleep(0.1)
+        assert len(list(maildir.glob("*"))) == 4  # ack, two requests, the head's copy
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    assert b"accepting mail for @liuhen.test" in out
+    db = sqlite3.connect(tmp_path / "var" / "liuhen.db")
+    assert db.execute("SELECT state FROM inboundmessage").fetchall() == [("processed",)]
+    assert db.execute("SELECT ref FROM record").fetchall()[0][0].startswith("PRJ-")

@@ -1,0 +1,57 @@
+"""Every outbound template exists in every language, renders, and escapes what people wrote."""
+
+from __future__ import annotations
+
+import pytest
+
+from mail_templates import LANGUAGES, TEMPLATE_DIR, Renderer
+
+RECORD = dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", form_name="跨部门项目协作需求沟通单", priority="高", urgent=True)
+PERSON = dict(name="陈静", email="chen.jing@example.cn", department="产品部")
+ROWS = [("沟通主题", "硬件<方案>评审"), ("参与部门及职责", "研发部/王强 — 硬件\n市场部/赵磊 — 价格")]
+RECIPIENTS = [dict(name="王强", email="wang@example.cn", responsibility="硬件", deadline="2026-11-27 12:00")]
+KEYWORDS = [("同意 / AGREE", "同意需求")]
+
+SAMPLES = {
+    "initiator/ack": dict(record=RECORD, rows=ROWS, recipients=RECIPIENTS, warnings=["附件名称不规范"],
+                          initiator_name="陈静", keywords=KEYWORDS),
+    "recipient/request": dict(record=RECORD, rows=ROWS, name="王强", responsibility="硬件", deadline="2026-11-27 12:00",
+                              initiator=PERSON, keywords=KEYWORDS),
+    "head/copy": dict(record=RECORD, rows=ROWS, name="李娜", initiator=PERSON, recipients=RECIPIENTS),
+    "sender/rejection": dict(problems=[dict(label="优先级", text="优先级「特别急」无法识别", example="高")], rows=ROWS,
+                             form_name="跨部门项目协作需求沟通单", original_subject="请确认"),
+    "sender/error": dict(inbound_id=7, original_subject="请确认"),
+    "initiator/delivery_failed": dict(record_ref="PRJ-2026-0001", to_addr="x@example.cn", to_name="X",
+                                      failed_subject="[PRJ-2026-0001] 请回复", error="550 5.1.1 <x@example.cn>: no such user"),
+}
+
+
+def _templates(lang: str) -> set[str]:
+    return {str(p.relative_to(TEMPLATE_DIR / lang)).removesuffix(".subject.j2")
+            for p in (TEMPLATE_DIR / lang).rglob("*.subject.j2")}
+
+
+def test_every_language_has_the_same_templates_and_each_has_a_sample():
+    assert _templates("zh") == _templates("en") == set(SAMPLES)
+    for lang in LANGUAGES:
+        for name in SAMPLES:
+            for part in ("subject", "txt", "html"):
+                assert (TEMPLATE_DIR / lang / f"{name}.{part}.j2").exists()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_template_renders_and_escapes_html(lang, name):
+    mail = Renderer().render(lang, name, **SAMPLES[name])
+    assert mail.subject and "\n" not in mail.subject
+    assert mail.text.strip() and mail.html.strip().startswith("<!DOCTYPE html>")
+    if "rows" in SAMPLES[name] and SAMPLES[name]["rows"]:
+        assert "硬件<方案>评审" in mail.text  # plain text is not escaped
+        assert "硬件&lt;方案&gt;评审" in mail.html and "<方案>" not in mail.html
+
+
+def test_a_missing_variable_is_an_error_not_a_blank():
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        Renderer().render("zh", "sender/error", original_subject="x")

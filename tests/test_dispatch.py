@@ -148,3 +148,53 @@ def test_outbox_and_inbox_listings_as_json(ctx, send, capsys):
     assert shown["participants"][1]["response"] == "pending"
     assert [m["name"] for m in shown["milestones"]] == ["方案评审", "样机测试"]
     assert any(e["kind"] == "record_created" for e in shown["events"])
+
+
+def test_attachments_are_kept_by_content_and_badly_named_ones_warned_about(ctx, send):
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    from store.models import Attachment
+    from store.repositories import attachment_path
+
+    msg = MIMEMultipart()
+    msg["From"], msg["To"], msg["Subject"] = "chen.jing@liuhen.localhost", f"project@{DOMAIN}", "智能手表项目-硬件方案评审"
+    msg["Message-ID"] = "<with-attachments@client.example.cn>"
+    msg.attach(MIMEText(PROJECT_BODY, "plain", "utf-8"))
+    for name, data in (("产品需求文档V1.0-20240520.docx", b"spec v1"), ("需求.docx", b"loose notes")):
+        part = MIMEApplication(data, "octet-stream")
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+        msg.attach(part)
+    inbound = send(msg.as_bytes())
+    assert inbound.state == "processed", inbound.reason
+    record = Record.get()
+    files = {a.filename: a for a in Attachment.select().where(Attachment.record_id == record.id)}
+    assert set(files) == {"产品需求文档V1.0-20240520.docx", "需求.docx"}
+    assert attachment_path(ctx.settings.data_path, files["需求.docx"].sha256).read_bytes() == b"loose notes"
+    ack = OutboundMessage.get(OutboundMessage.kind == "ack")
+    text = mail_body(ctx, ack)[0]
+    assert "附件「需求.docx」的名称不符合“主题+版本+日期”的规范" in text
+    assert "产品需求文档V1.0-20240520.docx」" not in text
+
+
+def test_two_processors_on_one_database_process_a_mail_once(ctx):
+    import threading
+
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_batch
+
+    stored = [store_raw(ctx.db, make_mail(PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{i}"),
+                                          subject=f"智能手表项目-硬件方案评审{i}"),
+                        source="ingest", envelope_from=None, envelope_to=[f"project@{DOMAIN}"],
+                        now=ctx.clock.now()).inbound_id for i in range(6)]
+    results: list[dict] = []
+    workers = [threading.Thread(target=lambda: results.append(process_batch(ctx, stored))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert Record.select().count() == 6
+    assert OutboundMessage.select().where(OutboundMessage.kind == "ack").count() == 6
+    assert sorted(r.ref for r in Record.select()) == [f"PRJ-2026-{i:04d}" for i in range(1, 7)]
+    assert all(set(r.values()) == {"processed"} for r in results)

@@ -67,7 +67,7 @@ class Rules:
     subject_filler: tuple[str, ...]
     min_cjk_chars: int
     min_latin_words: int
-    vague_values: tuple[str, ...]
+    vague_values: frozenset[str]
     priority_words: dict[str, str]  # what people write → 高/中/低
     response_hours: dict[str, float]
     attachment_pattern: re.Pattern[str]
@@ -112,7 +112,7 @@ def load_rules(path: str | Path) -> Rules:
         subject_filler=tuple(data["subject"]["filler"]),
         min_cjk_chars=int(data["subject"]["min_cjk_chars"]),
         min_latin_words=int(data["subject"]["min_latin_words"]),
-        vague_values=tuple(v.casefold() for v in data["values"]["vague"]),
+        vague_values=frozenset(v.casefold() for v in data["values"]["vague"]),
         optional_may_be_none=tuple(data["values"].get("optional_may_be_none", ())),
         priority_words=priority_words,
         response_hours={k: float(v) for k, v in data["response_hours"].items()},

@@ -77,6 +77,8 @@ class _Check:
         self.problems.append(Problem(f.key if f else "", code, value, detail, severity))
 
     def is_vague(self, value: str) -> bool:
+        if len(value) > 40:  # a value that long says something; spare normalising a paragraph
+            return False
         norm = unicodedata.normalize("NFKC", value).casefold().strip(" 。.!！~～")
         return norm in self.rules.vague_values
 

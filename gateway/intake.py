@@ -81,7 +81,8 @@ def _insert_inbound(raw: bytes, source: str, envelope_from: str | None, envelope
     return Stored(InboundMessage.get(InboundMessage.dedupe_key == key).id, duplicate=True)
 
 
-def pending_ids(db: Database) -> list[int]:
-    """Mails stored but not yet taken to a terminal state (e.g. the process died)."""
+def pending_ids(db: Database, limit: int | None = None) -> list[int]:
+    """Mails stored but not yet taken to a terminal state (piped in by `liuhen ingest`
+    without a running gateway, or the process died), oldest first."""
     return [r.id for r in InboundMessage.select(InboundMessage.id)
-            .where(InboundMessage.state == "received").order_by(InboundMessage.id)]
+            .where(InboundMessage.state == "received").order_by(InboundMessage.id).limit(limit)]

@@ -1,9 +1,9 @@
 """`liuhen serve`: SMTP intake, the processing worker and the outbox worker in one process.
 
-Intake threads only spool; one worker thread imports spooled mails into the database and
-takes them through the pipeline in arrival order; the outbox loop delivers what is due. On
-start, mails spooled or stored but not yet processed (the last process died) are queued
-first, and mails left half-sent are requeued.
+Intake threads only spool and wake the processor (gateway/processor.py), which imports
+spooled mails into the database and takes them through the pipeline in arrival order; the
+outbox loop delivers what is due. Whatever the last process left spooled or unprocessed is
+found by the processor's first look; mails left half-sent are requeued at start.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway.bootstrap import Context
 from gateway.delivery import Transport
-from gateway.intake import pending_ids
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.smtp import IntakeHandler, smtp_factory
@@ -36,23 +35,16 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     tests need.
     """
     loop = asyncio.get_running_loop()
-    wake_outbox = asyncio.Event()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liuhen-intake")
     spool = Spool(ctx.settings.data_path / "spool")
-    processor: ThreadProcessor | ChildProcessor
-    if separate_process:
-        processor = ChildProcessor(ctx.settings, spool)
-    else:
-        processor = ThreadProcessor(ctx, spool, on_processed=lambda: loop.call_soon_threadsafe(wake_outbox.set))
+    processor = ChildProcessor(ctx.settings) if separate_process else ThreadProcessor(ctx, spool)
     stuck_sending_reset(ctx.clock.now())
     processor.start()
-    for item in [*pending_ids(ctx.db), *spool.pending()]:
-        processor.submit(item)
-    handler = IntakeHandler(ctx, spool, executor, processor.submit)
+    handler = IntakeHandler(ctx, spool, executor, processor.wake)
     s = ctx.settings.smtp
     server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
     log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
-    outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor, wake_outbox)) if transport else None
+    outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor)) if transport else None
     if ready is not None:
         ready.set()
     try:
@@ -68,8 +60,9 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         log.info("liuhen stopped")
 
 
-async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolExecutor,
-                       wake: asyncio.Event) -> None:
+async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolExecutor) -> None:
+    """Deliver what is due, then look again shortly (the queue lives in the database, so the
+    child processor's mails are found the same way as our own)."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -77,11 +70,7 @@ async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolE
                 pass
         except Exception:
             log.exception("outbox delivery round failed; retrying")
-        try:
-            await asyncio.wait_for(wake.wait(), OUTBOX_POLL_SECONDS)
-        except asyncio.TimeoutError:
-            pass
-        wake.clear()
+        await asyncio.sleep(OUTBOX_POLL_SECONDS)
 
 
 class GatewayThread:

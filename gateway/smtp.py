@@ -25,7 +25,7 @@ TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try 
 
 
 class IntakeHandler:
-    def __init__(self, ctx: Context, spool: Spool, executor: Executor, on_stored: Callable[[str], None]):
+    def __init__(self, ctx: Context, spool: Spool, executor: Executor, on_stored: Callable[[], None]):
         self.ctx = ctx
         self.spool = spool
         self.executor = executor
@@ -52,7 +52,7 @@ class IntakeHandler:
         except Exception:
             log.exception("could not spool a message from %s", envelope.mail_from)
             return TEMPFAIL
-        self.on_stored(queue_id)
+        self.on_stored()
         return f"250 2.0.0 OK: queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:

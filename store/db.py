@@ -10,14 +10,39 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from typing import Callable
+
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+from playhouse.migrate import migrate as migrate_schema
 
-from store.models import MODELS, SchemaVersion
+from store.models import MODELS, Milestone, SchemaVersion
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, object] = {}  # version → function(db) that brings version-1 up to it
+SCHEMA_VERSION = 2
+
+
+def _to_v2(db: Database) -> None:
+    """Replies drive the work: result, retrospective, archive, sign-off, meetings, action
+    items, progress rows, disputes, generated attachments."""
+    from store.models import ActionItem, Dispute, Meeting, OutboundMessage, Participant, ProgressRow, Record
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate_schema(
+        migrator.add_column("record", "result", Record.result),
+        migrator.add_column("record", "retro", Record.retro),
+        migrator.add_column("record", "archive_category", Record.archive_category),
+        migrator.add_column("record", "archive_key", Record.archive_key),
+        migrator.add_column("record", "archived_at", Record.archived_at),
+        migrator.add_column("participant", "signed_at", Participant.signed_at),
+        migrator.add_column("milestone", "delayed_from", Milestone.delayed_from),
+        migrator.add_column("outboundmessage", "attachments", OutboundMessage.attachments),
+    )
+    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute])
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2}  # version → step from the one before
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -53,7 +78,7 @@ def migrate(db: Database) -> None:
             return
         current = SchemaVersion.select().get().version
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version](db)  # type: ignore[operator]
+            MIGRATIONS[version](db)
         SchemaVersion.update(version=SCHEMA_VERSION).execute()
 
 

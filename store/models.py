@@ -80,6 +80,11 @@ class Record(BaseModel):
     source_inbound = ForeignKeyField(InboundMessage, null=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
+    result = TextField(default="")  # the outcome in the result confirmation form (结果确认表)
+    retro = TextField(default="")  # the initiator's retrospective (复盘总结)
+    archive_category = CharField(max_length=32, default="")  # 项目档案库 | 客户沟通档案
+    archive_key = TextField(default="")  # 主题+日期, e.g. 智能手表项目-硬件方案评审-20240525
+    archived_at = UTCDateTimeField(null=True)
 
 
 class Participant(BaseModel):
@@ -94,6 +99,7 @@ class Participant(BaseModel):
     response_due_at = UTCDateTimeField(null=True)
     responded_at = UTCDateTimeField(null=True)
     response = CharField(max_length=32, default="")
+    signed_at = UTCDateTimeField(null=True)  # signed the result, or confirmed a notice
 
     class Meta:
         indexes = ((("record", "email", "role"), True),)
@@ -106,6 +112,61 @@ class Milestone(BaseModel):
     name = TextField()
     due_at = UTCDateTimeField()
     owner_email = CharField(max_length=512, default="")
+    delayed_from = UTCDateTimeField(null=True)  # the date before the last announced delay
+
+
+class Meeting(BaseModel):
+    """An online discussion the initiator scheduled with MEETING; minutes are due after it."""
+
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="meetings", on_delete="CASCADE")
+    organiser_email = CharField(max_length=512)
+    starts_at = UTCDateTimeField()
+    ends_at = UTCDateTimeField()
+    link = TextField(default="")
+    agenda = TextField(default="")
+    minutes = TextField(default="")
+    minutes_at = UTCDateTimeField(null=True)
+
+
+class ActionItem(BaseModel):
+    """行动项 from minutes: who does what by when."""
+
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="action_items", on_delete="CASCADE")
+    meeting_id = IntegerField(null=True)
+    text = TextField()
+    owner_email = CharField(max_length=512)
+    due_at = UTCDateTimeField()
+    done_at = UTCDateTimeField(null=True)
+
+
+class ProgressRow(BaseModel):
+    """One row of a record's progress table (客户需求沟通进度同步表 for customer records)."""
+
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="progress_rows", on_delete="CASCADE")
+    at = UTCDateTimeField()
+    author_email = CharField(max_length=512)
+    stage = TextField(default="")
+    progress = TextField(default="")
+    people = TextField(default="")
+    next_step = TextField(default="")
+    risks = TextField(default="")
+
+
+class Dispute(BaseModel):
+    """A disagreement moved to the dispute area (争议协调区), ruled by the lead or a superior."""
+
+    id = AutoField()
+    record = ForeignKeyField(Record, backref="disputes", on_delete="CASCADE")
+    opened_by = CharField(max_length=512)
+    text = TextField()
+    opened_at = UTCDateTimeField()
+    lead_email = CharField(max_length=512)
+    ruled_by = CharField(max_length=512, default="")
+    ruling = TextField(default="")
+    ruled_at = UTCDateTimeField(null=True)
 
 
 class Attachment(BaseModel):
@@ -150,6 +211,7 @@ class OutboundMessage(BaseModel):
     text = TextField(default="")  # rendered at delivery, kept for the trace
     html = TextField(default="")
     headers = JSONField(default=dict)
+    attachments = JSONField(default=list)  # [{filename, content_type, text}] generated files, e.g. an .ics invitation
     message_id = CharField(max_length=998, unique=True)
     status = CharField(max_length=16, default="queued", index=True)  # queued|sending|sent|failed
     attempts = IntegerField(default=0)
@@ -173,5 +235,6 @@ class SentKey(BaseModel):
     created_at = UTCDateTimeField()
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone,
-                                 Attachment, Event, OutboundMessage, Counter, SentKey]
+MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
+                                 ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
+                                 SentKey]

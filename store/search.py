@@ -1,0 +1,363 @@
+"""Keyword search over records: the index of their text and the ranked queries against it.
+
+Responsibility: keep one search entry per record (subject, fields, comments, progress rows,
+minutes, result, retrospective, attachment names — whatever the caller hands in as ``parts``)
+and answer keyword queries with ranked hits, each with the record's archive key and a snippet
+of the original text.
+
+Why the text is pre-tokenized in Python: Chinese has no spaces between words, and the most
+common search terms are two-character words (成本, 续航, 合同). SQLite's FTS5 trigram tokenizer
+cannot match terms under three characters, and a ``LIKE '%…%'`` scan is correct but costs
+~250 ms at 100k records. So ``tokenize`` does what Lucene's CJK analyzer does: every run of
+CJK characters becomes its overlapping bigrams (成本控制 → 成本 本控 控制; a lone character stays a
+unigram), and Latin letters and digits become ordinary words, all NFKC-normalised and
+case-folded. Both backends index that same token stream, split on spaces only:
+SQLite an FTS5 table with the unicode61 tokenizer, PostgreSQL ``to_tsvector('simple', …)`` with
+a GIN index. A query word is tokenized the same way and must match as a phrase (its tokens
+adjacent and in order); the words of a query must all match (AND).
+
+What this implies, by design:
+- A two-character query matches any two adjacent characters, also across a word boundary
+  (成本 is found in 完成本月的任务). Bigrams do not know where words end; these false positives
+  are the accepted price of needing no dictionary.
+- A single Chinese character matches only where it stands alone between non-CJK characters
+  (as in Lucene): 表 does not find 手表.
+- Latin words match whole tokens: ``cost`` does not find ``costs`` (no stemming).
+
+Tables (derived data, created by ``ensure_search_schema`` and kept out of ``store.models``):
+``search_doc`` holds each record's metadata and original text (for snippets, filters, and
+re-tokenizing); SQLite adds the contentless FTS5 table ``search_fts`` (rowid = record id) and
+PostgreSQL a ``tsv`` column with a GIN index; ``search_meta`` remembers which tokenizer
+version built the index, so a changed tokenizer triggers a rebuild from the stored text
+instead of silently mismatching queries against old tokens.
+
+Every function takes the peewee database handle and works inside or outside the caller's
+transaction (writes use ``db.atomic()``, which nests as a savepoint).
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from peewee import Database
+from psycopg2.extras import execute_values
+
+from store.db import is_postgres
+
+# Bump whenever ``tokenize`` changes its output: ``ensure_search_schema`` then rebuilds the index.
+TOKENIZER_VERSION = "1"
+
+SNIPPET_CHARS = 80
+# A subject hit counts this many times a hit in the rest of the text.
+SUBJECT_WEIGHT = 4.0
+# Longer "words" are base64 or hex blobs, not search terms; PostgreSQL would refuse
+# lexemes over 2047 bytes anyway, and dropping them keeps both backends identical.
+MAX_TOKEN_CHARS = 200
+
+# Han (with extension A, the compatibility block and the supplementary planes), kana and Hangul:
+# the scripts written without spaces between words. The katakana middle dot ・ (U+30FB) is
+# punctuation and stays out. 々 and 〇 behave as ideographs inside words.
+_CJK_CHARS = ("\u3005\u3007\u3041-\u30fa\u30fc-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+              "\uf900-\ufaff\U00020000-\U0003134f")
+_CJK_RUN = re.compile(f"([{_CJK_CHARS}]+)")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; underscores and punctuation separate words
+_NON_CJK_WORD_CHAR = f"(?![{_CJK_CHARS}])[^\\W_]"
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Hit:
+    record_id: int
+    ref: str  # e.g. PRJ-2026-0001
+    archive_key: str  # e.g. 智能手表项目-硬件方案评审-20240525 ("" for open records)
+    status: str  # open | confirming | archived
+    snippet: str  # ~80 chars of the original text around the first match, matches marked 【】
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One record's searchable text: ``parts`` maps a section ("subject", "field:背景与目标",
+    "comment", "minutes", "result", "retro", "attachment", …) to its text. The "subject" part
+    ranks higher than the others; section names themselves are not searchable."""
+
+    record_id: int
+    ref: str
+    status: str
+    archive_key: str
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+def tokenize(text: str) -> str:
+    """The shared pre-tokenizer: CJK runs as overlapping bigrams, other letters and digits as
+    words, NFKC-normalised (full-width Ｂ → b) and case-folded, joined by single spaces."""
+    tokens: list[str] = []
+    # Splitting on a capturing group alternates: text outside CJK runs, a CJK run, outside, …
+    for i, piece in enumerate(_CJK_RUN.split(_fold(text))):
+        if i % 2 == 0:
+            tokens.extend(w for w in _WORD.findall(piece) if len(w) <= MAX_TOKEN_CHARS)
+        elif len(piece) == 1:
+            tokens.append(piece)
+        else:
+            tokens.extend(map(str.__add__, piece[:-1], piece[1:]))
+    return " ".join(tokens)
+
+
+# --------------------------------------------------------------------------- schema
+
+_SQLITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS search_doc (record_id INTEGER PRIMARY KEY, ref TEXT NOT NULL, "
+    "status TEXT NOT NULL, archive_key TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL)",
+    # Contentless: the tokens (2–3× the size of Chinese text) are not stored a second time;
+    # search_doc keeps the original text, from which the tokens can always be rebuilt.
+    # remove_diacritics 0: tokenize() is the only normaliser, so SQLite and PostgreSQL agree.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(subject, body, content='', "
+    "tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TABLE IF NOT EXISTS search_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+_PG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS search_doc (record_id bigint PRIMARY KEY, ref text NOT NULL, "
+    "status text NOT NULL, archive_key text NOT NULL, subject text NOT NULL, body text NOT NULL, "
+    "tsv tsvector NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS search_doc_tsv ON search_doc USING gin (tsv)",
+    "CREATE TABLE IF NOT EXISTS search_meta (key text PRIMARY KEY, value text NOT NULL)",
+)
+
+# The subject's lexemes get weight A, the rest D; ts_rank's weights are listed {D, C, B, A}.
+_PG_TSV = "setweight(to_tsvector('simple', %s), 'A') || to_tsvector('simple', %s)"
+_PG_WEIGHTS = f"'{{{1 / SUBJECT_WEIGHT}, 0, 0, 1}}'::real[]"
+
+
+def ensure_search_schema(db: Database) -> None:
+    """Create the search tables if missing; rebuild the index if an older tokenizer built it."""
+    with db.atomic():
+        if is_postgres(db):
+            # Two gateways starting at once would otherwise race on CREATE … IF NOT EXISTS.
+            db.execute_sql("SELECT pg_advisory_xact_lock(hashtext('liuhen.search_schema'))")
+        for statement in _PG_SCHEMA if is_postgres(db) else _SQLITE_SCHEMA:
+            db.execute_sql(statement)
+        row = db.execute_sql(_sql(db, "SELECT value FROM search_meta WHERE key = ?"), ("tokenizer",)).fetchone()
+        if row is not None and row[0] == TOKENIZER_VERSION:
+            return
+        if row is not None:
+            _rebuild(db)
+        db.execute_sql(_sql(db, "DELETE FROM search_meta WHERE key = ?"), ("tokenizer",))
+        db.execute_sql(_sql(db, "INSERT INTO search_meta (key, value) VALUES (?, ?)"),
+                       ("tokenizer", TOKENIZER_VERSION))
+
+
+def _rebuild(db: Database) -> None:
+    """Re-tokenize every stored text with today's tokenizer."""
+    docs = db.execute_sql("SELECT record_id, subject, body FROM search_doc").fetchall()
+    cursor = db.cursor()
+    if is_postgres(db):
+        cursor.executemany(f"UPDATE search_doc SET tsv = {_PG_TSV} WHERE record_id = %s",
+                           [(tokenize(subject), tokenize(body), rid) for rid, subject, body in docs])
+        return
+    # Contentless FTS5 can only be emptied wholesale once the old tokens are unknown.
+    db.execute_sql("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+    cursor.executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)",
+                       [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in docs])
+
+
+# --------------------------------------------------------------------------- indexing
+
+def index_record(db: Database, record_id: int, ref: str, status: str, archive_key: str,
+                 parts: dict[str, str]) -> None:
+    """(Re)index one record, replacing any earlier entry for it."""
+    index_records(db, [IndexEntry(record_id, ref, status, archive_key, parts)])
+
+
+def index_records(db: Database, entries: Iterable[IndexEntry]) -> None:
+    """(Re)index many records with a handful of statements (backfill, bulk loads)."""
+    # The last entry for a record wins, as if they had been indexed one after the other.
+    rows = list({entry.record_id: _doc_row(entry) for entry in entries}.values())
+    if not rows:
+        return
+    with db.atomic():
+        cursor = db.cursor()
+        if is_postgres(db):
+            # An upsert, so a concurrent indexer of the same record cannot make it fail; multi-row
+            # VALUES pages because psycopg2's executemany costs a round trip per row.
+            execute_values(
+                cursor,
+                "INSERT INTO search_doc (record_id, ref, status, archive_key, subject, body, tsv) VALUES %s "
+                "ON CONFLICT (record_id) DO UPDATE SET ref = EXCLUDED.ref, status = EXCLUDED.status, "
+                "archive_key = EXCLUDED.archive_key, subject = EXCLUDED.subject, body = EXCLUDED.body, "
+                "tsv = EXCLUDED.tsv",
+                [(*row, tokenize(row[4]), tokenize(row[5])) for row in rows],
+                template=f"(%s, %s, %s, %s, %s, %s, {_PG_TSV})", page_size=500)
+            return
+        # A contentless FTS5 row is removed by handing back the tokens it was indexed with;
+        # the stored original text re-tokenizes to exactly those (same TOKENIZER_VERSION).
+        ids = json.dumps([row[0] for row in rows])
+        old = db.execute_sql("SELECT record_id, subject, body FROM search_doc "
+                             "WHERE record_id IN (SELECT value FROM json_each(?))", (ids,)).fetchall()
+        cursor.executemany("INSERT INTO search_fts (search_fts, rowid, subject, body) VALUES ('delete', ?, ?, ?)",
+                           [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in old])
+        cursor.executemany("INSERT OR REPLACE INTO search_doc (record_id, ref, status, archive_key, subject, body) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        cursor.executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)",
+                           [(row[0], tokenize(row[4]), tokenize(row[5])) for row in rows])
+
+
+def _doc_row(entry: IndexEntry) -> tuple[int, str, str, str, str, str]:
+    # PostgreSQL text cannot hold NUL; drop it on both backends so they store the same text.
+    subject = entry.parts.get("subject", "").replace("\x00", "")
+    body = "\n".join(text.replace("\x00", "") for name, text in entry.parts.items() if name != "subject" and text)
+    return entry.record_id, entry.ref, entry.status, entry.archive_key, subject, body
+
+
+# --------------------------------------------------------------------------- searching
+
+def search(db: Database, query: str, *, include_open: bool = False,
+           visible_record_ids: set[int] | None = None, limit: int = 20) -> list[Hit]:
+    """Records matching every word of ``query``, best first (bm25 on SQLite, ts_rank on
+    PostgreSQL). Archived records only unless ``include_open``; ``visible_record_ids`` None
+    means no restriction (admin), otherwise only those records can be returned."""
+    phrases = [tokens for tokens in map(tokenize, query.split()) if tokens]
+    if not phrases or limit <= 0 or visible_record_ids == set():
+        return []
+    where: list[str] = []
+    params: list[object] = []
+    if not include_open:
+        where.append("d.status = ?")
+        params.append("archived")
+    if visible_record_ids is not None:
+        ids = sorted(visible_record_ids)
+        if is_postgres(db):
+            where.append("d.record_id = ANY(?)")
+            params.append(ids)
+        else:
+            where.append("d.record_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(ids))
+    filters = "".join(f" AND {condition}" for condition in where)
+    if is_postgres(db):
+        tsquery = " && ".join(["phraseto_tsquery('simple', ?)"] * len(phrases))
+        # ts_rank normalisation 1 divides by 1 + log(length), so long minutes do not win by size.
+        sql = (f"SELECT d.record_id FROM search_doc d, (SELECT {tsquery}) AS q(query) WHERE d.tsv @@ q.query{filters} "
+               f"ORDER BY ts_rank({_PG_WEIGHTS}, d.tsv, q.query, 1) DESC, d.record_id DESC LIMIT ?")
+        params = [*phrases, *params, limit]
+    else:
+        # Tokens are letters and digits only, so quoting each phrase needs no escaping.
+        match = " AND ".join(f'"{tokens}"' for tokens in phrases)
+        sql = ("SELECT d.record_id FROM search_fts JOIN search_doc d ON d.record_id = search_fts.rowid "
+               f"WHERE search_fts MATCH ?{filters} "
+               f"ORDER BY bm25(search_fts, {SUBJECT_WEIGHT}, 1.0), d.record_id DESC LIMIT ?")
+        params = [match, *params, limit]
+    # Ranking touches every match; fetching the text only for the page keeps it off that path.
+    ranked = [row[0] for row in db.execute_sql(_sql(db, sql), params).fetchall()]
+    if not ranked:
+        return []
+    docs = {row[0]: row[1:] for row in db.execute_sql(
+        _sql(db, "SELECT record_id, ref, archive_key, status, subject, body FROM search_doc WHERE record_id IN ("
+             + ", ".join("?" * len(ranked)) + ")"), ranked).fetchall()}
+    pattern = _match_pattern(query.split())
+    hits = []
+    for record_id in ranked:
+        ref, archive_key, status, subject, body = docs[record_id]
+        text = f"{subject}\n{body}" if subject and body else subject or body
+        hits.append(Hit(record_id, ref, archive_key, status, _snippet(text, pattern)))
+    return hits
+
+
+def _sql(db: Database, sql: str) -> str:
+    """Write statements with `?` and run them with the database's placeholder."""
+    return sql.replace("?", db.param)
+
+
+# --------------------------------------------------------------------------- snippets
+
+def _match_pattern(words: list[str]) -> re.Pattern[str]:
+    """A regex over folded text (see ``_fold``) that finds what the index matched for these words.
+
+    A word's units (CJK runs, Latin/digit words) must follow each other with only separators
+    in between, as the phrase query demands. At the edges, a Latin unit must not continue into
+    more letters (the index matches whole words) and a lone CJK character must stand alone
+    (it is a unigram token only there); a longer CJK run may sit inside a longer run.
+    """
+    alternatives: list[tuple[int, str]] = []
+    for word in words:
+        folded = _fold(word)
+        units = [(unit, i % 2 == 1) for i, piece in enumerate(_CJK_RUN.split(folded))
+                 for unit in ([piece] if i % 2 else _WORD.findall(piece))]
+        if not units:
+            continue
+        regex = re.escape(units[0][0])
+        for (unit, cjk), (_, previous_cjk) in zip(units[1:], units):
+            # Two Latin words need a separator between them, or they would be one word.
+            regex += (r"[\W_]*" if cjk or previous_cjk else r"[\W_]+") + re.escape(unit)
+        before, after = _edge_guard(*units[0]), _edge_guard(*units[-1])
+        regex = (f"(?<!{before})" if before else "") + regex + (f"(?!{after})" if after else "")
+        alternatives.append((len(folded), regex))
+    # Longest first, so where two words start at the same place the longer one is marked.
+    return re.compile("|".join(regex for _, regex in sorted(alternatives, key=lambda a: -a[0])))
+
+
+def _edge_guard(unit: str, cjk: bool) -> str:
+    """What a unit at a word's edge must not touch, as a one-character regex ('' = anything)."""
+    if not cjk:
+        return _NON_CJK_WORD_CHAR
+    return f"[{_CJK_CHARS}]" if len(unit) == 1 else ""
+
+
+def _snippet(text: str, pattern: re.Pattern[str]) -> str:
+    """~SNIPPET_CHARS of ``text`` around its first match, every match in that window in 【】."""
+    spans: list[tuple[int, int]] = []
+    window_start, window_end = 0, SNIPPET_CHARS
+    for start, end in _match_spans(text, pattern):
+        if not spans:
+            window_start = max(0, start - SNIPPET_CHARS // 3)
+            window_end = max(window_start + SNIPPET_CHARS, end)
+        elif end > window_end:
+            break
+        spans.append((start, end))
+    # No span at all happens when the index matched across a separator the tokenizer drops
+    # (a phrase running from one section into the next): show the beginning, unmarked.
+    pieces = ["…"] if window_start > 0 else []
+    cursor = window_start
+    for start, end in spans:
+        pieces += [text[cursor:start], "【", text[start:end], "】"]
+        cursor = end
+    pieces.append(text[cursor:window_end])
+    if window_end < len(text):
+        pieces.append("…")
+    return _WHITESPACE.sub(" ", "".join(pieces)).strip()
+
+
+def _match_spans(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[int, int]]:
+    """Spans of ``text`` (original positions) whose folded form the pattern matches, in order.
+
+    Folding the whole text at once is fast, and when its length is unchanged (nearly always)
+    positions carry over; each span is checked to fold to exactly what matched. Otherwise the
+    text is folded character by character to map folded positions back to original ones."""
+    folded = _fold(text)
+    resume = 0
+    if len(folded) == len(text):
+        for m in pattern.finditer(folded):
+            start, end = m.span()
+            if _fold(text[start:end]) != m.group():
+                break
+            resume = end
+            yield start, end
+        else:
+            return
+    starts: list[int] = []  # original position of each folded character
+    pieces: list[str] = []
+    for i, char in enumerate(text):
+        piece = _fold(char)
+        pieces.append(piece)
+        starts.extend([i] * len(piece))
+    starts.append(len(text))  # where a match resuming at the very end starts
+    for m in pattern.finditer("".join(pieces), bisect_left(starts, resume)):
+        yield starts[m.start()], starts[m.end() - 1] + 1
+
+
+def _fold(text: str) -> str:
+    """The normalisation ``tokenize`` applies before splitting."""
+    return unicodedata.normalize("NFKC", text).casefold()

@@ -1,0 +1,32 @@
+"""Schema versioning: a database made by an older liuhen is brought up to date, data kept."""
+
+from __future__ import annotations
+
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from conftest import NOW
+from store.db import SCHEMA_VERSION, is_postgres, open_database
+from store.models import InboundMessage, Meeting, Record, SchemaVersion
+
+V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "archived_at"],
+              "participant": ["signed_at"], "milestone": ["delayed_from"], "outboundmessage": ["attachments"]}
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
+    db = open_database(db_url)
+    InboundMessage.create(received_at=NOW, source="ingest", dedupe_key="k", raw=b"x", size=1)
+    # Turn it back into what liuhen 0.1 (schema 1) created.
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate(*[migrator.drop_column(table, column) for table, columns in V2_COLUMNS.items() for column in columns])
+    for table in ("meeting", "actionitem", "progressrow", "dispute"):
+        db.execute_sql(f'DROP TABLE "{table}"')
+    SchemaVersion.update(version=1).execute()
+    db.close()
+
+    db = open_database(db_url)
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 2
+    assert {c.name for c in db.get_columns("record")} >= set(V2_COLUMNS["record"])
+    assert Meeting.table_exists()
+    assert InboundMessage.get().dedupe_key == "k"
+    assert Record.select().count() == 0
+    db.close()

@@ -76,6 +76,13 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    # The authserv-id your own MX writes in Authentication-Results (RFC 8601). When set, a
+    # sign-off whose DMARC or DKIM verdict from that host is "fail" is refused.
+    trusted_authserv_id: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -83,6 +90,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def data_path(self) -> Path:
@@ -116,6 +124,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
+    "security": SecuritySettings,
 }
 
 

@@ -14,6 +14,7 @@ from config.settings import DEFAULT_KEYWORDS, Settings, ensure_secret
 from gateway.clock import Clock, SystemClock
 from mail_templates import Renderer
 from store.db import open_database
+from store.search import ensure_search_schema
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,11 @@ class Context:
 
 def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     settings = ensure_secret(settings)
+    db = open_database(settings.database_url)
+    ensure_search_schema(db)
     return Context(
         settings=settings,
-        db=open_database(settings.database_url),
+        db=db,
         directory=Directory.load(settings.directory_path),
         forms=load_forms(settings.forms_path),
         rules=load_rules(settings.rules_path),

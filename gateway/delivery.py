@@ -52,8 +52,23 @@ def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: date
     # honour only their own header for suppressing out-of-office answers.
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Liuhen-Origin"] = domain
-    msg.attach(MIMEText(mail.text, "plain", "utf-8"))
-    msg.attach(MIMEText(mail.html, "html", "utf-8"))
+    body = MIMEMultipart("alternative")
+    body.attach(MIMEText(mail.text, "plain", "utf-8"))
+    body.attach(MIMEText(mail.html, "html", "utf-8"))
+    if mail.attachments:
+        msg.set_type("multipart/mixed")
+        msg.attach(body)
+        for item in mail.attachments:
+            main, _, params = item["content_type"].partition(";")
+            part = MIMEText(item["text"], main.split("/")[1], "utf-8")
+            for param in filter(None, (p.strip() for p in params.split(";"))):
+                name, _, value = param.partition("=")
+                part.set_param(name, value)
+            part.add_header("Content-Disposition", "attachment", filename=item["filename"])
+            msg.attach(part)
+    else:
+        for part in body.get_payload():
+            msg.attach(part)
     # CRLF is the wire form (RFC 5321 §2.3.8); smtplib sends bytes unchanged.
     return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 

@@ -46,6 +46,7 @@ class Draft:
     auto_submitted: str = "auto-generated"  # "auto-replied" when answering a person's mail
     cc: tuple[str, ...] = ()
     extra_headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[dict, ...] = ()  # generated files: {filename, content_type, text}
 
 
 def new_message_id(domain: str) -> str:
@@ -68,7 +69,7 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
         rows.append(dict(created_at=now, record_id=d.record_id, inbound_id=d.inbound_id, kind=d.kind,
                          lang=d.lang, to_addr=d.to_addr, to_name=d.to_name, cc=list(d.cc),
                          subject=ctx.renderer.subject(d.lang, d.template, **d.context), template=d.template,
-                         context=d.context, headers=headers,
+                         context=d.context, headers=headers, attachments=list(d.attachments),
                          message_id=message_id, next_attempt_at=now))
         ids.append(message_id)
     insert_rows(OutboundMessage, rows)

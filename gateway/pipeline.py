@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
-from gateway.handlers.reply import handle_reply
+from gateway.handlers.reply import handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
 from parsers.mime import ParsedMessage, parse_message
@@ -122,8 +122,13 @@ def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
         return Outcome("ignored", "no sender address to answer")
     target = find_target(ctx, row.envelope_to, msg)
     if target.kind == "reply":
-        return handle_reply(ctx, row, msg, target.token)
+        return handle_reply(ctx, row, msg, token=target.token)
     if target.kind in ("form", "requests"):
+        # A reply that lost its personal address (sent to our From, or a client that
+        # ignored Reply-To) still names one of our mails or carries the [ID] tag.
+        record = referenced_record(ctx, msg)
+        if record is not None:
+            return handle_reply(ctx, row, msg, record=record)
         return handle_submission(ctx, row, msg, ctx.form_by_address(target.local_part))
     if target.kind == "operator":
         return Outcome("ignored", f"addressed to {target.local_part}@; kept for the operators")

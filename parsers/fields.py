@@ -64,6 +64,14 @@ def extract_fields(text: str, tables: list[list[list[str]]], form: FormDef) -> E
     return ExtractedFields({k: v for k, v in values.items() if v}, find_template_hint(text, tables))
 
 
+def labelled_values(text: str, labels: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """`阶段：…` / `Next step: …` lines of a reply → {key: value}, for the keys in `labels`
+    (each with the labels that may stand for it). Values may run over several lines."""
+    index = {normalize_label(label): key for key, names in labels.items() for label in names}
+    values = _from_lines(request_lines(text), index, {key: "text" for key in labels})
+    return {k: v for k, v in values.items() if v}
+
+
 def request_lines(text: str) -> list[str]:
     """The lines of the request itself, stopping at a signature or quoted history."""
     lines = []

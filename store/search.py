@@ -58,6 +58,11 @@ SUBJECT_WEIGHT = 4.0
 # Longer "words" are base64 or hex blobs, not search terms; PostgreSQL would refuse
 # lexemes over 2047 bytes anyway, and dropping them keeps both backends identical.
 MAX_TOKEN_CHARS = 200
+# Ranking reads every candidate's token positions (~5 µs each), so a term found in most of
+# 100k records cannot be ranked in full within 20 ms. Hits are ranked among the newest
+# RANK_WINDOW matching records the caller may see: all of them for any term that selects
+# fewer, the recent end of the archive for the very common ones.
+RANK_WINDOW = 1000
 
 # Han (with extension A, the compatibility block and the supplementary planes), kana and Hangul:
 # the scripts written without spaces between words. The katakana middle dot ・ (U+30FB) is
@@ -110,10 +115,13 @@ def tokenize(text: str) -> str:
 # --------------------------------------------------------------------------- schema
 
 _SQLITE_SCHEMA = (
+    # Narrow, so the per-match status check stays in the page cache; the text lives apart.
     "CREATE TABLE IF NOT EXISTS search_doc (record_id INTEGER PRIMARY KEY, ref TEXT NOT NULL, "
-    "status TEXT NOT NULL, archive_key TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL)",
+    "status TEXT NOT NULL, archive_key TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS search_text (record_id INTEGER PRIMARY KEY, subject TEXT NOT NULL, "
+    "body TEXT NOT NULL)",
     # Contentless: the tokens (2–3× the size of Chinese text) are not stored a second time;
-    # search_doc keeps the original text, from which the tokens can always be rebuilt.
+    # search_text keeps the original text, from which the tokens can always be rebuilt.
     # remove_diacritics 0: tokenize() is the only normaliser, so SQLite and PostgreSQL agree.
     "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(subject, body, content='', "
     "tokenize='unicode61 remove_diacritics 0')",
@@ -122,15 +130,17 @@ _SQLITE_SCHEMA = (
 
 _PG_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS search_doc (record_id bigint PRIMARY KEY, ref text NOT NULL, "
-    "status text NOT NULL, archive_key text NOT NULL, subject text NOT NULL, body text NOT NULL, "
-    "tsv tsvector NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_doc_tsv ON search_doc USING gin (tsv)",
+    "status text NOT NULL, archive_key text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS search_text (record_id bigint PRIMARY KEY, subject text NOT NULL, "
+    "body text NOT NULL, tsv tsvector NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS search_text_tsv ON search_text USING gin (tsv)",
     "CREATE TABLE IF NOT EXISTS search_meta (key text PRIMARY KEY, value text NOT NULL)",
 )
 
 # The subject's lexemes get weight A, the rest D; ts_rank's weights are listed {D, C, B, A}.
 _PG_TSV = "setweight(to_tsvector('simple', %s), 'A') || to_tsvector('simple', %s)"
 _PG_WEIGHTS = f"'{{{1 / SUBJECT_WEIGHT}, 0, 0, 1}}'::real[]"
+REBUILD_BATCH = 5000
 
 
 def ensure_search_schema(db: Database) -> None:
@@ -152,17 +162,21 @@ def ensure_search_schema(db: Database) -> None:
 
 
 def _rebuild(db: Database) -> None:
-    """Re-tokenize every stored text with today's tokenizer."""
-    docs = db.execute_sql("SELECT record_id, subject, body FROM search_doc").fetchall()
-    cursor = db.cursor()
-    if is_postgres(db):
-        cursor.executemany(f"UPDATE search_doc SET tsv = {_PG_TSV} WHERE record_id = %s",
-                           [(tokenize(subject), tokenize(body), rid) for rid, subject, body in docs])
-        return
-    # Contentless FTS5 can only be emptied wholesale once the old tokens are unknown.
-    db.execute_sql("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
-    cursor.executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)",
-                       [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in docs])
+    """Re-tokenize every stored text with today's tokenizer, a batch of records at a time."""
+    if not is_postgres(db):
+        # Contentless FTS5 can only be emptied wholesale once the old tokens are unknown.
+        db.execute_sql("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+    last = 0
+    while batch := db.execute_sql(_sql(db, "SELECT record_id, subject, body FROM search_text WHERE record_id > ? "
+                                           "ORDER BY record_id LIMIT ?"), (last, REBUILD_BATCH)).fetchall():
+        last = batch[-1][0]
+        tokens = [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in batch]
+        if is_postgres(db):
+            execute_values(db.cursor(), "UPDATE search_text t SET tsv = v.tsv FROM (VALUES %s) AS v(record_id, tsv) "
+                                        "WHERE t.record_id = v.record_id", tokens,
+                           template=f"(%s, {_PG_TSV})", page_size=500)
+        else:
+            db.cursor().executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)", tokens)
 
 
 # --------------------------------------------------------------------------- indexing
@@ -176,41 +190,46 @@ def index_record(db: Database, record_id: int, ref: str, status: str, archive_ke
 def index_records(db: Database, entries: Iterable[IndexEntry]) -> None:
     """(Re)index many records with a handful of statements (backfill, bulk loads)."""
     # The last entry for a record wins, as if they had been indexed one after the other.
-    rows = list({entry.record_id: _doc_row(entry) for entry in entries}.values())
-    if not rows:
+    entries = list({entry.record_id: entry for entry in entries}.values())
+    if not entries:
         return
+    docs = [(e.record_id, e.ref, e.status, e.archive_key) for e in entries]
+    texts = [(e.record_id, *_texts(e.parts)) for e in entries]
     with db.atomic():
         cursor = db.cursor()
         if is_postgres(db):
-            # An upsert, so a concurrent indexer of the same record cannot make it fail; multi-row
-            # VALUES pages because psycopg2's executemany costs a round trip per row.
-            execute_values(
-                cursor,
-                "INSERT INTO search_doc (record_id, ref, status, archive_key, subject, body, tsv) VALUES %s "
-                "ON CONFLICT (record_id) DO UPDATE SET ref = EXCLUDED.ref, status = EXCLUDED.status, "
-                "archive_key = EXCLUDED.archive_key, subject = EXCLUDED.subject, body = EXCLUDED.body, "
-                "tsv = EXCLUDED.tsv",
-                [(*row, tokenize(row[4]), tokenize(row[5])) for row in rows],
-                template=f"(%s, %s, %s, %s, %s, %s, {_PG_TSV})", page_size=500)
+            # Upserts, so a concurrent indexer of the same record cannot make this fail; paged
+            # multi-row VALUES because psycopg2's executemany costs a round trip per row.
+            execute_values(cursor, "INSERT INTO search_doc (record_id, ref, status, archive_key) VALUES %s "
+                                   "ON CONFLICT (record_id) DO UPDATE SET ref = EXCLUDED.ref, "
+                                   "status = EXCLUDED.status, archive_key = EXCLUDED.archive_key",
+                           docs, page_size=500)
+            execute_values(cursor, "INSERT INTO search_text (record_id, subject, body, tsv) VALUES %s "
+                                   "ON CONFLICT (record_id) DO UPDATE SET subject = EXCLUDED.subject, "
+                                   "body = EXCLUDED.body, tsv = EXCLUDED.tsv",
+                           [(rid, subject, body, tokenize(subject), tokenize(body)) for rid, subject, body in texts],
+                           template=f"(%s, %s, %s, {_PG_TSV})", page_size=500)
             return
         # A contentless FTS5 row is removed by handing back the tokens it was indexed with;
         # the stored original text re-tokenizes to exactly those (same TOKENIZER_VERSION).
-        ids = json.dumps([row[0] for row in rows])
-        old = db.execute_sql("SELECT record_id, subject, body FROM search_doc "
-                             "WHERE record_id IN (SELECT value FROM json_each(?))", (ids,)).fetchall()
+        old = db.execute_sql("SELECT record_id, subject, body FROM search_text "
+                             "WHERE record_id IN (SELECT value FROM json_each(?))",
+                             (json.dumps([rid for rid, _, _ in texts]),)).fetchall()
         cursor.executemany("INSERT INTO search_fts (search_fts, rowid, subject, body) VALUES ('delete', ?, ?, ?)",
                            [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in old])
-        cursor.executemany("INSERT OR REPLACE INTO search_doc (record_id, ref, status, archive_key, subject, body) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        cursor.executemany("INSERT OR REPLACE INTO search_doc (record_id, ref, status, archive_key) "
+                           "VALUES (?, ?, ?, ?)", docs)
+        cursor.executemany("INSERT OR REPLACE INTO search_text (record_id, subject, body) VALUES (?, ?, ?)", texts)
         cursor.executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)",
-                           [(row[0], tokenize(row[4]), tokenize(row[5])) for row in rows])
+                           [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in texts])
 
 
-def _doc_row(entry: IndexEntry) -> tuple[int, str, str, str, str, str]:
+def _texts(parts: dict[str, str]) -> tuple[str, str]:
+    """The subject and the other parts' text joined by newlines, as stored and indexed."""
     # PostgreSQL text cannot hold NUL; drop it on both backends so they store the same text.
-    subject = entry.parts.get("subject", "").replace("\x00", "")
-    body = "\n".join(text.replace("\x00", "") for name, text in entry.parts.items() if name != "subject" and text)
-    return entry.record_id, entry.ref, entry.status, entry.archive_key, subject, body
+    subject = parts.get("subject", "").replace("\x00", "")
+    body = "\n".join(text.replace("\x00", "") for name, text in parts.items() if name != "subject" and text)
+    return subject, body
 
 
 # --------------------------------------------------------------------------- searching
@@ -218,45 +237,21 @@ def _doc_row(entry: IndexEntry) -> tuple[int, str, str, str, str, str]:
 def search(db: Database, query: str, *, include_open: bool = False,
            visible_record_ids: set[int] | None = None, limit: int = 20) -> list[Hit]:
     """Records matching every word of ``query``, best first (bm25 on SQLite, ts_rank on
-    PostgreSQL). Archived records only unless ``include_open``; ``visible_record_ids`` None
-    means no restriction (admin), otherwise only those records can be returned."""
+    PostgreSQL) among the newest RANK_WINDOW matches. Archived records only unless
+    ``include_open``; ``visible_record_ids`` None means no restriction (admin), otherwise only
+    those records can be returned."""
     phrases = [tokens for tokens in map(tokenize, query.split()) if tokens]
     if not phrases or limit <= 0 or visible_record_ids == set():
         return []
-    where: list[str] = []
-    params: list[object] = []
-    if not include_open:
-        where.append("d.status = ?")
-        params.append("archived")
-    if visible_record_ids is not None:
-        ids = sorted(visible_record_ids)
-        if is_postgres(db):
-            where.append("d.record_id = ANY(?)")
-            params.append(ids)
-        else:
-            where.append("d.record_id IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(ids))
-    filters = "".join(f" AND {condition}" for condition in where)
-    if is_postgres(db):
-        tsquery = " && ".join(["phraseto_tsquery('simple', ?)"] * len(phrases))
-        # ts_rank normalisation 1 divides by 1 + log(length), so long minutes do not win by size.
-        sql = (f"SELECT d.record_id FROM search_doc d, (SELECT {tsquery}) AS q(query) WHERE d.tsv @@ q.query{filters} "
-               f"ORDER BY ts_rank({_PG_WEIGHTS}, d.tsv, q.query, 1) DESC, d.record_id DESC LIMIT ?")
-        params = [*phrases, *params, limit]
-    else:
-        # Tokens are letters and digits only, so quoting each phrase needs no escaping.
-        match = " AND ".join(f'"{tokens}"' for tokens in phrases)
-        sql = ("SELECT d.record_id FROM search_fts JOIN search_doc d ON d.record_id = search_fts.rowid "
-               f"WHERE search_fts MATCH ?{filters} "
-               f"ORDER BY bm25(search_fts, {SUBJECT_WEIGHT}, 1.0), d.record_id DESC LIMIT ?")
-        params = [match, *params, limit]
-    # Ranking touches every match; fetching the text only for the page keeps it off that path.
-    ranked = [row[0] for row in db.execute_sql(_sql(db, sql), params).fetchall()]
+    sql, params = (_pg_query if is_postgres(db) else _sqlite_query)(phrases, include_open, visible_record_ids)
+    ranked = [row[0] for row in db.execute_sql(_sql(db, sql), [*params, limit]).fetchall()]
     if not ranked:
         return []
-    docs = {row[0]: row[1:] for row in db.execute_sql(
-        _sql(db, "SELECT record_id, ref, archive_key, status, subject, body FROM search_doc WHERE record_id IN ("
-             + ", ".join("?" * len(ranked)) + ")"), ranked).fetchall()}
+    # The text is read for the page of hits only, not for every match that was ranked.
+    rows = db.execute_sql(_sql(db, "SELECT d.record_id, d.ref, d.archive_key, d.status, t.subject, t.body "
+                                   "FROM search_doc d JOIN search_text t ON t.record_id = d.record_id "
+                                   f"WHERE d.record_id IN ({', '.join('?' * len(ranked))})"), ranked).fetchall()
+    docs = {row[0]: row[1:] for row in rows}
     pattern = _match_pattern(query.split())
     hits = []
     for record_id in ranked:
@@ -264,6 +259,45 @@ def search(db: Database, query: str, *, include_open: bool = False,
         text = f"{subject}\n{body}" if subject and body else subject or body
         hits.append(Hit(record_id, ref, archive_key, status, _snippet(text, pattern)))
     return hits
+
+
+def _sqlite_query(phrases: list[str], include_open: bool,
+                  visible_record_ids: set[int] | None) -> tuple[str, list[object]]:
+    # Tokens are letters and digits only, so quoting each phrase needs no escaping.
+    params: list[object] = [" AND ".join(f'"{tokens}"' for tokens in phrases)]
+    join = where = ""
+    if not include_open:
+        # CROSS JOIN keeps the FTS index as the outer loop, walking matches newest first.
+        join = " CROSS JOIN search_doc d ON d.record_id = search_fts.rowid"
+        where += " AND d.status = 'archived'"
+    if visible_record_ids is not None:
+        # The unary + keeps SQLite from turning the list into one FTS lookup per listed id.
+        where += " AND +search_fts.rowid IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(sorted(visible_record_ids)))
+    sql = (f"SELECT id FROM (SELECT search_fts.rowid AS id, bm25(search_fts, {SUBJECT_WEIGHT}, 1.0) AS score "
+           f"FROM search_fts{join} WHERE search_fts MATCH ?{where} "
+           f"ORDER BY search_fts.rowid DESC LIMIT {RANK_WINDOW}) ORDER BY score, id DESC LIMIT ?")
+    return sql, params
+
+
+def _pg_query(phrases: list[str], include_open: bool,
+              visible_record_ids: set[int] | None) -> tuple[str, list[object]]:
+    params: list[object] = list(phrases)
+    where = ""
+    if not include_open:
+        where += " AND d.status = 'archived'"
+    if visible_record_ids is not None:
+        where += " AND d.record_id = ANY(?)"
+        params.append(sorted(visible_record_ids))
+    tsquery = " && ".join(["phraseto_tsquery('simple', ?)"] * len(phrases))
+    # ts_rank reads each candidate's whole tsvector, so it runs on the window only, outside
+    # the inner query; normalisation 1 divides by 1 + log(length) so long minutes do not win by size.
+    sql = (f"WITH q AS (SELECT {tsquery} AS query), "
+           "window_ids AS (SELECT t.record_id FROM search_text t JOIN search_doc d ON d.record_id = t.record_id, q "
+           f"WHERE t.tsv @@ q.query{where} ORDER BY t.record_id DESC LIMIT {RANK_WINDOW}) "
+           "SELECT t.record_id FROM window_ids w JOIN search_text t ON t.record_id = w.record_id, q "
+           f"ORDER BY ts_rank({_PG_WEIGHTS}, t.tsv, q.query, 1) DESC, t.record_id DESC LIMIT ?")
+    return sql, params
 
 
 def _sql(db: Database, sql: str) -> str:

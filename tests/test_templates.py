@@ -21,6 +21,12 @@ SAMPLES = {
     "sender/rejection": dict(problems=[dict(label="优先级", text="优先级「特别急」无法识别", example="高")], rows=ROWS,
                              form_name="跨部门项目协作需求沟通单", original_subject="请确认"),
     "sender/error": dict(inbound_id=7, original_subject="请确认"),
+    "participant/update": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="陈静 同步进度",
+                               author="陈静 <chen.jing@example.cn>", text="<b>样机</b>已完成", lines=["下一步：出报告"],
+                               at="2026-11-27 10:00", keywords=KEYWORDS),
+    "participant/receipt": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", label="同意", name="王强",
+                                at="2026-11-27 10:00", notes=["还待签字：赵磊"]),
+    "sender/refusal": dict(ref="PRJ-2026-0001", original_subject="Re: 硬件<方案>评审", text="未记录 <x>"),
     "initiator/delivery_failed": dict(record_ref="PRJ-2026-0001", to_addr="x@example.cn", to_name="X",
                                       failed_subject="[PRJ-2026-0001] 请回复", error="550 5.1.1 <x@example.cn>: no such user"),
 }
@@ -45,7 +51,7 @@ def test_template_renders_and_escapes_html(lang, name):
     mail = Renderer().render(lang, name, **SAMPLES[name])
     assert mail.subject and "\n" not in mail.subject
     assert mail.text.strip() and mail.html.strip().startswith("<!DOCTYPE html>")
-    if "rows" in SAMPLES[name] and SAMPLES[name]["rows"]:
+    if "rows" in SAMPLES[name] or "subject" in SAMPLES[name]:
         assert "硬件<方案>评审" in mail.text  # plain text is not escaped
         assert "硬件&lt;方案&gt;评审" in mail.html and "<方案>" not in mail.html
 

@@ -1,31 +1,153 @@
-"""A reply to one of our mails, matched by its signed `reply+TOKEN@` address.
+"""A reply to one of our mails: find its record and participant, make sure the sender is who
+they must be, then hand the new text to the action its keyword names.
 
-The token says which participant the address was issued to; the sender must be that
-participant. Anything else changes nothing and is recorded as rejected with the reason.
-Until the keyword actions exist, a genuine reply is kept on the record as a comment.
+Matching, strongest first: the signed `reply+TOKEN@` address (the sender must be the
+participant it was issued to), then In-Reply-To/References naming one of our Message-IDs,
+then an `[ID]` tag in the subject (for these two the sender must be a participant of the
+record). `Reply-To` is never trusted for identity. Anything that fails changes nothing, is
+recorded as rejected with the reason, and gets at most one polite answer a day.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from gateway.bootstrap import Context
+from gateway.checks import detect_language
 from gateway.handlers import Outcome
+from gateway.handlers.actions import ACTIONS, Act, Refused
+from gateway.outbox import Draft, queue_mails
 from gateway.tokens import parse_token
+from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
-from store.models import InboundMessage, Participant
+from parsers.quotes import new_text
+from store.models import InboundMessage, OutboundMessage, Participant, Record
+from store.repositories import claim_sent_key
+
+RECORD_TAG = re.compile(r"\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
+ROLE_PRECEDENCE = ("initiator", "recipient", "lead", "head", "external")
 
 
-def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: str) -> Outcome:
-    ids = parse_token(ctx.settings.gateway.secret, token)
-    if ids is None:
-        return Outcome("rejected", "reply token is not genuine (forged or damaged)")
-    record_id, participant_id = ids
-    participant = Participant.get_or_none((Participant.id == participant_id) &
-                                          (Participant.record == record_id))
+@dataclass(frozen=True)
+class Matched:
+    record: Record
+    participant: Participant
+    via: str  # token | references | subject
+    token: str = ""
+
+
+def referenced_record(ctx: Context, msg: ParsedMessage) -> Record | None:
+    """The record a mail refers to without a reply token: one of our Message-IDs in
+    In-Reply-To/References, else an [ID] tag in the subject."""
+    ids = [i for i in (msg.in_reply_to, *msg.references) if i.endswith(f"@{ctx.settings.gateway.domain}>")]
+    if ids:
+        sent = OutboundMessage.select(OutboundMessage.record_id).where(
+            OutboundMessage.message_id.in_(ids) & OutboundMessage.record_id.is_null(False)).first()
+        if sent is not None:
+            return Record.get_or_none(Record.id == sent.record_id)
+        record = Record.get_or_none(Record.thread_id.in_(ids))
+        if record is not None:
+            return record
+    tag = RECORD_TAG.search(msg.subject)
+    return Record.get_or_none(Record.ref == tag.group(1)) if tag else None
+
+
+def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: str | None = None,
+                 record: Record | None = None) -> Outcome:
+    match = _match(ctx, msg, token, record)
+    if isinstance(match, Refused):
+        return refuse(ctx, row, msg, match, record_ref(ctx, token, record))
+    text = new_text(msg.text)
+    keyword = match_keyword(text, ctx.keywords)
+    if keyword.ambiguous:
+        return refuse(ctx, row, msg, Refused("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh")
+                                                                                  for a in keyword.ambiguous)),
+                      match.record.ref, match.record.id)
+    action = keyword.action or "comment"
+    if match.record.status == "archived" and action != "retro":
+        return refuse(ctx, row, msg, Refused("reply_closed", detail=match.record.ref), match.record.ref,
+                      match.record.id)
+    participant = _participant_for(match, action, ctx)
     if participant is None:
-        return Outcome("rejected", "reply token names no participant of this gateway")
-    if participant.email != msg.from_addr:
-        return Outcome("rejected", f"reply address of {participant.email} used by {msg.from_addr}",
-                       record_id)
-    return Outcome("processed", "reply kept as a comment", record_id,
-                   [dict(record_id=record_id, inbound_id=row.id, kind="comment", actor=msg.from_addr,
-                         data={"role": participant.role, "subject": msg.subject, "text": msg.text[:20000]})])
+        allowed = next(k for k in ctx.keywords if k.action == action).roles
+        return refuse(ctx, row, msg, Refused("reply_role", value=_label(ctx, action, "zh"),
+                                             detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed)),
+                      match.record.ref, match.record.id)
+    act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
+              via=match.via, token=match.token)
+    try:
+        ACTIONS[action](act)
+    except Refused as refused:
+        return refuse(ctx, row, msg, refused, match.record.ref, match.record.id)
+    act.receipt(_label(ctx, action, act.lang))
+    queue_mails(ctx, act.drafts)
+    return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
+
+
+_ROLE_NAMES = {"initiator": "发起人", "recipient": "接收人", "head": "部门负责人", "lead": "裁定人", "any": "参与人"}
+
+
+def _match(ctx: Context, msg: ParsedMessage, token: str | None, record: Record | None) -> Matched | Refused:
+    if token is not None:
+        ids = parse_token(ctx.settings.gateway.secret, token)
+        participant = Participant.get_or_none((Participant.id == ids[1]) & (Participant.record == ids[0])) \
+            if ids else None
+        if participant is None:
+            return Refused("reply_forged")
+        if participant.email != msg.from_addr:
+            return Refused("reply_foreign", value=msg.from_addr, detail=participant.email)
+        return Matched(participant.record, participant, "token", token)
+    assert record is not None
+    mine = list(Participant.select().where((Participant.record == record.id) &
+                                           (Participant.email == msg.from_addr)))
+    if not mine:
+        return Refused("reply_not_participant", value=msg.from_addr, detail=record.ref)
+    mine.sort(key=lambda p: ROLE_PRECEDENCE.index(p.role) if p.role in ROLE_PRECEDENCE else 99)
+    return Matched(record, mine[0], "references" if msg.in_reply_to or msg.references else "subject")
+
+
+def _participant_for(match: Matched, action: str, ctx: Context) -> Participant | None:
+    """The sender's participation that may use the keyword: a person can be initiator and
+    recipient of the same record; the token names one, the keyword may need the other."""
+    if action == "comment":
+        return match.participant
+    keyword = next(k for k in ctx.keywords if k.action == action)
+    if keyword.for_role(match.participant.role):
+        return match.participant
+    return next((p for p in Participant.select().where((Participant.record == match.record.id) &
+                                                       (Participant.email == match.participant.email))
+                 if keyword.for_role(p.role)), None)
+
+
+def _label(ctx: Context, action: str, lang: str) -> str:
+    if action == "comment":
+        return "comment" if lang == "en" else "留言"
+    keyword = next(k for k in ctx.keywords if k.action == action)
+    return keyword.en[0] if lang == "en" else keyword.zh[0]
+
+
+def record_ref(ctx: Context, token: str | None, record: Record | None) -> str:
+    if record is not None:
+        return record.ref
+    ids = parse_token(ctx.settings.gateway.secret, token) if token else None
+    found = Record.get_or_none(Record.id == ids[0]) if ids else None
+    return found.ref if found else ""
+
+
+def refuse(ctx: Context, row: InboundMessage, msg: ParsedMessage, refused: Refused, ref: str,
+           record_id: int | None = None) -> Outcome:
+    """Change nothing; answer once a day per sender and reason (never a robot: the pipeline
+    has already dropped auto-generated mail)."""
+    reason = f"{refused.code}: {ctx.renderer.problem_text('en', refused.code, **refused.values())}"
+    key = f"refuse:{msg.from_addr}:{refused.code}:{ref}:{ctx.local_now().date().isoformat()}"
+    if claim_sent_key(key, ctx.clock.now()):
+        lang = detect_language(f"{msg.subject}\n{msg.text}")
+        queue_mails(ctx, [Draft(
+            kind="refusal", template="sender/refusal", lang=lang, to_addr=msg.from_addr, to_name=msg.from_name,
+            inbound_id=row.id, record_id=record_id, in_reply_to=msg.message_id, auto_submitted="auto-replied",
+            context=dict(ref=ref, original_subject=msg.subject,
+                         text=ctx.renderer.problem_text(lang, refused.code, **refused.values())))])
+    else:
+        reason += " (answered already today)"
+    return Outcome("rejected", reason, record_id)

@@ -1,0 +1,482 @@
+"""What each reply keyword does to a record. One function per action; each reads the new
+text of the reply, changes the record, adds trace events and queues the mails it causes —
+or raises ``Refused`` and nothing happens. They run inside the pipeline's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from config.forms import keyword_help
+from gateway.bootstrap import Context
+from gateway.outbox import Draft
+from gateway.tokens import reply_address
+from parsers.dates import find_datetime, parse_datetime
+from parsers.fields import labelled_values
+from parsers.mime import ParsedMessage
+from store.archive import archive_record, reindex
+from store.models import (ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow,
+                          Record)
+
+URL = re.compile(r"https?://\S+")
+KEY_ROLES = ("recipient", "external")  # who signs the result
+
+
+class Refused(Exception):
+    """The reply cannot be carried out; `code` names the answer in mail_templates/problems.toml."""
+
+    def __init__(self, code: str, value: str = "", detail: str = ""):
+        super().__init__(code)
+        self.code, self.value, self.detail = code, value, detail
+
+    def values(self) -> dict[str, str]:
+        return dict(label="", value=self.value, detail=self.detail)
+
+
+@dataclass
+class Act:
+    """One reply being carried out: who, on which record, with what text — and what it causes."""
+
+    ctx: Context
+    record: Record
+    participant: Participant
+    text: str
+    msg: ParsedMessage
+    row: InboundMessage
+    via: str
+    token: str
+    events: list[dict] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # told to the sender in the receipt
+
+    @property
+    def lang(self) -> str:
+        return self.record.lang
+
+    @property
+    def now(self) -> datetime:
+        return self.ctx.clock.now()
+
+    def local(self, when: datetime) -> str:
+        return when.astimezone(self.ctx.tz).strftime("%Y-%m-%d %H:%M")
+
+    def event(self, kind: str, **data: object) -> None:
+        self.events.append(dict(record_id=self.record.id, inbound_id=self.row.id, kind=kind,
+                                actor=self.participant.email, data=data))
+
+    def participants(self, *roles: str, exclude_sender: bool = True) -> list[Participant]:
+        people = Participant.select().where(Participant.record == self.record.id).order_by(Participant.id)
+        seen, chosen = set(), []
+        for p in people:
+            if (roles and p.role not in roles) or p.email in seen or (exclude_sender and p.email == self.participant.email):
+                continue
+            seen.add(p.email)
+            chosen.append(p)
+        return chosen
+
+    def update(self, to: Participant, headline: str, text: str = "", lines: tuple[str, ...] = (),
+               keywords_for: str = "", kind: str = "update", attachments: tuple[dict, ...] = ()) -> None:
+        """Queue the generic record update mail to one participant, with their reply address."""
+        s = self.ctx.settings
+        self.drafts.append(Draft(
+            kind=kind, template="participant/update", lang=self.lang, to_addr=to.email, to_name=to.name,
+            record_id=self.record.id, references=(self.record.thread_id,),
+            reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, to.id),
+            attachments=attachments,
+            context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
+                         author=f"{self.participant.name} <{self.participant.email}>", text=text,
+                         lines=list(lines), at=self.local(self.now),
+                         keywords=keyword_help(self.ctx.keywords, keywords_for, self.lang) if keywords_for else [])))
+
+    def receipt(self, label: str) -> None:
+        """After every recorded action the sender gets a short receipt, so nobody wonders."""
+        s = self.ctx.settings
+        self.drafts.append(Draft(
+            kind="receipt", template="participant/receipt", lang=self.lang, to_addr=self.participant.email,
+            to_name=self.participant.name, record_id=self.record.id, inbound_id=self.row.id,
+            in_reply_to=self.msg.message_id, references=(self.record.thread_id,), auto_submitted="auto-replied",
+            reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, self.participant.id),
+            context=dict(ref=self.record.ref, subject=self.record.subject, label=label, name=self.participant.name,
+                         at=self.local(self.now), notes=self.notes)))
+
+    def save(self, **changes: object) -> None:
+        Record.update(updated_at=self.now, **changes).where(Record.id == self.record.id).execute()
+        for key, value in changes.items():
+            setattr(self.record, key, value)
+
+    def zh_en(self, zh: str, en: str) -> str:
+        return en if self.lang == "en" else zh
+
+    def require_text(self, keyword: str, example: str) -> None:
+        if not self.text.strip():
+            raise Refused("need_text", value=keyword, detail=example)
+
+
+def _tell_initiator(act: Act, headline: str) -> None:
+    if act.participant.role != "initiator":
+        for initiator in act.participants("initiator"):
+            act.update(initiator, headline, act.text, keywords_for="initiator")
+
+
+def comment(act: Act) -> None:
+    act.event("comment", text=act.text, role=act.participant.role, via=act.via)
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 留言", f"{act.participant.name} commented"))
+
+
+def _respond(act: Act, response: str) -> None:
+    Participant.update(response=response, responded_at=act.now).where(
+        Participant.id == act.participant.id).execute()
+    act.event("feedback", response=response, text=act.text, via=act.via)
+
+
+def agree(act: Act) -> None:
+    _respond(act, "agree")
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 同意需求", f"{act.participant.name} agrees"))
+
+
+def need_info(act: Act) -> None:
+    act.require_text("需补充信息", "需补充信息：请提供BOM成本明细")
+    _respond(act, "need_info")
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息", f"{act.participant.name} needs more information"))
+
+
+def propose(act: Act) -> None:
+    """建议调整节点: one line per milestone with its new date; the initiator decides."""
+    changes = []
+    for line in filter(None, (l.strip() for l in act.text.splitlines())):
+        found = find_datetime(line, act.ctx.local_now())
+        if found:
+            changes.append({"line": line, "new_date": found[0].isoformat()})
+    if not changes:
+        raise Refused("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
+    _respond(act, "propose")
+    act.event("milestone_proposal", changes=changes, text=act.text)
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 建议调整节点", f"{act.participant.name} proposes new dates"))
+
+
+PROGRESS_LABELS = {
+    "stage": ("阶段", "沟通阶段", "Stage", "Phase"),
+    "progress": ("进展", "进展描述", "Progress", "Status"),
+    "people": ("参与人", "Participants"),
+    "next_step": ("下一步", "下一步计划", "Next", "Next step", "Next steps"),
+    "risks": ("风险", "风险与应对", "Risk", "Risks"),
+}
+
+
+def progress(act: Act) -> None:
+    """进度: a row of the progress table; every other participant is kept in sync."""
+    act.require_text("进度", "进度：\n阶段：样机测试\n进展：已完成跌落测试\n下一步：12月5日前出报告\n风险：无")
+    values = labelled_values(act.text, PROGRESS_LABELS)
+    row = dict(stage=values.get("stage", ""), progress=values.get("progress") or act.text,
+               people=values.get("people", act.participant.name), next_step=values.get("next_step", ""),
+               risks=values.get("risks", ""))
+    ProgressRow.create(record=act.record.id, at=act.now, author_email=act.participant.email, **row)
+    act.event("progress", **row)
+    lines = tuple(f"{label}：{row[key]}" for key, label in
+                  (("stage", act.zh_en("阶段", "Stage")), ("next_step", act.zh_en("下一步", "Next")),
+                   ("risks", act.zh_en("风险", "Risks"))) if row[key])
+    for person in act.participants():
+        act.update(person, act.zh_en(f"{act.participant.name} 同步进度", f"Progress from {act.participant.name}"),
+                   row["progress"], lines)
+
+
+DELAY_LABELS = {"milestone": ("节点", "关键节点", "Milestone"), "reason": ("原因", "延期原因", "Reason"),
+                "plan": ("新计划", "计划", "New plan", "Plan")}
+
+
+def delay(act: Act) -> None:
+    """延期: the owner announces it with a reason and a new plan with a new date; the milestone
+    moves (the old date is kept) and everyone is told."""
+    values = labelled_values(act.text, DELAY_LABELS)
+    example = "延期：\n节点：样机测试\n原因：供应商芯片延迟到货\n新计划：2026-12-20 18:00 完成测试"
+    new_date = find_datetime(values.get("plan", ""), act.ctx.local_now())
+    if not values.get("reason") or new_date is None:
+        raise Refused("delay_incomplete", detail=example)
+    milestone = _owned_milestone(act, values.get("milestone", ""))
+    old = milestone.due_at
+    Milestone.update(due_at=new_date[0], delayed_from=old).where(Milestone.id == milestone.id).execute()
+    late = old < act.now
+    act.event("delay", milestone=milestone.name, old=old.isoformat(), new=new_date[0].isoformat(),
+              reason=values["reason"], plan=values["plan"], announced_after_deadline=late)
+    if late:
+        act.notes.append(act.zh_en("注意：原定时间已过，延期应在截止前申报。", "Note: the old date had passed; "
+                                   "delays are to be announced before the deadline."))
+    lines = (act.zh_en(f"节点：{milestone.name}", f"Milestone: {milestone.name}"),
+             act.zh_en(f"原定：{act.local(old)} → 新时间：{act.local(new_date[0])}",
+                       f"Was: {act.local(old)} → now: {act.local(new_date[0])}"),
+             act.zh_en(f"原因：{values['reason']}", f"Reason: {values['reason']}"),
+             act.zh_en(f"新计划：{values['plan']}", f"New plan: {values['plan']}"))
+    for person in act.participants():
+        act.update(person, act.zh_en(f"{milestone.name} 延期", f"{milestone.name} is delayed"), "", lines)
+
+
+def _owned_milestone(act: Act, named: str) -> Milestone:
+    milestones = list(Milestone.select().where(Milestone.record == act.record.id).order_by(Milestone.position))
+    if named:
+        milestones = [m for m in milestones if named in m.name or m.name in named]
+    if act.participant.role != "initiator":
+        milestones = [m for m in milestones if m.owner_email == act.participant.email]
+    if len(milestones) != 1:
+        names = "、".join(m.name for m in Milestone.select().where(Milestone.record == act.record.id))
+        raise Refused("delay_which", value=named, detail=names or "—")
+    return milestones[0]
+
+
+MEETING_LABELS = {"time": ("时间", "会议时间", "Time", "When"), "duration": ("时长", "Duration"),
+                  "link": ("链接", "会议链接", "Link", "URL"), "agenda": ("议程", "Agenda", "议题")}
+
+
+def meeting(act: Act) -> None:
+    """会议: an online discussion with time and link; everyone gets an invitation (.ics)."""
+    values = labelled_values(act.text, MEETING_LABELS)
+    start = find_datetime(values.get("time", act.text), act.ctx.local_now())
+    link = URL.search(act.text)
+    if start is None or link is None or start[0] < act.now:
+        raise Refused("meeting_incomplete", detail="会议：\n时间：2026-12-03 14:00\n时长：60分钟\n"
+                                                   "链接：https://meeting.example.cn/j/123456\n议程：方案评审")
+    minutes = _minutes_of(values.get("duration", ""))
+    ends = start[0] + timedelta(minutes=minutes)
+    item = Meeting.create(record=act.record.id, organiser_email=act.participant.email, starts_at=start[0],
+                          ends_at=ends, link=link.group(0), agenda=values.get("agenda", ""))
+    act.event("meeting", meeting_id=item.id, starts=start[0].isoformat(), ends=ends.isoformat(), link=link.group(0))
+    everyone = act.participants(exclude_sender=False)
+    ics = _ics(act, item, everyone)
+    lines = (act.zh_en(f"时间：{act.local(start[0])} – {act.local(ends)[-5:]}", f"When: {act.local(start[0])} – "
+                       f"{act.local(ends)[-5:]}"), act.zh_en(f"链接：{item.link}", f"Link: {item.link}"))
+    lines += (act.zh_en(f"议程：{item.agenda}", f"Agenda: {item.agenda}"),) if item.agenda else ()
+    for person in everyone:
+        act.update(person, act.zh_en("会议邀请", "Meeting invitation"), "", lines, kind="meeting",
+                   attachments=({"filename": "invite.ics", "content_type": "text/calendar; method=REQUEST",
+                                 "text": ics},))
+
+
+def _minutes_of(text: str) -> int:
+    m = re.search(r"(\d+(?:\.\d+)?)\s*(小时|h|hour|hours|分钟|分|min|mins|minutes)?", text, re.IGNORECASE)
+    if not m:
+        return 60
+    value, unit = float(m.group(1)), (m.group(2) or "分钟").lower()
+    return int(value * 60) if unit in ("小时", "h", "hour", "hours") else int(value)
+
+
+def _ics(act: Act, item: Meeting, people: list[Participant]) -> str:
+    """A minimal RFC 5545 invitation; CRLF line ends and 75-octet folding as the RFC requires."""
+    def stamp(t: datetime) -> str:
+        return t.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//liuhen//EN", "METHOD:REQUEST", "BEGIN:VEVENT",
+             f"UID:{uuid.uuid4()}@{act.ctx.settings.gateway.domain}", f"DTSTAMP:{stamp(act.now)}",
+             f"DTSTART:{stamp(item.starts_at)}", f"DTEND:{stamp(item.ends_at)}",
+             f"SUMMARY:{_ics_text(f'[{act.record.ref}] {act.record.subject}')}",
+             f"LOCATION:{_ics_text(item.link)}", f"DESCRIPTION:{_ics_text(item.agenda or item.link)}",
+             f"ORGANIZER;CN={_ics_text(act.participant.name)}:mailto:{act.participant.email}"]
+    lines += [f"ATTENDEE;CN={_ics_text(p.name)};RSVP=FALSE:mailto:{p.email}" for p in people]
+    lines += ["END:VEVENT", "END:VCALENDAR"]
+    return "".join(_fold(line) + "\r\n" for line in lines)
+
+
+def _ics_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
+
+
+def _fold(line: str) -> str:
+    out, current = [], b""
+    for char in line:
+        encoded = char.encode()
+        if len(current) + len(encoded) > 74:
+            out.append(current.decode())
+            current = b" "
+        current += encoded
+    out.append(current.decode())
+    return "\r\n".join(out)
+
+
+ACTION_ITEM = re.compile(r"\s*(?:/|／|\||｜|—|–|；|;)\s*")
+
+
+def minutes(act: Act) -> None:
+    """纪要: minutes with action items `行动项 / 负责人 / 截止时间`; every owner is mailed."""
+    act.require_text("纪要", "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")
+    items, problems = [], []
+    in_items = False
+    for line in (l.strip() for l in act.text.splitlines()):
+        label = re.match(r"^(行动项|待办|action items?)\s*[:：]?\s*(.*)$", line, re.IGNORECASE)
+        if label:
+            in_items, line = True, label.group(2)
+        if not in_items or not line:
+            continue
+        parts = [p for p in ACTION_ITEM.split(line.lstrip("-•·*0123456789.、) ")) if p]
+        if len(parts) < 3:
+            problems.append(line)
+            continue
+        owner = act.ctx.directory.resolve(parts[1]).person
+        due = parse_datetime(parts[2], act.ctx.local_now()) or (find_datetime(parts[2], act.ctx.local_now()) or [None])[0]
+        if owner is None or due is None:
+            problems.append(line)
+            continue
+        items.append((parts[0], owner, due))
+    if problems:
+        raise Refused("minutes_problems", detail="；".join(problems))
+    open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()) \
+        .order_by(Meeting.starts_at.desc()).first()
+    if open_meeting is not None:
+        Meeting.update(minutes=act.text, minutes_at=act.now).where(Meeting.id == open_meeting.id).execute()
+    for text, owner, due in items:
+        ActionItem.create(record=act.record.id, meeting_id=open_meeting.id if open_meeting else None, text=text,
+                          owner_email=owner.email, due_at=due)
+    act.event("minutes", text=act.text, meeting_id=open_meeting.id if open_meeting else None,
+              action_items=[{"text": t, "owner": o.email, "due": d.isoformat()} for t, o, d in items])
+    owners = {o.email for _, o, _ in items}
+    for person in act.participants(exclude_sender=False):
+        mine = tuple(f"{t} — {act.local(d)}" for t, o, d in items if o.email == person.email)
+        if person.email in owners or person.email != act.participant.email:
+            act.update(person, act.zh_en("会议纪要", "Meeting minutes") + (act.zh_en("（含您的行动项）", " (with your action items)")
+                                                                      if mine else ""),
+                       act.text, mine)
+
+
+def result(act: Act) -> None:
+    """结果: the result confirmation form goes to every key recipient for sign-off."""
+    act.require_text("结果", "结果：采用方案B，BOM成本控制在320元以内")
+    Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
+    act.save(result=act.text, status="confirming")
+    act.event("result", text=act.text)
+    signers = act.participants(*KEY_ROLES)
+    for person in signers:
+        act.update(person, act.zh_en("结果确认表：请签字确认", "Result for your sign-off"), act.text,
+                   (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因", "Reply CONFIRM to sign, or REJECT: reason"),),
+                   keywords_for="recipient", kind="signoff")
+    act.notes.append(act.zh_en(f"已发给 {len(signers)} 位接收人签字确认。", f"Sent to {len(signers)} recipient(s) for sign-off."))
+
+
+def confirm(act: Act) -> None:
+    """确认: a key recipient signs the result — or confirms a notice. The last signature closes
+    and archives the record."""
+    notice = act.record.form == "notice"
+    if not notice and act.record.status != "confirming":
+        raise Refused("nothing_to_sign", detail=act.record.ref)
+    verdict = _authentication(act)
+    Participant.update(signed_at=act.now, response="confirmed" if notice else act.participant.response,
+                       responded_at=act.now).where(Participant.id == act.participant.id).execute()
+    act.event("signed", inbound_id=act.row.id, token=act.token, via=act.via, authentication=verdict,
+              notice=notice)
+    missing = _unsigned(act)
+    if missing:
+        act.notes.append(act.zh_en(f"还待签字：{'、'.join(p.name for p in missing)}",
+                                   f"Still to sign: {', '.join(p.name for p in missing)}"))
+        return
+    _archive(act)
+
+
+def _authentication(act: Act) -> str:
+    """The Authentication-Results verdict of our own MX for this mail (RFC 8601); a configured
+    MX that says DMARC or DKIM failed makes the signature worthless."""
+    trusted = act.ctx.settings.security.trusted_authserv_id
+    header = act.msg.headers.get("authentication-results", "")
+    if not trusted:
+        return header or "not checked"
+    if header.split(";", 1)[0].strip().lower() != trusted.lower():
+        raise Refused("auth_failed", value="no Authentication-Results from " + trusted)
+    results = dict(re.findall(r"\b(dkim|dmarc|spf)=(\w+)", header.lower()))
+    if results.get("dmarc") == "fail" or results.get("dkim") == "fail":
+        raise Refused("auth_failed", value=header.split(";", 1)[-1].strip()[:200])
+    return header
+
+
+def _unsigned(act: Act) -> list[Participant]:
+    return [p for p in Participant.select().where((Participant.record == act.record.id) &
+                                                  Participant.role.in_(KEY_ROLES)) if p.signed_at is None]
+
+
+def _archive(act: Act) -> None:
+    form = act.ctx.forms.get(act.record.form)
+    archive_record(act.record, form.archive if form else "项目档案库", act.now, act.ctx.tz)
+    act.event("archived", archive_key=act.record.archive_key, category=act.record.archive_category)
+    outcome = act.record.result or act.record.fields.get("content", "")
+    for person in act.participants(exclude_sender=False):
+        retro = person.role == "initiator"
+        act.update(person, act.zh_en("已完成签字确认并归档", "Signed off and archived"), outcome,
+                   (act.zh_en(f"归档：{act.record.archive_category} / {act.record.archive_key}",
+                              f"Archive: {act.record.archive_category} / {act.record.archive_key}"),)
+                   + ((act.zh_en("请在方便时回复「复盘：…」写下复盘总结。", "Please reply RETRO: … with a short retrospective."),)
+                      if retro else ()), kind="closed")
+    act.notes.append(act.zh_en(f"全部签字完成，已归档为 {act.record.archive_key}。",
+                               f"All signed; archived as {act.record.archive_key}."))
+
+
+def reject(act: Act) -> None:
+    """驳回: a key recipient refuses the result with a reason; the record goes back to open."""
+    if act.record.status != "confirming":
+        raise Refused("nothing_to_sign", detail=act.record.ref)
+    act.require_text("驳回", "驳回：成本测算缺少模具费用")
+    Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
+    act.save(status="open")
+    act.event("result_rejected", text=act.text)
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 驳回了结果", f"{act.participant.name} rejected the result"))
+
+
+def dispute(act: Act) -> None:
+    """争议: moved to the dispute area; the project lead (the initiator's department head) rules."""
+    act.require_text("争议", "争议：研发与市场对上市时间意见不一致，请裁定")
+    initiator = act.ctx.directory.by_email(act.record.initiator_email)
+    lead = act.ctx.directory.head_of(initiator) or initiator
+    lead_row = Participant.get_or_none((Participant.record == act.record.id) & (Participant.email == lead.email) &
+                                       Participant.role.in_(("lead", "head")))
+    if lead_row is None:
+        lead_row = Participant.create(record=act.record.id, email=lead.email, name=lead.name,
+                                      department=lead.department, role="lead")
+    item = Dispute.create(record=act.record.id, opened_by=act.participant.email, text=act.text, opened_at=act.now,
+                          lead_email=lead.email)
+    act.event("dispute", dispute_id=item.id, text=act.text, lead=lead.email)
+    act.update(lead_row, act.zh_en("争议待您裁定", "A dispute awaits your ruling"), act.text,
+               (act.zh_en("请回复「裁定：…」给出裁定。", "Reply RULING: … to settle it."),), keywords_for="lead")
+    for person in act.participants():
+        if person.email != lead.email:
+            act.update(person, act.zh_en(f"{act.participant.name} 提出争议", f"{act.participant.name} opened a dispute"),
+                       act.text, (act.zh_en(f"裁定人：{lead.name}", f"To be ruled by {lead.name}"),))
+
+
+def ruling(act: Act) -> None:
+    """裁定: the lead or a superior settles the open dispute; all parties are told."""
+    item = Dispute.select().where((Dispute.record == act.record.id) & Dispute.ruled_at.is_null()) \
+        .order_by(Dispute.opened_at.desc()).first()
+    if item is None:
+        raise Refused("no_dispute", detail=act.record.ref)
+    act.require_text("裁定", "裁定：按研发意见，上市推迟两周")
+    Dispute.update(ruled_by=act.participant.email, ruling=act.text, ruled_at=act.now).where(
+        Dispute.id == item.id).execute()
+    act.event("ruling", dispute_id=item.id, text=act.text)
+    for person in act.participants():
+        act.update(person, act.zh_en("争议已裁定", "The dispute is settled"), act.text,
+                   (act.zh_en(f"争议：{item.text}", f"Dispute: {item.text}"),))
+
+
+def retro(act: Act) -> None:
+    """复盘: the initiator's retrospective, kept on the (usually archived) record."""
+    act.require_text("复盘", "复盘：需求评审提前两天完成；样机延期因为芯片到货晚，下次提前备料")
+    act.save(retro=act.text)
+    act.event("retro", text=act.text)
+    reindex(act.record)
+
+
+def close(act: Act) -> None:
+    """关闭: only with a confirmed result — the gate the seed demands."""
+    if act.record.status == "archived":
+        act.notes.append(act.zh_en("该事项已归档。", "The record is already archived."))
+        return
+    if act.record.form != "notice" and act.record.status != "confirming":
+        raise Refused("close_no_result", detail=act.record.ref)
+    missing = _unsigned(act)
+    if missing:
+        raise Refused("close_unsigned", detail="、".join(f"{p.name} <{p.email}>" for p in missing))
+    _archive(act)
+
+
+ACTIONS: dict[str, Callable[[Act], None]] = {
+    "comment": comment, "agree": agree, "need_info": need_info, "propose": propose, "progress": progress,
+    "delay": delay, "meeting": meeting, "minutes": minutes, "result": result, "confirm": confirm,
+    "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
+}

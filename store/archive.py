@@ -1,0 +1,115 @@
+"""The archive: closing a record into 项目档案库 / 客户沟通档案 under its key 主题+日期, keeping
+the search index current, and exporting a self-contained bundle of one record."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from store import search
+from store.models import (ActionItem, Attachment, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
+                          Participant, ProgressRow, Record)
+from store.repositories import attachment_path
+
+
+def archive_key(subject: str, when: datetime, tz: ZoneInfo) -> str:
+    """主题+日期, e.g. 智能手表项目-硬件方案评审-20240525 (the archive is filed by subject + date)."""
+    safe = "".join(ch for ch in subject if ch not in '/\\:*?"<>|').strip()
+    return f"{safe}-{when.astimezone(tz).strftime('%Y%m%d')}"
+
+
+def archive_record(record: Record, category: str, now: datetime, tz: ZoneInfo) -> None:
+    key = archive_key(record.subject, now, tz)
+    Record.update(status="archived", archive_category=category, archive_key=key, archived_at=now,
+                  updated_at=now).where(Record.id == record.id).execute()
+    record.status, record.archive_category, record.archive_key, record.archived_at = "archived", category, key, now
+    reindex(record)
+
+
+def reindex(record: Record) -> None:
+    """Put the record's searchable text — subject, every field, comments, progress, minutes,
+    result, retrospective, attachment names — into the search index."""
+    search.index_record(Record._meta.database, record.id, record.ref, record.status, record.archive_key,
+                        search_parts(record))
+
+
+def search_parts(record: Record) -> dict[str, str]:
+    parts = {"subject": record.subject}
+    for key, value in (record.fields or {}).items():
+        parts[f"field:{key}"] = value
+    texts = {"comment": [], "feedback": [], "progress": [], "minutes": [], "dispute": [], "ruling": []}
+    for event in Event.select(Event.kind, Event.data).where((Event.record_id == record.id) &
+                                                            Event.kind.in_(list(texts))).order_by(Event.id):
+        texts[event.kind].append(event.data.get("text") or event.data.get("progress") or "")
+    parts.update({kind: "\n".join(t for t in values if t) for kind, values in texts.items() if any(values)})
+    if record.result:
+        parts["result"] = record.result
+    if record.retro:
+        parts["retro"] = record.retro
+    names = [a.filename for a in Attachment.select(Attachment.filename).where(Attachment.record_id == record.id)]
+    if names:
+        parts["attachment"] = "\n".join(names)
+    return parts
+
+
+def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo) -> Path:
+    """Write record.json, timeline.html, every raw mail in and out (.eml) and the attachments
+    into out/<ref>/; returns that folder."""
+    folder = out / record.ref
+    (folder / "mails").mkdir(parents=True, exist_ok=True)
+    (folder / "attachments").mkdir(exist_ok=True)
+    local = lambda t: t.astimezone(tz).isoformat(timespec="minutes") if t else None  # noqa: E731
+    events = list(Event.select().where(Event.record_id == record.id).order_by(Event.id))
+    inbound_ids = {e.inbound_id for e in events if e.inbound_id} | {record.source_inbound_id}
+    data = {
+        "id": record.ref, "template": record.form, "subject": record.subject, "status": record.status,
+        "priority": record.priority, "initiator": {"name": record.initiator_name, "email": record.initiator_email},
+        "fields": record.fields, "result": record.result, "retro": record.retro,
+        "archive": {"category": record.archive_category, "key": record.archive_key,
+                    "archived_at": local(record.archived_at)},
+        "created_at": local(record.created_at), "due": local(record.due_at),
+        "participants": [{"name": p.name, "email": p.email, "role": p.role, "responsibility": p.responsibility,
+                          "response": p.response, "signed_at": local(p.signed_at)}
+                         for p in Participant.select().where(Participant.record == record.id)],
+        "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email,
+                        "delayed_from": local(m.delayed_from)}
+                       for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
+        "meetings": [{"starts": local(m.starts_at), "link": m.link, "minutes": m.minutes}
+                     for m in Meeting.select().where(Meeting.record == record.id)],
+        "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at)}
+                         for a in ActionItem.select().where(ActionItem.record == record.id)],
+        "progress": [{"at": local(r.at), "stage": r.stage, "progress": r.progress, "next_step": r.next_step,
+                      "risks": r.risks, "author": r.author_email}
+                     for r in ProgressRow.select().where(ProgressRow.record == record.id).order_by(ProgressRow.id)],
+        "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events],
+    }
+    (folder / "record.json").write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    for row in InboundMessage.select().where(InboundMessage.id.in_([i for i in inbound_ids if i])):
+        (folder / "mails" / f"in-{row.id:06d}.eml").write_bytes(bytes(row.raw))
+    for row in OutboundMessage.select().where((OutboundMessage.record_id == record.id) &
+                                              OutboundMessage.raw.is_null(False)):
+        (folder / "mails" / f"out-{row.id:06d}.eml").write_bytes(bytes(row.raw))
+    for item in Attachment.select().where(Attachment.record_id == record.id):
+        shutil.copyfile(attachment_path(data_dir, item.sha256), folder / "attachments" / f"{item.id}-{item.filename}")
+    (folder / "timeline.html").write_text(_timeline(data), encoding="utf-8")
+    return folder
+
+
+def _timeline(data: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(e['at'] or '')}</td><td>{html.escape(e['kind'])}</td><td>{html.escape(e['actor'])}</td>"
+        f"<td>{html.escape(str(e['data'].get('text') or e['data'].get('reason') or ''))}</td></tr>"
+        for e in data["events"])
+    people = "".join(f"<li>{html.escape(p['role'])}: {html.escape(p['name'])} &lt;{html.escape(p['email'])}&gt;</li>"
+                     for p in data["participants"])
+    return (f"<!DOCTYPE html><html lang=zh><head><meta charset=utf-8><title>{html.escape(data['id'])}</title></head>"
+            f"<body><h1>{html.escape(data['id'])} {html.escape(data['subject'])}</h1>"
+            f"<p>{html.escape(data['status'])} · {html.escape(data['archive']['category'] or '')} "
+            f"{html.escape(data['archive']['key'] or '')}</p><h2>参与人</h2><ul>{people}</ul>"
+            f"<h2>结果</h2><p>{html.escape(data['result'] or '—')}</p><h2>复盘</h2><p>{html.escape(data['retro'] or '—')}</p>"
+            f"<h2>时间线</h2><table border=1 cellpadding=4><tr><th>时间</th><th>事件</th><th>人</th><th>内容</th></tr>"
+            f"{rows}</table></body></html>")

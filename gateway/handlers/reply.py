@@ -18,7 +18,7 @@ from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.handlers.actions import ACTIONS, Act, Refused
 from gateway.outbox import Draft, queue_mails
-from gateway.tokens import parse_token
+from gateway.tokens import parse_token, reply_address
 from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
@@ -63,23 +63,23 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     if keyword.ambiguous:
         return refuse(ctx, row, msg, Refused("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh")
                                                                                   for a in keyword.ambiguous)),
-                      match.record.ref, match.record.id)
+                      match.record.ref, match.record.id, match.participant)
     action = keyword.action or "comment"
     if match.record.status == "archived" and action != "retro":
         return refuse(ctx, row, msg, Refused("reply_closed", detail=match.record.ref), match.record.ref,
-                      match.record.id)
+                      match.record.id, match.participant)
     participant = _participant_for(match, action, ctx)
     if participant is None:
         allowed = next(k for k in ctx.keywords if k.action == action).roles
         return refuse(ctx, row, msg, Refused("reply_role", value=_label(ctx, action, "zh"),
                                              detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed)),
-                      match.record.ref, match.record.id)
+                      match.record.ref, match.record.id, match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
               via=match.via, token=match.token)
     try:
         ACTIONS[action](act)
     except Refused as refused:
-        return refuse(ctx, row, msg, refused, match.record.ref, match.record.id)
+        return refuse(ctx, row, msg, refused, match.record.ref, match.record.id, participant)
     act.receipt(_label(ctx, action, act.lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
@@ -136,9 +136,10 @@ def record_ref(ctx: Context, token: str | None, record: Record | None) -> str:
 
 
 def refuse(ctx: Context, row: InboundMessage, msg: ParsedMessage, refused: Refused, ref: str,
-           record_id: int | None = None) -> Outcome:
+           record_id: int | None = None, participant: Participant | None = None) -> Outcome:
     """Change nothing; answer once a day per sender and reason (never a robot: the pipeline
-    has already dropped auto-generated mail)."""
+    has already dropped auto-generated mail). A genuine participant's answer carries their
+    reply address, so they can simply try again."""
     reason = f"{refused.code}: {ctx.renderer.problem_text('en', refused.code, **refused.values())}"
     key = f"refuse:{msg.from_addr}:{refused.code}:{ref}:{ctx.local_now().date().isoformat()}"
     if claim_sent_key(key, ctx.clock.now()):
@@ -146,6 +147,8 @@ def refuse(ctx: Context, row: InboundMessage, msg: ParsedMessage, refused: Refus
         queue_mails(ctx, [Draft(
             kind="refusal", template="sender/refusal", lang=lang, to_addr=msg.from_addr, to_name=msg.from_name,
             inbound_id=row.id, record_id=record_id, in_reply_to=msg.message_id, auto_submitted="auto-replied",
+            reply_to=reply_address(ctx.settings.gateway.secret, ctx.settings.gateway.domain, record_id,
+                                   participant.id) if participant and record_id else "",
             context=dict(ref=ref, original_subject=msg.subject,
                          text=ctx.renderer.problem_text(lang, refused.code, **refused.values())))])
     else:

@@ -1,0 +1,239 @@
+"""Replies over SMTP drive a record through its life: keywords, trust, sign-off, archive."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from conftest import DOMAIN, PROJECT_BODY, make_mail, sent_mails
+from gateway.outbox import mail_body
+from store.models import (ActionItem, Dispute, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
+                          Participant, ProgressRow, Record)
+
+WANG, ZHAO, CHEN = "wang.qiang@liuhen.localhost", "zhao.lei@liuhen.localhost", "chen.jing@liuhen.localhost"
+NAMES = {WANG: "王强", ZHAO: "赵磊", CHEN: "陈静", "li.na@liuhen.localhost": "李娜"}
+MEDIUM = PROJECT_BODY.replace("优先级：高", "优先级：中")
+
+
+@pytest.fixture
+def record(ctx, send) -> Record:
+    assert send(make_mail(MEDIUM)).state == "processed"
+    return Record.get()
+
+
+def reply_address(person: str) -> str:
+    """The personal Reply-To the gateway gave this person (their latest mail)."""
+    mails = OutboundMessage.select().where(OutboundMessage.to_addr == person).order_by(OutboundMessage.id.desc())
+    return next(m.headers["Reply-To"] for m in mails if "Reply-To" in m.headers)
+
+
+def reply(send, person: str, body: str, to: str | None = None, subject: str = "Re: [PRJ-2026-0001] 智能手表项目-硬件方案评审",
+          headers: dict[str, str] | None = None) -> InboundMessage:
+    to = to or reply_address(person)
+    return send(make_mail(body, subject=subject, to=to, sender=f"{NAMES.get(person, 'X')} <{person}>",
+                          extra_headers=headers), rcpt=to, mail_from=person)
+
+
+def mails_to(person: str, kind: str | None = None) -> list[OutboundMessage]:
+    query = OutboundMessage.select().where(OutboundMessage.to_addr == person)
+    if kind:
+        query = query.where(OutboundMessage.kind == kind)
+    return list(query.order_by(OutboundMessage.id))
+
+
+def text_of(ctx, mail: OutboundMessage) -> str:
+    return mail_body(ctx, mail)[0]
+
+
+def participant(email: str, role: str = "recipient") -> Participant:
+    return Participant.get((Participant.email == email) & (Participant.role == role))
+
+
+OUTLOOK_ZH_QUOTE = """
+
+-----邮件原件-----
+发件人: 留痕 liuhen <liuhen@liuhen.test>
+发送时间: 2026年11月27日 10:00
+收件人: 王强 <wang.qiang@liuhen.localhost>
+主题: [PRJ-2026-0001] 请2026-11-28 10:00前响应：智能手表项目-硬件方案评审
+
+同意 / 同意需求 / AGREE / APPROVE — 同意需求
+"""
+
+
+def test_agree_is_recorded_with_a_receipt_and_the_initiator_told(ctx, send, record):
+    inbound = reply(send, WANG, "同意，周五前给出评估。" + OUTLOOK_ZH_QUOTE)
+    assert inbound.state == "processed", inbound.reason
+    wang = participant(WANG)
+    assert wang.response == "agree" and wang.responded_at is not None
+    [receipt] = mails_to(WANG, "receipt")
+    assert text_of(ctx, receipt).startswith("已记录：同意 — PRJ-2026-0001 — 王强 — 2026-11-27 10:00")
+    assert receipt.headers["Auto-Submitted"] == "auto-replied"
+    [update] = mails_to(CHEN, "update")
+    assert "王强 同意需求" in update.subject and "周五前给出评估" in text_of(ctx, update)
+    assert Event.get(Event.kind == "feedback").data["text"] == "周五前给出评估。"
+
+
+def test_only_the_new_text_counts(ctx, send, record):
+    # The quoted request lists every keyword; the person wrote NEED INFO above it.
+    inbound = reply(send, WANG, "您好，\n需补充信息：请提供BOM成本明细\n\n发自我的iPhone" + OUTLOOK_ZH_QUOTE)
+    assert inbound.state == "processed", inbound.reason
+    assert participant(WANG).response == "need_info"
+    assert "请提供BOM成本明细" in text_of(ctx, mails_to(CHEN, "update")[0])
+    assert "发自我的iPhone" not in text_of(ctx, mails_to(CHEN, "update")[0])
+
+
+@pytest.mark.parametrize("body", ["不同意，成本太高", "未确认", "I don't agree with the budget"])
+def test_negations_are_comments_not_approvals(ctx, send, record, body):
+    inbound = reply(send, WANG, body)
+    assert inbound.state == "processed" and inbound.reason.startswith("comment")
+    assert participant(WANG).response == ""
+    assert Event.get(Event.kind == "comment").data["text"] == body
+
+
+def test_two_keywords_on_the_first_line_record_nothing(ctx, send, record):
+    inbound = reply(send, WANG, "同意/驳回")
+    assert inbound.state == "rejected" and inbound.reason.startswith("reply_ambiguous")
+    assert participant(WANG).response == ""
+    [answer] = mails_to(WANG, "refusal")
+    assert "同时出现了多个关键词" in text_of(ctx, answer)
+
+
+def test_a_forged_token_changes_nothing_and_is_answered_once(ctx, send, record):
+    forged = f"reply+{record.id}-{participant(WANG).id}-aaaaaaaaaaaaaaaa@{DOMAIN}"
+    first = reply(send, WANG, "同意", to=forged)
+    second = reply(send, WANG, "同意！", to=forged)
+    assert first.state == second.state == "rejected"
+    assert "reply_forged" in first.reason and "answered already" in second.reason
+    assert participant(WANG).response == ""
+    assert len(mails_to(WANG, "refusal")) == 1
+
+
+def test_someone_else_using_a_reply_address_changes_nothing(ctx, send, record):
+    inbound = reply(send, ZHAO, "同意", to=reply_address(WANG))
+    assert inbound.state == "rejected" and "reply_foreign" in inbound.reason
+    assert participant(WANG).response == "" and participant(ZHAO).response == ""
+
+
+def test_a_reply_without_token_is_matched_by_references_and_sender(ctx, send, record):
+    ack = mails_to(CHEN, "ack")[0]
+    inbound = reply(send, CHEN, "进度：\n阶段：方案设计\n进展：硬件选型完成\n下一步：12月5日评审\n风险：芯片交期",
+                    to=f"liuhen@{DOMAIN}", headers={"In-Reply-To": ack.message_id})
+    assert inbound.state == "processed", inbound.reason
+    row = ProgressRow.get()
+    assert (row.stage, row.progress, row.next_step, row.risks) == ("方案设计", "硬件选型完成", "12月5日评审", "芯片交期")
+    assert {m.to_addr for m in OutboundMessage.select().where(OutboundMessage.kind == "update")} == {WANG, ZHAO}
+
+
+def test_a_stranger_quoting_the_subject_tag_changes_nothing(ctx, send, record):
+    inbound = reply(send, "mallory@example.net", "同意", to=f"project@{DOMAIN}")
+    assert inbound.state == "rejected" and "reply_not_participant" in inbound.reason
+    assert Event.select().where(Event.kind == "feedback").count() == 0
+
+
+def test_keywords_are_limited_to_roles(ctx, send, record):
+    inbound = reply(send, WANG, "结果：采用方案B")
+    assert inbound.state == "rejected" and inbound.reason.startswith("reply_role")
+    assert Record.get().status == "open"
+
+
+def test_result_sign_off_closure_gate_and_archive(ctx, send, record):
+    assert reply(send, CHEN, "关闭").reason.startswith("close_no_result")
+    assert reply(send, CHEN, "结果：采用方案B，BOM成本控制在320元以内").state == "processed"
+    assert Record.get().status == "confirming" and Record.get().result.startswith("采用方案B")
+    assert len(mails_to(WANG, "signoff")) == 1 and len(mails_to(ZHAO, "signoff")) == 1
+    signed = reply(send, WANG, "确认")
+    assert signed.state == "processed"
+    assert "还待签字：赵磊" in text_of(ctx, mails_to(WANG, "receipt")[-1])
+    refused = reply(send, CHEN, "关闭")
+    assert refused.state == "rejected" and "赵磊" in refused.reason
+    assert reply(send, ZHAO, "驳回：成本测算缺少模具费用").state == "processed"
+    assert Record.get().status == "open" and participant(WANG).signed_at is None
+    assert "驳回了结果" in mails_to(CHEN, "update")[-1].subject
+    reply(send, CHEN, "结果：采用方案B，含模具费用，BOM成本330元")
+    reply(send, WANG, "签字确认")
+    last = reply(send, ZHAO, "CONFIRM")
+    assert last.state == "processed", last.reason
+    archived = Record.get()
+    assert archived.status == "archived"
+    assert archived.archive_key == "智能手表项目-硬件方案评审-20261127"
+    assert archived.archive_category == "项目档案库"
+    evidence = Event.select().where(Event.kind == "signed").order_by(Event.id.desc()).first().data
+    assert evidence["inbound_id"] == last.id and evidence["token"] and evidence["via"] == "token"
+    closing = mails_to(CHEN, "closed")
+    assert closing and "复盘" in text_of(ctx, closing[0])
+    # After the archive: a retrospective is welcome, anything else is answered as closed.
+    assert reply(send, CHEN, "复盘：评审提前完成；下次提前备料").state == "processed"
+    assert Record.get().retro == "评审提前完成；下次提前备料"
+    late = reply(send, WANG, "同意")
+    assert late.state == "rejected" and late.reason.startswith("reply_closed")
+
+
+def test_a_notice_archives_when_everyone_confirmed(ctx, send):
+    body = "通知内容：自2027年1月1日起研发部试行弹性考勤\n需确认人员：王强、张喆\n"
+    send(make_mail(body, subject="关于推行弹性考勤制度的通知", to=f"notice@{DOMAIN}"), rcpt=f"notice@{DOMAIN}")
+    reply(send, WANG, "已确认", subject="Re: 关于推行弹性考勤制度的通知")
+    assert Record.get().status == "open"
+    NAMES["zhang.zhe@liuhen.localhost"] = "张喆"
+    assert reply(send, "zhang.zhe@liuhen.localhost", "确认").state == "processed"
+    notice = Record.get()
+    assert notice.status == "archived" and notice.archive_key.startswith("关于推行弹性考勤制度的通知-")
+    assert {p.response for p in Participant.select().where(Participant.role == "recipient")} == {"confirmed"}
+
+
+def test_delay_needs_reason_and_new_plan_then_moves_the_milestone(ctx, send, record):
+    incomplete = reply(send, CHEN, "延期：样机没到")
+    assert incomplete.state == "rejected" and incomplete.reason.startswith("delay_incomplete")
+    ok = reply(send, CHEN, "延期：\n节点：方案评审\n原因：样机未到\n新计划：2026-12-12 14:00 评审")
+    assert ok.state == "processed", ok.reason
+    moved = Milestone.get(Milestone.name == "方案评审")
+    assert moved.due_at.astimezone(ctx.tz).strftime("%m-%d %H:%M") == "12-12 14:00"
+    assert moved.delayed_from.astimezone(ctx.tz).strftime("%m-%d %H:%M") == "12-10 14:00"
+    assert "原定：2026-12-10 14:00 → 新时间：2026-12-12 14:00" in text_of(ctx, mails_to(WANG, "update")[-1])
+
+
+def test_meeting_invitation_carries_an_ics_and_minutes_assign_action_items(ctx, send, record):
+    assert reply(send, CHEN, "会议：\n时间：2026-12-01 14:00\n时长：90分钟\n链接：https://meeting.example.cn/j/42\n"
+                             "议程：方案评审").state == "processed"
+    meeting = Meeting.get()
+    assert (meeting.ends_at - meeting.starts_at).total_seconds() == 90 * 60
+    invitation = next(m for m in sent_mails(ctx) if m["To"].endswith(f"<{WANG}>") and m.get_content_type() == "multipart/mixed")
+    ics = next(p for p in invitation.walk() if p.get_content_type() == "text/calendar")
+    calendar = ics.get_payload(decode=True).decode()
+    assert "DTSTART:20261201T060000Z" in calendar and "METHOD:REQUEST" in calendar and f"mailto:{WANG}" in calendar
+    assert ics.get_filename() == "invite.ics"
+    bad = reply(send, CHEN, "纪要：\n行动项：\n完成BOM核算 / 王小明 / 2026-12-05 18:00")
+    assert bad.state == "rejected" and bad.reason.startswith("minutes_problems")
+    good = reply(send, CHEN, "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")
+    assert good.state == "processed", good.reason
+    item = ActionItem.get()
+    assert (item.text, item.owner_email) == ("完成BOM核算", WANG)
+    assert Meeting.get().minutes_at is not None
+    assert "含您的行动项" in mails_to(WANG, "update")[-1].subject
+
+
+def test_a_dispute_goes_to_the_lead_who_rules(ctx, send, record):
+    assert reply(send, WANG, "争议：研发与市场对上市时间意见不一致").state == "processed"
+    lead = Participant.get(Participant.role == "lead")
+    assert lead.email == "li.na@liuhen.localhost"  # 陈静's department head
+    assert "争议待您裁定" in mails_to(lead.email)[-1].subject
+    assert reply(send, ZHAO, "裁定：按研发意见").reason.startswith("reply_role")
+    assert reply(send, lead.email, "裁定：按研发意见，上市推迟两周").state == "processed"
+    settled = Dispute.get()
+    assert settled.ruled_by == lead.email and settled.ruling == "按研发意见，上市推迟两周"
+    assert "争议已裁定" in mails_to(WANG, "update")[-1].subject
+
+
+def test_a_sign_off_failing_dmarc_is_refused(ctx, send, record, monkeypatch):
+    reply(send, CHEN, "结果：采用方案B")
+    strict = replace(ctx.settings, security=replace(ctx.settings.security, trusted_authserv_id="mx.liuhen.test"))
+    object.__setattr__(ctx, "settings", strict)
+    failed = reply(send, WANG, "确认", headers={
+        "Authentication-Results": "mx.liuhen.test; spf=pass smtp.mailfrom=liuhen.localhost; dkim=fail; dmarc=fail"})
+    assert failed.state == "rejected" and failed.reason.startswith("auth_failed")
+    assert participant(WANG).signed_at is None
+    passed = reply(send, WANG, "确认", headers={
+        "Authentication-Results": "mx.liuhen.test; dkim=pass header.d=liuhen.localhost; dmarc=pass"})
+    assert passed.state == "processed"
+    assert "dmarc=pass" in Event.select().where(Event.kind == "signed").get().data["authentication"]

@@ -79,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
+    s = sub.add_parser("search", help="search archived records (with --all, open ones too)")
+    s.add_argument("words", nargs="+")
+    s.add_argument("--all", action="store_true", help="include records that are not archived yet")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(func=cmd_search)
+
+    archive = sub.add_parser("archive", help="the record archive").add_subparsers(title="archive commands")
+    s = archive.add_parser("export", help="write a self-contained bundle of one record")
+    s.add_argument("ref", help="record id, e.g. PRJ-2026-0001")
+    s.add_argument("--out", required=True, help="folder to write <ref>/ into")
+    s.set_defaults(func=cmd_archive_export)
+
     s = sub.add_parser("demo", help="scripted walkthrough in a temporary directory")
     s.set_defaults(func=cmd_demo)
     return p
@@ -203,6 +216,33 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         _print_json(report)
     else:
         print(render_report(report))
+    return EX_OK
+
+
+def cmd_search(args: argparse.Namespace, ctx: Context) -> int:
+    from store import search
+
+    hits = search.search(ctx.db, " ".join(args.words), include_open=args.all, limit=args.limit)
+    if args.json:
+        _print_json([dict(id=h.ref, archive_key=h.archive_key, status=h.status, snippet=h.snippet) for h in hits])
+    else:
+        for h in hits:
+            print(f"{h.ref:<16} {h.status:<10} {h.archive_key}\n    {h.snippet}")
+        if not hits:
+            print("no matching record" + ("" if args.all else " in the archive (--all searches open records too)"))
+    return EX_OK
+
+
+def cmd_archive_export(args: argparse.Namespace, ctx: Context) -> int:
+    from store.archive import export_record
+    from store.models import Record
+
+    record = Record.get_or_none(Record.ref == args.ref.upper())
+    if record is None:
+        print(f"no record {args.ref}", file=sys.stderr)
+        return EX_USAGE
+    folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz)
+    print(folder)
     return EX_OK
 
 

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
+from gateway.handlers.command import COMMANDS, handle_command
 from gateway.handlers.reply import handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
+from parsers.keywords import parse_command
 from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
-from store.models import InboundMessage
+from store.archive import reindex
+from store.models import InboundMessage, Record
 from store.repositories import add_events, finish_inbound
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,9 @@ def _process_one(ctx: Context, row: InboundMessage, now) -> str:
                 dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
                      actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
                                                 "message_id": msg.message_id})], now)
+    if outcome.state == "processed" and outcome.record_id is not None:
+        # Fields, comments, progress, minutes, results: whatever changed is searchable now.
+        reindex(Record.get_by_id(outcome.record_id))
     return outcome.state
 
 
@@ -124,6 +130,9 @@ def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
     if target.kind == "reply":
         return handle_reply(ctx, row, msg, token=target.token)
     if target.kind in ("form", "requests"):
+        command = parse_command(msg.subject)
+        if command is not None and command.name in COMMANDS:
+            return handle_command(ctx, row, msg, command)
         # A reply that lost its personal address (sent to our From, or a client that
         # ignored Reply-To) still names one of our mails or carries the [ID] tag.
         record = referenced_record(ctx, msg)

@@ -18,7 +18,7 @@ from gateway.tokens import reply_address
 from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
-from store.archive import archive_record, reindex
+from store.archive import archive_record
 from store.models import (ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow,
                           Record)
 
@@ -459,7 +459,6 @@ def retro(act: Act) -> None:
     act.require_text("复盘", "复盘：需求评审提前两天完成；样机延期因为芯片到货晚，下次提前备料")
     act.save(retro=act.text)
     act.event("retro", text=act.text)
-    reindex(act.record)
 
 
 def close(act: Act) -> None:

@@ -1,0 +1,115 @@
+"""Commands by mail, written in the subject to any intake address: 帮助/HELP, 模板/TEMPLATE,
+检索/SEARCH, 状态/STATUS. Search and status answer only with records the asker may see:
+participants see their records, a department head those involving the department, admins all,
+an external client only their own."""
+
+from __future__ import annotations
+
+from config.forms import FormDef
+from gateway.bootstrap import Context
+from gateway.checks import detect_language
+from gateway.handlers import Outcome
+from gateway.outbox import Draft, queue_mails
+from parsers.keywords import Command
+from parsers.mime import ParsedMessage
+from store import search
+from store.models import Event, InboundMessage, Participant, Record
+
+COMMANDS = ("help", "template", "search", "status")
+
+
+def visible_record_ids(ctx: Context, email: str) -> set[int] | None:
+    """The records a person may see; None means all (an admin)."""
+    email = email.lower()
+    if email in {a.lower() for a in ctx.settings.gateway.admins}:
+        return None
+    ids = {p.record_id for p in Participant.select(Participant.record).where(Participant.email == email)}
+    headed = [d.name for d in ctx.directory.departments if d.head == email]
+    if headed:
+        ids |= {p.record_id for p in Participant.select(Participant.record).where(Participant.department.in_(headed))}
+    return ids
+
+
+def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command) -> Outcome:
+    lang = detect_language(f"{msg.subject}\n{msg.text}")
+    title, text = {"help": _help, "template": _template, "search": _search, "status": _status}[command.name](
+        ctx, msg, command.argument, lang)
+    queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
+                            to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=row.id,
+                            in_reply_to=msg.message_id, auto_submitted="auto-replied",
+                            context=dict(title=title, text=text))])
+    return Outcome("processed", f"command {command.name} {command.argument}".strip())
+
+
+def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    domain = ctx.settings.gateway.domain
+    en = lang == "en"
+    lines = ["How to use liuhen" if en else "留痕 liuhen 使用说明", ""]
+    lines.append("Send a request to the address of its form:" if en else "发起请求：把填好的表单发到对应地址：")
+    lines += [f"  {f.address}@{domain} — {f.name_for(lang)}" for f in ctx.forms.values()]
+    lines += ["", ("Get a blank form: send a mail with the subject “TEMPLATE project”." if en else
+                   "获取空白表单：发送主题为「模板 项目协作」的邮件。"),
+              ("Search the archive: subject “SEARCH words”; a record's state: “STATUS PRJ-2026-0001”." if en else
+               "检索归档：主题写「检索 关键词」；查看进展：主题写「状态 PRJ-2026-0001」。"), "",
+              "Reply keywords (first line of your reply):" if en else "回复关键词（写在回复的第一行）："]
+    for k in ctx.keywords:
+        words = " / ".join(k.en if en else k.zh + k.en)
+        lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
+    return ("liuhen help" if en else "留痕 使用说明"), "\n".join(lines)
+
+
+def _template(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    form = _form_named(ctx, argument)
+    if form is None:
+        names = "、".join(f"{f.scenario} ({f.scenario_en})" for f in ctx.forms.values())
+        return (("Which form?" if lang == "en" else "请指定模板"),
+                (f"Forms: {names}. Example subject: TEMPLATE project" if lang == "en"
+                 else f"可用模板：{names}。示例主题：模板 项目协作"))
+    today = ctx.local_now().date()
+    colon, example = (": ", "(e.g. {})") if lang == "en" else ("：", "（例 {}）")
+    lines = [f"{f.label_for(lang)}{'*' if f.required else ''}{colon}"
+             + (example.format(f.example_for(lang, today)) if f.example else "") for f in form.fields]
+    intro = (f"Fill in the form and send it to {form.address}@{ctx.settings.gateway.domain} (* = required; "
+             "replace the examples):" if lang == "en" else
+             f"填写后发送到 {form.address}@{ctx.settings.gateway.domain}（* 为必填，括号内为示例，请替换）：")
+    return form.name_for(lang), intro + "\n\n" + "\n".join(lines)
+
+
+def _form_named(ctx: Context, name: str) -> FormDef | None:
+    wanted = name.strip().casefold()
+    for form in ctx.forms.values():
+        if wanted in {n.casefold() for n in (form.key, form.name, form.name_en, form.scenario, form.scenario_en,
+                                             *form.subject_tags)}:
+            return form
+    return None
+
+
+def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    en = lang == "en"
+    if not argument.strip():
+        return ("Search" if en else "检索"), ("Write the words after SEARCH in the subject." if en
+                                            else "请在主题「检索」后写上关键词。")
+    hits = search.search(ctx.db, argument, include_open=True,
+                         visible_record_ids=visible_record_ids(ctx, msg.from_addr))
+    title = f"{'Search' if en else '检索'}：{argument}"
+    if not hits:
+        return title, "No record you may see matches." if en else "没有找到您有权查看的相关记录。"
+    lines = [f"{h.ref}  [{h.status}]  {h.archive_key}\n    {h.snippet}" for h in hits]
+    return title, "\n".join(lines)
+
+
+def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    en = lang == "en"
+    record = Record.get_or_none(Record.ref == argument.strip().upper())
+    visible = visible_record_ids(ctx, msg.from_addr)
+    if record is None or (visible is not None and record.id not in visible):
+        # The same answer whether it does not exist or is not theirs: no probing.
+        return (f"{'Status' if en else '状态'}：{argument}",
+                "No record of that id that you may see." if en else "没有找到您有权查看的该编号记录。")
+    people = Participant.select().where(Participant.record == record.id).order_by(Participant.id)
+    lines = [f"{record.ref} {record.subject}", f"{'Status' if en else '状态'}: {record.status}", ""]
+    lines += [f"  {p.role}: {p.name} <{p.email}> {p.response or ''}{' ✔' if p.signed_at else ''}" for p in people]
+    lines.append("")
+    for event in Event.select().where(Event.record_id == record.id).order_by(Event.id):
+        lines.append(f"  {event.at.astimezone(ctx.tz).strftime('%Y-%m-%d %H:%M')}  {event.kind}  {event.actor}")
+    return f"{'Status' if en else '状态'}：{record.ref}", "\n".join(lines)

@@ -27,7 +27,6 @@ def archive_record(record: Record, category: str, now: datetime, tz: ZoneInfo) -
     Record.update(status="archived", archive_category=category, archive_key=key, archived_at=now,
                   updated_at=now).where(Record.id == record.id).execute()
     record.status, record.archive_category, record.archive_key, record.archived_at = "archived", category, key, now
-    reindex(record)
 
 
 def reindex(record: Record) -> None:

@@ -221,7 +221,10 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_search(args: argparse.Namespace, ctx: Context) -> int:
     from store import search
+    from store.archive import index_pending
 
+    while index_pending():  # whatever changed since the gateway last had a quiet moment
+        pass
     hits = search.search(ctx.db, " ".join(args.words), include_open=args.all, limit=args.limit)
     if args.json:
         _print_json([dict(id=h.ref, archive_key=h.archive_key, status=h.status, snippet=h.snippet) for h in hits])

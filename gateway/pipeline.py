@@ -21,8 +21,8 @@ from gateway.outbox import Draft, queue_mails
 from parsers.keywords import parse_command
 from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
-from store.archive import reindex
-from store.models import InboundMessage, Record
+from store.archive import mark_for_index
+from store.models import InboundMessage
 from store.repositories import add_events, finish_inbound
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ def _process_one(ctx: Context, row: InboundMessage, now) -> str:
                      actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
                                                 "message_id": msg.message_id})], now)
     if outcome.state == "processed" and outcome.record_id is not None:
-        # Fields, comments, progress, minutes, results: whatever changed is searchable now.
-        reindex(Record.get_by_id(outcome.record_id))
+        mark_for_index(outcome.record_id)  # fields, comments, progress, minutes, results changed
     return outcome.state
 
 

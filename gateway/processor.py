@@ -23,6 +23,7 @@ from gateway.bootstrap import Context, build_context
 from gateway.intake import import_spooled, pending_ids
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
+from store.archive import index_pending
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
         spooled = spool.pending()[:BATCH]
         stored = [] if spooled else pending_ids(ctx.db, limit=BATCH)
         if not spooled and not stored:
-            if _wait(signals, IDLE_SECONDS):
+            # Idle: catch up with the search index, then sleep until woken.
+            if _index(ctx) == 0 and _wait(signals, IDLE_SECONDS):
                 break
             continue
         try:
@@ -55,6 +57,14 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
         if _drain(signals):
             break
     ctx.db.close()
+
+
+def _index(ctx: Context) -> int:
+    try:
+        return index_pending()
+    except Exception:
+        log.exception("search indexing failed; it is retried when idle again")
+        return 0
 
 
 def _wait(signals: Connection, seconds: float, wake_early: bool = True) -> bool:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from store import search
 from store.models import (ActionItem, Attachment, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
-                          Participant, ProgressRow, Record)
+                          Participant, ProgressRow, Record, SearchPending)
 from store.repositories import attachment_path
 
 
@@ -29,11 +29,25 @@ def archive_record(record: Record, category: str, now: datetime, tz: ZoneInfo) -
     record.status, record.archive_category, record.archive_key, record.archived_at = "archived", category, key, now
 
 
-def reindex(record: Record) -> None:
-    """Put the record's searchable text — subject, every field, comments, progress, minutes,
-    result, retrospective, attachment names — into the search index."""
-    search.index_record(Record._meta.database, record.id, record.ref, record.status, record.archive_key,
-                        search_parts(record))
+def mark_for_index(record_id: int) -> None:
+    """Note that a record's searchable text changed; `index_pending` catches up."""
+    SearchPending.insert(record_id=record_id).on_conflict_ignore().execute()
+
+
+def index_pending(limit: int = 200) -> int:
+    """Put the searchable text of up to `limit` changed records — subject, every field,
+    comments, progress, minutes, result, retrospective, attachment names — into the search
+    index; returns how many."""
+    db = Record._meta.database
+    with db.atomic():
+        ids = [p.record_id for p in SearchPending.select().order_by(SearchPending.record_id).limit(limit)]
+        if not ids:
+            return 0
+        records = Record.select().where(Record.id.in_(ids))
+        search.index_records(db, [search.IndexEntry(r.id, r.ref, r.status, r.archive_key, search_parts(r))
+                                  for r in records])
+        SearchPending.delete().where(SearchPending.record_id.in_(ids)).execute()
+    return len(ids)
 
 
 def search_parts(record: Record) -> dict[str, str]:

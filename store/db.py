@@ -25,8 +25,9 @@ SCHEMA_VERSION = 2
 
 def _to_v2(db: Database) -> None:
     """Replies drive the work: result, retrospective, archive, sign-off, meetings, action
-    items, progress rows, disputes, generated attachments."""
-    from store.models import ActionItem, Dispute, Meeting, OutboundMessage, Participant, ProgressRow, Record
+    items, progress rows, disputes, generated attachments, the search backlog."""
+    from store.models import (ActionItem, Dispute, Meeting, OutboundMessage, Participant, ProgressRow, Record,
+                              SearchPending)
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate_schema(
@@ -39,7 +40,7 @@ def _to_v2(db: Database) -> None:
         migrator.add_column("milestone", "delayed_from", Milestone.delayed_from),
         migrator.add_column("outboundmessage", "attachments", OutboundMessage.attachments),
     )
-    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute])
+    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending])
 
 
 MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2}  # version → step from the one before

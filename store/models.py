@@ -228,6 +228,13 @@ class Counter(BaseModel):
     value = IntegerField(default=0)
 
 
+class SearchPending(BaseModel):
+    """Records whose search entry is out of date. Indexing a record costs more than the rest
+    of processing a request, so it happens when the processor is idle (or before a search)."""
+
+    record_id = IntegerField(primary_key=True)
+
+
 class SentKey(BaseModel):
     """Keys of mails that must go out at most once (rate-limited rejections, reminders)."""
 
@@ -237,4 +244,4 @@ class SentKey(BaseModel):
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
                                  ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
-                                 SentKey]
+                                 SearchPending, SentKey]

@@ -13,6 +13,7 @@ from gateway.outbox import Draft, queue_mails
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
+from store.archive import index_pending
 from store.models import Event, InboundMessage, Participant, Record
 
 COMMANDS = ("help", "template", "search", "status")
@@ -89,6 +90,8 @@ def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
     if not argument.strip():
         return ("Search" if en else "检索"), ("Write the words after SEARCH in the subject." if en
                                             else "请在主题「检索」后写上关键词。")
+    while index_pending():  # a search sees every change up to this mail
+        pass
     hits = search.search(ctx.db, argument, include_open=True,
                          visible_record_ids=visible_record_ids(ctx, msg.from_addr))
     title = f"{'Search' if en else '检索'}：{argument}"

@@ -25,11 +25,15 @@ def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
         "initiator": {"name": record.initiator_name, "email": record.initiator_email},
         "due": local(record.due_at),
         "created_at": local(record.created_at),
+        "result": record.result,
+        "retro": record.retro,
+        "archive": {"category": record.archive_category, "key": record.archive_key,
+                    "archived_at": local(record.archived_at)},
         "participants": [
             {"email": p.email, "name": p.name, "department": p.department, "role": p.role,
              "responsibility": p.responsibility, "external": p.external,
              "respond_by": local(p.response_due_at), "responded_at": local(p.responded_at),
-             "response": p.response or ("pending" if p.role == "recipient" else "")}
+             "response": p.response or ("pending" if p.role == "recipient" else ""), "signed_at": local(p.signed_at)}
             for p in Participant.select().where(Participant.record == record.id).order_by(Participant.id)],
         "fields": [{"key": k, "label": labels.get(k, k), "value": v} for k, v in record.fields.items()],
         "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email}
@@ -45,7 +49,14 @@ def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
 def render_report(r: dict[str, Any]) -> str:
     lines = [f"{r['id']}  {r['subject']}",
              f"  {r['template_name']} · status {r['status']} · priority {r['priority']} · due {r['due']}",
-             f"  initiator: {r['initiator']['name']} <{r['initiator']['email']}>", "", "Fields:"]
+             f"  initiator: {r['initiator']['name']} <{r['initiator']['email']}>"]
+    if r["archive"]["key"]:
+        lines.append(f"  archived: {r['archive']['category']} / {r['archive']['key']} at {r['archive']['archived_at']}")
+    if r["result"]:
+        lines.append(f"  result: {r['result']}")
+    if r["retro"]:
+        lines.append(f"  retrospective: {r['retro']}")
+    lines += ["", "Fields:"]
     lines += [f"  {f['label']}: " + f["value"].replace("\n", "\n      ") for f in r["fields"]]
     lines += ["", "Participants:"]
     lines += [f"  {p['role']:<10} {p['name']} <{p['email']}>"

@@ -73,6 +73,7 @@ _CJK_RUN = re.compile(f"([{_CJK_CHARS}]+)")
 _WORD = re.compile(r"[^\W_]+")  # letters and digits; underscores and punctuation separate words
 _NON_CJK_WORD_CHAR = f"(?![{_CJK_CHARS}])[^\\W_]"
 _WHITESPACE = re.compile(r"\s+")
+_FULL_WIDTH_PUNCTUATION = tuple((mark, unicodedata.normalize("NFKC", mark)) for mark in "，；：！？（）\u3000")
 
 
 @dataclass(frozen=True)
@@ -393,5 +394,11 @@ def _match_spans(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[int, int
 
 
 def _fold(text: str) -> str:
-    """The normalisation ``tokenize`` applies before splitting."""
+    """NFKC, then case folding: the normalisation ``tokenize`` applies before splitting.
+
+    Full-width punctuation is in nearly every Chinese sentence and sends NFKC down its slow
+    path (~100 µs per 500 characters instead of ~3). Replacing the common marks first with
+    exactly what NFKC turns them into leaves the result unchanged."""
+    for wide, narrow in _FULL_WIDTH_PUNCTUATION:
+        text = text.replace(wide, narrow)
     return unicodedata.normalize("NFKC", text).casefold()

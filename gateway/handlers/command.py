@@ -56,6 +56,9 @@ def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[s
     for k in ctx.keywords:
         words = " / ".join(k.en if en else k.zh + k.en)
         lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
+    lines += ["", "Blank forms:" if en else "空白表单："]
+    for form in ctx.forms.values():
+        lines += ["", *_template(ctx, msg, form.key, lang)]
     return ("liuhen help" if en else "留痕 使用说明"), "\n".join(lines)
 
 

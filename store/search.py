@@ -283,22 +283,23 @@ def _sqlite_query(phrases: list[str], include_open: bool,
 
 def _pg_query(phrases: list[str], include_open: bool,
               visible_record_ids: set[int] | None) -> tuple[str, list[object]]:
-    params: list[object] = list(phrases)
+    # The tsquery is written out (twice) rather than computed in a CTE: as a constant the
+    # planner sees its selectivity and walks the primary key backwards for a common term
+    # (stopping after RANK_WINDOW rows) but uses the GIN index for a rare one.
+    tsquery = "(" + " && ".join(["phraseto_tsquery('simple', ?)"] * len(phrases)) + ")"
     where = ""
+    filters: list[object] = []
     if not include_open:
         where += " AND d.status = 'archived'"
     if visible_record_ids is not None:
         where += " AND d.record_id = ANY(?)"
-        params.append(sorted(visible_record_ids))
-    tsquery = " && ".join(["phraseto_tsquery('simple', ?)"] * len(phrases))
-    # ts_rank reads each candidate's whole tsvector, so it runs on the window only, outside
-    # the inner query; normalisation 1 divides by 1 + log(length) so long minutes do not win by size.
-    sql = (f"WITH q AS (SELECT {tsquery} AS query), "
-           "window_ids AS (SELECT t.record_id FROM search_text t JOIN search_doc d ON d.record_id = t.record_id, q "
-           f"WHERE t.tsv @@ q.query{where} ORDER BY t.record_id DESC LIMIT {RANK_WINDOW}) "
-           "SELECT t.record_id FROM window_ids w JOIN search_text t ON t.record_id = w.record_id, q "
-           f"ORDER BY ts_rank({_PG_WEIGHTS}, t.tsv, q.query, 1) DESC, t.record_id DESC LIMIT ?")
-    return sql, params
+        filters.append(sorted(visible_record_ids))
+    # ts_rank in the window's select list runs only for the rows the window keeps;
+    # normalisation 1 divides by 1 + log(length), so long minutes do not win by size alone.
+    sql = (f"SELECT id FROM (SELECT t.record_id AS id, ts_rank({_PG_WEIGHTS}, t.tsv, {tsquery}, 1) AS score "
+           f"FROM search_text t JOIN search_doc d ON d.record_id = t.record_id WHERE t.tsv @@ {tsquery}{where} "
+           f"ORDER BY t.record_id DESC LIMIT {RANK_WINDOW}) AS w ORDER BY score DESC, id DESC LIMIT ?")
+    return sql, [*phrases, *phrases, *filters]
 
 
 def _sql(db: Database, sql: str) -> str:

@@ -329,13 +329,15 @@ def minutes(act: Act) -> None:
                           owner_email=owner.email, due_at=due)
     act.event("minutes", text=act.text, meeting_id=open_meeting.id if open_meeting else None,
               action_items=[{"text": t, "owner": o.email, "due": d.isoformat()} for t, o, d in items])
-    owners = {o.email for _, o, _ in items}
+    # Everyone gets the minutes; an owner's copy lists their own action items first.
     for person in act.participants(exclude_sender=False):
         mine = tuple(f"{t} — {act.local(d)}" for t, o, d in items if o.email == person.email)
-        if person.email in owners or person.email != act.participant.email:
-            act.update(person, act.zh_en("会议纪要", "Meeting minutes") + (act.zh_en("（含您的行动项）", " (with your action items)")
-                                                                      if mine else ""),
-                       act.text, mine)
+        if person.email == act.participant.email and not mine:
+            continue  # the author knows what they wrote
+        headline = act.zh_en("会议纪要", "Meeting minutes")
+        if mine:
+            headline += act.zh_en("（含您的行动项）", " (with your action items)")
+        act.update(person, headline, act.text, mine)
 
 
 def result(act: Act) -> None:

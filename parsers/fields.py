@@ -82,11 +82,16 @@ def request_lines(text: str) -> list[str]:
     return lines
 
 
+# A label starts with a non-space, so a long run of spaces cannot be split between
+# overlapping quantifiers (that made a line of spaces cost seconds).
+_LABEL_LINE = re.compile(r"([^:：\t\s][^:：\t]{0,39}?)[ \u3000]*(?:[:：]|\t+)\s*(.*)", re.DOTALL)
+
+
 def _split_label(line: str) -> tuple[str, str] | None:
     """`沟通主题：值` / `Subject: value` / `沟通主题<TAB>值` → (label, value), else None."""
-    m = re.match(r"^\s*([^:：\t]{1,40}?)\s*(?:[:：]|\t+)\s*(.*)$", line)
+    m = _LABEL_LINE.match(line.lstrip())
     if m:
-        return m.group(1), m.group(2)
+        return m.group(1), m.group(2).rstrip()
     return None
 
 

@@ -218,13 +218,20 @@ def _addresses(values: list[str], hint: str | None) -> tuple[tuple[str, str], ..
     if not values:
         return ()
     result = []
-    for name, addr in email.utils.getaddresses([_unfold(v) for v in values]):
+    try:
+        pairs = email.utils.getaddresses([_unfold(v) for v in values])
+    except RecursionError:
+        # The stdlib address parser recurses once per ':'/',' and overflows on a hostile
+        # header; fall back to the bare addresses it contains.
+        pairs = [("", addr) for v in values for addr in _BARE_ADDRESS.findall(v)]
+    for name, addr in pairs:
         addr = _as_text(addr, hint).strip().lower()
         if "@" in addr:
             result.append((" ".join(_decode_header(name, hint).split()), addr))
     return tuple(result)
 
 
+_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"'()]+@[^\s<>,;:\"'()]+")
 _MSG_ID = re.compile(r"<[^<>]*>")
 
 

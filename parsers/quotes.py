@@ -39,8 +39,10 @@ _NORMALIZE = str.maketrans({"\u200b": None, "\u200e": None, "\u200f": None, "\uf
 # Separator lines that clients put above the quoted original, in the languages of our
 # users' clients and of the public fixtures. A bare rule of dashes or underscores (new
 # Outlook, Alimail) is not enough on its own: the header block below it decides.
+# (Each rule character is matched once, followed by optional spaces: two overlapping
+# quantifiers here took seconds to reject a long line of dashes — a hostile mail's stall.)
 _SEPARATOR = re.compile(
-    r"[-=_*\s]*[-=_*]{2,}\s*(?:"
+    r"\s*(?:[-=_*]\s*){2,}(?:"
     r"original message|original|forwarded message|replied message|message d'origine"
     r"|ursprüngliche nachricht|oprindelig besked|oprindelig meddelelse|opprinnelig melding"
     r"|ursprungligt meddelande"

@@ -24,10 +24,11 @@ SCHEMA_VERSION = 2
 
 
 def _to_v2(db: Database) -> None:
-    """Replies drive the work: result, retrospective, archive, sign-off, meetings, action
-    items, progress rows, disputes, generated attachments, the search backlog."""
-    from store.models import (ActionItem, Dispute, Meeting, OutboundMessage, Participant, ProgressRow, Record,
-                              SearchPending)
+    """Replies drive the work and the clock keeps time: result, retrospective, archive,
+    sign-off, meetings, action items, progress rows, disputes, generated attachments, the
+    search backlog, reminder chains, digest preferences."""
+    from store.models import (ActionItem, DigestPreference, Dispute, Meeting, OutboundMessage, Participant,
+                              ProgressRow, Record, SearchPending)
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate_schema(
@@ -39,8 +40,12 @@ def _to_v2(db: Database) -> None:
         migrator.add_column("participant", "signed_at", Participant.signed_at),
         migrator.add_column("milestone", "delayed_from", Milestone.delayed_from),
         migrator.add_column("outboundmessage", "attachments", OutboundMessage.attachments),
+        migrator.add_column("participant", "chain_due_at", Participant.chain_due_at),
+        migrator.add_column("participant", "next_reminder_at", Participant.next_reminder_at),  # indexed too
+        migrator.add_column("milestone", "next_reminder_at", Milestone.next_reminder_at),
+        migrator.add_column("record", "next_reminder_at", Record.next_reminder_at),
     )
-    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending])
+    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending, DigestPreference])
 
 
 MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2}  # version → step from the one before

@@ -85,6 +85,7 @@ class Record(BaseModel):
     archive_category = CharField(max_length=32, default="")  # 项目档案库 | 客户沟通档案
     archive_key = TextField(default="")  # 主题+日期, e.g. 智能手表项目-硬件方案评审-20240525
     archived_at = UTCDateTimeField(null=True)
+    next_reminder_at = UTCDateTimeField(null=True, index=True)  # the retrospective reminder
 
 
 class Participant(BaseModel):
@@ -100,6 +101,9 @@ class Participant(BaseModel):
     responded_at = UTCDateTimeField(null=True)
     response = CharField(max_length=32, default="")
     signed_at = UTCDateTimeField(null=True)  # signed the result, or confirmed a notice
+    # The reminder chain (answer, or sign-off once a result is out): when its next stage is due.
+    chain_due_at = UTCDateTimeField(null=True)  # the deadline the chain counts from
+    next_reminder_at = UTCDateTimeField(null=True, index=True)
 
     class Meta:
         indexes = ((("record", "email", "role"), True),)
@@ -113,6 +117,7 @@ class Milestone(BaseModel):
     due_at = UTCDateTimeField()
     owner_email = CharField(max_length=512, default="")
     delayed_from = UTCDateTimeField(null=True)  # the date before the last announced delay
+    next_reminder_at = UTCDateTimeField(null=True, index=True)
 
 
 class Meeting(BaseModel):
@@ -127,6 +132,7 @@ class Meeting(BaseModel):
     agenda = TextField(default="")
     minutes = TextField(default="")
     minutes_at = UTCDateTimeField(null=True)
+    next_reminder_at = UTCDateTimeField(null=True, index=True)  # minutes due 1 h after the end
 
 
 class ActionItem(BaseModel):
@@ -139,6 +145,7 @@ class ActionItem(BaseModel):
     owner_email = CharField(max_length=512)
     due_at = UTCDateTimeField()
     done_at = UTCDateTimeField(null=True)
+    next_reminder_at = UTCDateTimeField(null=True, index=True)
 
 
 class ProgressRow(BaseModel):
@@ -228,6 +235,14 @@ class Counter(BaseModel):
     value = IntegerField(default=0)
 
 
+class DigestPreference(BaseModel):
+    """Who turned the daily digest off (订阅 / 退订); everyone else gets it."""
+
+    email = CharField(max_length=512, primary_key=True)
+    enabled = BooleanField(default=True)
+    changed_at = UTCDateTimeField()
+
+
 class SearchPending(BaseModel):
     """Records whose search entry is out of date. Indexing a record costs more than the rest
     of processing a request, so it happens when the processor is idle (or before a search)."""
@@ -244,4 +259,4 @@ class SentKey(BaseModel):
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
                                  ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
-                                 SearchPending, SentKey]
+                                 DigestPreference, SearchPending, SentKey]

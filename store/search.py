@@ -23,13 +23,26 @@ What this implies, by design:
 - A single Chinese character matches only where it stands alone between non-CJK characters
   (as in Lucene): 表 does not find 手表.
 - Latin words match whole tokens: ``cost`` does not find ``costs`` (no stemming).
+- Hits are ranked among the newest RANK_WINDOW matching records the caller may see (see there).
+- Only the first MAX_INDEXED_CHARS of a record's text are searchable. PostgreSQL also stops
+  counting positions at 16,383, so there a multi-token word (3+ Chinese characters, ``V1.0``)
+  is not found beyond roughly the first 16,000 characters of a record.
+
+Costs worth knowing (SQLite, 100k records of ~500 characters; bench/search.py measures them):
+bm25 needs the number of records matching each query word, which FTS5 counts on every query;
+for a single token that is a cheap walk of its list, but for a 3–4 character word in most
+records it means checking positions in each of them (~30 ms for a word in 90% of 100k).
+With a ``visible_record_ids`` set, a common word costs a pass over all its matches.
+PostgreSQL (50k records) rechecks positions for every record holding a 3–4 character word
+when the planner expects few of them: ~30 ms for one in a tenth of the records.
 
 Tables (derived data, created by ``ensure_search_schema`` and kept out of ``store.models``):
-``search_doc`` holds each record's metadata and original text (for snippets, filters, and
-re-tokenizing); SQLite adds the contentless FTS5 table ``search_fts`` (rowid = record id) and
-PostgreSQL a ``tsv`` column with a GIN index; ``search_meta`` remembers which tokenizer
-version built the index, so a changed tokenizer triggers a rebuild from the stored text
-instead of silently mismatching queries against old tokens.
+``search_doc`` (record id, ref, status, archive key) and ``search_text`` (the original subject
+and text, for snippets and re-tokenizing); SQLite adds the contentless FTS5 table
+``search_fts`` (rowid = record id), PostgreSQL a ``tsv`` column with a GIN index on
+``search_doc``; ``search_meta`` remembers which tokenizer version built the index, so a
+changed tokenizer triggers a rebuild from the stored text instead of silently mismatching
+queries against old tokens.
 
 Every function takes the peewee database handle and works inside or outside the caller's
 transaction (writes use ``db.atomic()``, which nests as a savepoint).
@@ -38,9 +51,9 @@ transaction (writes use ``db.atomic()``, which nests as a savepoint).
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -58,11 +71,15 @@ SUBJECT_WEIGHT = 4.0
 # Longer "words" are base64 or hex blobs, not search terms; PostgreSQL would refuse
 # lexemes over 2047 bytes anyway, and dropping them keeps both backends identical.
 MAX_TOKEN_CHARS = 200
-# Ranking reads every candidate's token positions (~5 µs each), so a term found in most of
-# 100k records cannot be ranked in full within 20 ms. Hits are ranked among the newest
-# RANK_WINDOW matching records the caller may see: all of them for any term that selects
-# fewer, the recent end of the archive for the very common ones.
-RANK_WINDOW = 1000
+# PostgreSQL refuses a tsvector over 1 MB, which 80k characters of varied Chinese can reach;
+# 50k stays clear of it, and both backends index the same prefix.
+MAX_INDEXED_CHARS = 50_000
+# Ranking reads every candidate's token positions (bm25 3–15 µs a record on SQLite, ts_rank
+# ~10 µs on PostgreSQL), so ranking all 100k records that contain a common word would take
+# 50 ms and more. Hits are the best-ranked among the newest RANK_WINDOW matching records the
+# caller may see: all matches for a word rarer than that, the recent end of the archive for
+# the common ones (a user narrows those down with a second word).
+RANK_WINDOW = 500
 
 # Han (with extension A, the compatibility block and the supplementary planes), kana and Hangul:
 # the scripts written without spaces between words. The katakana middle dot ・ (U+30FB) is
@@ -130,11 +147,12 @@ _SQLITE_SCHEMA = (
 )
 
 _PG_SCHEMA = (
+    # The tsvector sits next to the status, so a match is checked and filtered in one row.
     "CREATE TABLE IF NOT EXISTS search_doc (record_id bigint PRIMARY KEY, ref text NOT NULL, "
-    "status text NOT NULL, archive_key text NOT NULL)",
+    "status text NOT NULL, archive_key text NOT NULL, tsv tsvector NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS search_doc_tsv ON search_doc USING gin (tsv)",
     "CREATE TABLE IF NOT EXISTS search_text (record_id bigint PRIMARY KEY, subject text NOT NULL, "
-    "body text NOT NULL, tsv tsvector NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_text_tsv ON search_text USING gin (tsv)",
+    "body text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS search_meta (key text PRIMARY KEY, value text NOT NULL)",
 )
 
@@ -150,8 +168,16 @@ def ensure_search_schema(db: Database) -> None:
         if is_postgres(db):
             # Two gateways starting at once would otherwise race on CREATE … IF NOT EXISTS.
             db.execute_sql("SELECT pg_advisory_xact_lock(hashtext('liuhen.search_schema'))")
-        for statement in _PG_SCHEMA if is_postgres(db) else _SQLITE_SCHEMA:
-            db.execute_sql(statement)
+            fresh = db.execute_sql("SELECT to_regclass('search_doc') IS NULL").fetchone()[0]
+            for statement in _PG_SCHEMA:
+                db.execute_sql(statement)
+            if fresh:
+                # A tsvector is ~4 KB compressed; left out of line, every match check fetches it
+                # from the TOAST table (~5× slower). MAIN keeps it in the row.
+                db.execute_sql("ALTER TABLE search_doc ALTER COLUMN tsv SET STORAGE MAIN")
+        else:
+            for statement in _SQLITE_SCHEMA:
+                db.execute_sql(statement)
         row = db.execute_sql(_sql(db, "SELECT value FROM search_meta WHERE key = ?"), ("tokenizer",)).fetchone()
         if row is not None and row[0] == TOKENIZER_VERSION:
             return
@@ -171,10 +197,10 @@ def _rebuild(db: Database) -> None:
     while batch := db.execute_sql(_sql(db, "SELECT record_id, subject, body FROM search_text WHERE record_id > ? "
                                            "ORDER BY record_id LIMIT ?"), (last, REBUILD_BATCH)).fetchall():
         last = batch[-1][0]
-        tokens = [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in batch]
+        tokens = [(rid, *_index_tokens(subject, body)) for rid, subject, body in batch]
         if is_postgres(db):
-            execute_values(db.cursor(), "UPDATE search_text t SET tsv = v.tsv FROM (VALUES %s) AS v(record_id, tsv) "
-                                        "WHERE t.record_id = v.record_id", tokens,
+            execute_values(db.cursor(), "UPDATE search_doc d SET tsv = v.tsv FROM (VALUES %s) AS v(record_id, tsv) "
+                                        "WHERE d.record_id = v.record_id", tokens,
                            template=f"(%s, {_PG_TSV})", page_size=500)
         else:
             db.cursor().executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)", tokens)
@@ -201,15 +227,14 @@ def index_records(db: Database, entries: Iterable[IndexEntry]) -> None:
         if is_postgres(db):
             # Upserts, so a concurrent indexer of the same record cannot make this fail; paged
             # multi-row VALUES because psycopg2's executemany costs a round trip per row.
-            execute_values(cursor, "INSERT INTO search_doc (record_id, ref, status, archive_key) VALUES %s "
+            execute_values(cursor, "INSERT INTO search_doc (record_id, ref, status, archive_key, tsv) VALUES %s "
                                    "ON CONFLICT (record_id) DO UPDATE SET ref = EXCLUDED.ref, "
-                                   "status = EXCLUDED.status, archive_key = EXCLUDED.archive_key",
-                           docs, page_size=500)
-            execute_values(cursor, "INSERT INTO search_text (record_id, subject, body, tsv) VALUES %s "
+                                   "status = EXCLUDED.status, archive_key = EXCLUDED.archive_key, tsv = EXCLUDED.tsv",
+                           [(*doc, *_index_tokens(subject, body)) for doc, (_, subject, body) in zip(docs, texts)],
+                           template=f"(%s, %s, %s, %s, {_PG_TSV})", page_size=500)
+            execute_values(cursor, "INSERT INTO search_text (record_id, subject, body) VALUES %s "
                                    "ON CONFLICT (record_id) DO UPDATE SET subject = EXCLUDED.subject, "
-                                   "body = EXCLUDED.body, tsv = EXCLUDED.tsv",
-                           [(rid, subject, body, tokenize(subject), tokenize(body)) for rid, subject, body in texts],
-                           template=f"(%s, %s, %s, {_PG_TSV})", page_size=500)
+                                   "body = EXCLUDED.body", texts, page_size=500)
             return
         # A contentless FTS5 row is removed by handing back the tokens it was indexed with;
         # the stored original text re-tokenizes to exactly those (same TOKENIZER_VERSION).
@@ -217,12 +242,18 @@ def index_records(db: Database, entries: Iterable[IndexEntry]) -> None:
                              "WHERE record_id IN (SELECT value FROM json_each(?))",
                              (json.dumps([rid for rid, _, _ in texts]),)).fetchall()
         cursor.executemany("INSERT INTO search_fts (search_fts, rowid, subject, body) VALUES ('delete', ?, ?, ?)",
-                           [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in old])
+                           [(rid, *_index_tokens(subject, body)) for rid, subject, body in old])
         cursor.executemany("INSERT OR REPLACE INTO search_doc (record_id, ref, status, archive_key) "
                            "VALUES (?, ?, ?, ?)", docs)
         cursor.executemany("INSERT OR REPLACE INTO search_text (record_id, subject, body) VALUES (?, ?, ?)", texts)
         cursor.executemany("INSERT INTO search_fts (rowid, subject, body) VALUES (?, ?, ?)",
-                           [(rid, tokenize(subject), tokenize(body)) for rid, subject, body in texts])
+                           [(rid, *_index_tokens(subject, body)) for rid, subject, body in texts])
+
+
+def _index_tokens(subject: str, body: str) -> tuple[str, str]:
+    """What the index holds for a stored subject and text: always derived from them this way,
+    so replacing an entry and rebuilding the index hand FTS5 back exactly the same tokens."""
+    return tokenize(subject[:MAX_INDEXED_CHARS]), tokenize(body[:MAX_INDEXED_CHARS])
 
 
 def _texts(parts: dict[str, str]) -> tuple[str, str]:
@@ -290,16 +321,19 @@ def _pg_query(phrases: list[str], include_open: bool,
     where = ""
     filters: list[object] = []
     if not include_open:
-        where += " AND d.status = 'archived'"
+        where += " AND status = 'archived'"
     if visible_record_ids is not None:
-        where += " AND d.record_id = ANY(?)"
+        where += " AND record_id = ANY(?)"
         filters.append(sorted(visible_record_ids))
-    # ts_rank in the window's select list runs only for the rows the window keeps;
-    # normalisation 1 divides by 1 + log(length), so long minutes do not win by size alone.
-    sql = (f"SELECT id FROM (SELECT t.record_id AS id, ts_rank({_PG_WEIGHTS}, t.tsv, {tsquery}, 1) AS score "
-           f"FROM search_text t JOIN search_doc d ON d.record_id = t.record_id WHERE t.tsv @@ {tsquery}{where} "
-           f"ORDER BY t.record_id DESC LIMIT {RANK_WINDOW}) AS w ORDER BY score DESC, id DESC LIMIT ?")
-    return sql, [*phrases, *phrases, *filters]
+    # ts_rank (~10 µs a row) runs on the window only: the window's ids come back as an array,
+    # which also makes the ranking pass fetch them by primary key instead of a hash join
+    # over the whole table. Normalisation 1 divides by 1 + log(length), so long minutes do
+    # not win by size alone.
+    sql = (f"SELECT record_id FROM search_doc WHERE record_id = ANY(ARRAY("
+           f"SELECT record_id FROM search_doc WHERE tsv @@ {tsquery}{where} "
+           f"ORDER BY record_id DESC LIMIT {RANK_WINDOW})) "
+           f"ORDER BY ts_rank({_PG_WEIGHTS}, tsv, {tsquery}, 1) DESC, record_id DESC LIMIT ?")
+    return sql, [*phrases, *filters, *phrases]
 
 
 def _sql(db: Database, sql: str) -> str:
@@ -354,7 +388,8 @@ def _snippet(text: str, pattern: re.Pattern[str]) -> str:
             break
         spans.append((start, end))
     # No span at all happens when the index matched across a separator the tokenizer drops
-    # (a phrase running from one section into the next): show the beginning, unmarked.
+    # (a phrase running from one section into the next) or the text holds decomposed accents
+    # that only fold alike as a whole: show the beginning, unmarked.
     pieces = ["…"] if window_start > 0 else []
     cursor = window_start
     for start, end in spans:

@@ -8,8 +8,9 @@ from conftest import NOW
 from store.db import SCHEMA_VERSION, is_postgres, open_database
 from store.models import InboundMessage, Meeting, Record, SchemaVersion
 
-V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "archived_at"],
-              "participant": ["signed_at"], "milestone": ["delayed_from"], "outboundmessage": ["attachments"]}
+V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "archived_at", "next_reminder_at"],
+              "participant": ["signed_at", "chain_due_at", "next_reminder_at"],
+              "milestone": ["delayed_from", "next_reminder_at"], "outboundmessage": ["attachments"]}
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -17,8 +18,9 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     InboundMessage.create(received_at=NOW, source="ingest", dedupe_key="k", raw=b"x", size=1)
     # Turn it back into what liuhen 0.1 (schema 1) created.
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
     migrate(*[migrator.drop_column(table, column) for table, columns in V2_COLUMNS.items() for column in columns])
-    for table in ("meeting", "actionitem", "progressrow", "dispute"):
+    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference"):
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=1).execute()
     db.close()

@@ -27,6 +27,7 @@ SAMPLES = {
     "participant/receipt": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", label="同意", name="王强",
                                 at="2026-11-27 10:00", notes=["还待签字：赵磊"]),
     "sender/refusal": dict(ref="PRJ-2026-0001", original_subject="Re: 硬件<方案>评审", text="未记录 <x>"),
+    "external/ack": dict(ref="CUS-2026-0001", subject="硬件<方案>评审", name="林先生", owner=PERSON, request="需要<刻字>表带"),
     "sender/answer": dict(title="检索：<成本>", text="PRJ-2026-0001 <b>"),
     "initiator/delivery_failed": dict(record_ref="PRJ-2026-0001", to_addr="x@example.cn", to_name="X",
                                       failed_subject="[PRJ-2026-0001] 请回复", error="550 5.1.1 <x@example.cn>: no such user"),

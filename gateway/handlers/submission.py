@@ -8,6 +8,7 @@ import re
 import unicodedata
 from datetime import timedelta
 
+from config.directory import Person
 from config.forms import FormDef, keyword_help
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
@@ -15,6 +16,7 @@ from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
 from gateway.tokens import reply_address
 from parsers.fields import extract_fields, find_template_hint, normalize_label
+from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables
 from store.models import InboundMessage, Participant, Record
 from store.repositories import (NewMilestone, NewParticipant, claim_sent_key, create_record, next_record_ref,
@@ -43,14 +45,33 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
         form = choose_form(ctx, msg, find_template_hint(msg.text, tables))
     if form is None:
         return reject(ctx, row, msg, None, lang, [Problem("", "no_template")], {})
-    extracted = extract_fields(msg.text, tables, form)
     sender = ctx.directory.by_email(msg.from_addr, msg.from_name)
-    result = validate(form, extracted.values, msg.subject, sender,
-                      [(a.filename, a.content_type) for a in msg.attachments], lang,
-                      ctx.rules, ctx.directory, ctx.local_now())
+    client = forwarded_client(form, msg, sender)
+    if client is not None:
+        # Staff forwarded a client's mail: what they wrote above it is the form; the client's
+        # own words are the request, and the client takes part without an account.
+        values = extract_fields(client.above, [], form).values
+        values.setdefault("client", f"{client.sender_name} <{client.sender_addr}>".strip())
+        values.setdefault("progress", client.body)
+        subject = client.subject
+    else:
+        values = extract_fields(msg.text, tables, form).values
+        subject = msg.subject
+    result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],
+                      lang, ctx.rules, ctx.directory, ctx.local_now())
     if isinstance(result, list):
-        return reject(ctx, row, msg, form, lang, result, extracted.values)
-    return dispatch(ctx, row, msg, result)
+        return reject(ctx, row, msg, form, lang, result, values)
+    return dispatch(ctx, row, msg, result, client)
+
+
+def forwarded_client(form: FormDef, msg: ParsedMessage, sender: Person) -> Forwarded | None:
+    """A client's mail forwarded by a member of staff to the customer intake."""
+    if form.key != "customer" or sender.external:
+        return None
+    forward = unwrap(msg)
+    if forward is None or not forward.sender_addr or forward.sender_addr == sender.email:
+        return None
+    return forward
 
 
 def reject(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef | None, lang: str,
@@ -85,7 +106,8 @@ def _rows(form: FormDef, values: dict[str, str], lang: str) -> list[tuple[str, s
     return [(f.label_for(lang), values[f.key]) for f in form.fields if values.get(f.key)]
 
 
-def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submission) -> Outcome:
+def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submission,
+             client: Forwarded | None = None) -> Outcome:
     """Create the record with its participants and milestones, and queue one mail per person."""
     now = ctx.clock.now()
     local_now = ctx.local_now()
@@ -99,6 +121,9 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     head = ctx.directory.head_of(sub.initiator) if sub.priority == "高" else None
     if head is not None:
         people.append(NewParticipant(head.email, head.name, head.department, "head"))
+    if client is not None:
+        people.append(NewParticipant(client.sender_addr, client.sender_name or client.sender_addr.split("@")[0], "",
+                                     "external", external=True))
     record, participants = create_record(
         ref=ref, form=form.key, subject=sub.subject, priority=sub.priority, lang=sub.lang,
         initiator_email=sub.initiator.email, initiator_name=sub.initiator.name,
@@ -158,6 +183,13 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                 kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 context=dict(record=summary, rows=rows, name=p.name, initiator=initiator,
                              recipients=recipients), **common))
+        elif p.role == "external":
+            client_lang = detect_language(sub.values.get("progress", ""))
+            drafts.append(Draft(
+                kind="client_ack", template="external/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                record_id=record.id, lang=client_lang, references=(record.thread_id,),
+                context=dict(ref=record.ref, subject=record.subject, name=p.name, owner=initiator,
+                             request=sub.values.get("progress", ""))))
     return drafts
 
 

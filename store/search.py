@@ -51,6 +51,7 @@ transaction (writes use ``db.atomic()``, which nests as a savepoint).
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from bisect import bisect_left
@@ -275,16 +276,24 @@ def search(db: Database, query: str, *, include_open: bool = False,
     phrases = [tokens for tokens in map(tokenize, query.split()) if tokens]
     if not phrases or limit <= 0 or visible_record_ids == set():
         return []
-    sql, params = (_pg_query if is_postgres(db) else _sqlite_query)(phrases, include_open, visible_record_ids)
-    ranked = [row[0] for row in db.execute_sql(_sql(db, sql), [*params, limit]).fetchall()]
+    pattern = _match_pattern(query.split())
+    if is_postgres(db):
+        sql, params = _pg_query(phrases, include_open, visible_record_ids)
+        ranked = [row[0] for row in db.execute_sql(_sql(db, sql), [*params, limit]).fetchall()]
+        docs = _docs(db, ranked)
+    elif all(" " not in tokens for tokens in phrases):
+        # Single tokens (English words, 2-character Chinese words): FTS5 knows their document
+        # frequency, so bm25 is cheap.
+        sql, params = _sqlite_query(phrases, include_open, visible_record_ids, bm25=True)
+        ranked = [row[0] for row in db.execute_sql(sql, [*params, limit]).fetchall()]
+        docs = _docs(db, ranked)
+    else:
+        sql, params = _sqlite_query(phrases, include_open, visible_record_ids, bm25=False)
+        window = [row[0] for row in db.execute_sql(sql, [*params, RANK_WINDOW]).fetchall()]
+        docs = _docs(db, window)
+        ranked = sorted(window, key=lambda rid: (-_score(docs[rid][3], docs[rid][4], pattern), -rid))[:limit]
     if not ranked:
         return []
-    # The text is read for the page of hits only, not for every match that was ranked.
-    rows = db.execute_sql(_sql(db, "SELECT d.record_id, d.ref, d.archive_key, d.status, t.subject, t.body "
-                                   "FROM search_doc d JOIN search_text t ON t.record_id = d.record_id "
-                                   f"WHERE d.record_id IN ({', '.join('?' * len(ranked))})"), ranked).fetchall()
-    docs = {row[0]: row[1:] for row in rows}
-    pattern = _match_pattern(query.split())
     hits = []
     for record_id in ranked:
         ref, archive_key, status, subject, body = docs[record_id]
@@ -293,8 +302,25 @@ def search(db: Database, query: str, *, include_open: bool = False,
     return hits
 
 
-def _sqlite_query(phrases: list[str], include_open: bool,
-                  visible_record_ids: set[int] | None) -> tuple[str, list[object]]:
+def _docs(db: Database, ids: list[int]) -> dict[int, tuple]:
+    if not ids:
+        return {}
+    rows = db.execute_sql(_sql(db, "SELECT d.record_id, d.ref, d.archive_key, d.status, t.subject, t.body "
+                                   "FROM search_doc d JOIN search_text t ON t.record_id = d.record_id "
+                                   f"WHERE d.record_id IN ({', '.join('?' * len(ids))})"), ids).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def _score(subject: str, body: str, pattern: re.Pattern[str]) -> float:
+    """Matches, a subject match counting SUBJECT_WEIGHT times, damped by the text's length
+    (like PostgreSQL's ts_rank normalisation 1) so long minutes do not win by size alone."""
+    # casefold only, no NFKC: the window holds hundreds of texts, and width variants are rare.
+    hits = SUBJECT_WEIGHT * len(pattern.findall(subject.casefold())) + len(pattern.findall(body.casefold()))
+    return hits / (1 + math.log(1 + len(subject) + len(body)))
+
+
+def _sqlite_query(phrases: list[str], include_open: bool, visible_record_ids: set[int] | None,
+                  bm25: bool) -> tuple[str, list[object]]:
     # Tokens are letters and digits only, so quoting each phrase needs no escaping.
     params: list[object] = [" AND ".join(f'"{tokens}"' for tokens in phrases)]
     join = where = ""
@@ -306,9 +332,15 @@ def _sqlite_query(phrases: list[str], include_open: bool,
         # The unary + keeps SQLite from turning the list into one FTS lookup per listed id.
         where += " AND +search_fts.rowid IN (SELECT value FROM json_each(?))"
         params.append(json.dumps(sorted(visible_record_ids)))
-    sql = (f"SELECT id FROM (SELECT search_fts.rowid AS id, bm25(search_fts, {SUBJECT_WEIGHT}, 1.0) AS score "
-           f"FROM search_fts{join} WHERE search_fts MATCH ?{where} "
-           f"ORDER BY search_fts.rowid DESC LIMIT {RANK_WINDOW}) ORDER BY score, id DESC LIMIT ?")
+    if bm25:
+        sql = (f"SELECT id FROM (SELECT search_fts.rowid AS id, bm25(search_fts, {SUBJECT_WEIGHT}, 1.0) AS score "
+               f"FROM search_fts{join} WHERE search_fts MATCH ?{where} "
+               f"ORDER BY search_fts.rowid DESC LIMIT {RANK_WINDOW}) ORDER BY score, id DESC LIMIT ?")
+        return sql, params
+    # No bm25 for phrases: FTS5 counts every record containing a phrase to weigh it, which
+    # made common 3- and 4-character words cost 30-50 ms; the caller ranks the window's text.
+    sql = (f"SELECT search_fts.rowid FROM search_fts{join} WHERE search_fts MATCH ?{where} "
+           f"ORDER BY search_fts.rowid DESC LIMIT ?")
     return sql, params
 
 

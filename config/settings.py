@@ -76,6 +76,17 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class ReminderSettings:
+    sweep_seconds: int = 60  # how often `serve` looks for what is due
+    escalate_after_hours: float = 48  # overdue this long → the department head is told
+    before_hours: float = 24  # milestones and action items: a reminder this long before
+    signoff_hours: float = 24  # key recipients have this long to sign a result
+    minutes_due_hours: float = 1  # minutes are due this long after a meeting ends
+    retro_after_days: float = 3  # the initiator of a closed record is asked for the 复盘
+    digest_time: str = "09:00"  # local time of the daily digest
+
+
+@dataclass(frozen=True)
 class SecuritySettings:
     # The authserv-id your own MX writes in Authentication-Results (RFC 8601). When set, a
     # sign-off whose DMARC or DKIM verdict from that host is "fail" is refused.
@@ -91,6 +102,7 @@ class Settings:
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    reminders: ReminderSettings = field(default_factory=ReminderSettings)
 
     @property
     def data_path(self) -> Path:
@@ -124,7 +136,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
-    "security": SecuritySettings,
+    "security": SecuritySettings, "reminders": ReminderSettings,
 }
 
 

@@ -27,7 +27,7 @@ class NewParticipant:
     role: str
     responsibility: str = ""
     external: bool = False
-    response_due_at: datetime | None = None
+    response_due_at: datetime | None = None  # also when the first reminder is due
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class NewMilestone:
     name: str
     due_at: datetime
     owner_email: str
+    first_reminder_at: datetime | None = None
 
 
 def finish_inbound(inbound_id: int, state: str, reason: str, now: datetime, record_id: int | None = None,
@@ -107,11 +108,12 @@ def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str
                   thread_id=thread_id, source_inbound=inbound_id, created_at=now, updated_at=now)
     [record_id] = insert_rows(Record, [values], returning_ids=True)
     people = [dict(record=record_id, email=p.email, name=p.name, department=p.department, role=p.role,
-                   responsibility=p.responsibility, external=p.external, response_due_at=p.response_due_at)
-              for p in participants]
+                   responsibility=p.responsibility, external=p.external, response_due_at=p.response_due_at,
+                   next_reminder_at=p.response_due_at) for p in participants]
     ids = insert_rows(Participant, people, returning_ids=True)
     insert_rows(Milestone, [dict(record=record_id, position=i, name=m.name, due_at=m.due_at,
-                                 owner_email=m.owner_email) for i, m in enumerate(milestones)])
+                                 owner_email=m.owner_email, next_reminder_at=m.first_reminder_at)
+                            for i, m in enumerate(milestones)])
     return Record(id=record_id, **values), [Participant(id=i, **p) for i, p in zip(ids, people)]
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 from config.forms import keyword_help
 from gateway.bootstrap import Context
 from gateway.outbox import Draft
+from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import labelled_values
@@ -128,7 +129,7 @@ def comment(act: Act) -> None:
 
 
 def _respond(act: Act, response: str) -> None:
-    Participant.update(response=response, responded_at=act.now).where(
+    Participant.update(response=response, responded_at=act.now, next_reminder_at=None).where(
         Participant.id == act.participant.id).execute()
     act.event("feedback", response=response, text=act.text, via=act.via)
 
@@ -198,7 +199,9 @@ def delay(act: Act) -> None:
         raise Refused("delay_incomplete", detail=example)
     milestone = _owned_milestone(act, values.get("milestone", ""))
     old = milestone.due_at
-    Milestone.update(due_at=new_date[0], delayed_from=old).where(Milestone.id == milestone.id).execute()
+    Milestone.update(due_at=new_date[0], delayed_from=old, next_reminder_at=first_reminder(
+        new_date[0], timedelta(hours=act.ctx.settings.reminders.before_hours), act.now)).where(
+        Milestone.id == milestone.id).execute()
     late = old < act.now
     act.event("delay", milestone=milestone.name, old=old.isoformat(), new=new_date[0].isoformat(),
               reason=values["reason"], plan=values["plan"], announced_after_deadline=late)
@@ -241,7 +244,8 @@ def meeting(act: Act) -> None:
     minutes = _minutes_of(values.get("duration", ""))
     ends = start[0] + timedelta(minutes=minutes)
     item = Meeting.create(record=act.record.id, organiser_email=act.participant.email, starts_at=start[0],
-                          ends_at=ends, link=link.group(0), agenda=values.get("agenda", ""))
+                          ends_at=ends, link=link.group(0), agenda=values.get("agenda", ""),
+                          next_reminder_at=ends + timedelta(hours=act.ctx.settings.reminders.minutes_due_hours))
     act.event("meeting", meeting_id=item.id, starts=start[0].isoformat(), ends=ends.isoformat(), link=link.group(0))
     everyone = act.participants(exclude_sender=False)
     ics = _ics(act, item, everyone)
@@ -323,10 +327,12 @@ def minutes(act: Act) -> None:
     open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()) \
         .order_by(Meeting.starts_at.desc()).first()
     if open_meeting is not None:
-        Meeting.update(minutes=act.text, minutes_at=act.now).where(Meeting.id == open_meeting.id).execute()
+        Meeting.update(minutes=act.text, minutes_at=act.now, next_reminder_at=None).where(
+            Meeting.id == open_meeting.id).execute()
+    before = timedelta(hours=act.ctx.settings.reminders.before_hours)
     for text, owner, due in items:
         ActionItem.create(record=act.record.id, meeting_id=open_meeting.id if open_meeting else None, text=text,
-                          owner_email=owner.email, due_at=due)
+                          owner_email=owner.email, due_at=due, next_reminder_at=first_reminder(due, before, act.now))
     act.event("minutes", text=act.text, meeting_id=open_meeting.id if open_meeting else None,
               action_items=[{"text": t, "owner": o.email, "due": d.isoformat()} for t, o, d in items])
     # Everyone gets the minutes; an owner's copy lists their own action items first.
@@ -344,6 +350,9 @@ def result(act: Act) -> None:
     """结果: the result confirmation form goes to every key recipient for sign-off."""
     act.require_text("结果", "结果：采用方案B，BOM成本控制在320元以内")
     Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
+    sign_by = act.now + timedelta(hours=act.ctx.settings.reminders.signoff_hours)
+    Participant.update(chain_due_at=sign_by, next_reminder_at=sign_by).where(
+        (Participant.record == act.record.id) & Participant.role.in_(KEY_ROLES)).execute()
     act.save(result=act.text, status="confirming")
     act.event("result", text=act.text)
     signers = act.participants(*KEY_ROLES)
@@ -362,7 +371,7 @@ def confirm(act: Act) -> None:
         raise Refused("nothing_to_sign", detail=act.record.ref)
     verdict = _authentication(act)
     Participant.update(signed_at=act.now, response="confirmed" if notice else act.participant.response,
-                       responded_at=act.now).where(Participant.id == act.participant.id).execute()
+                       responded_at=act.now, next_reminder_at=None).where(Participant.id == act.participant.id).execute()
     act.event("signed", inbound_id=act.row.id, token=act.token, via=act.via, authentication=verdict,
               notice=notice)
     missing = _unsigned(act)
@@ -396,6 +405,10 @@ def _unsigned(act: Act) -> list[Participant]:
 def _archive(act: Act) -> None:
     form = act.ctx.forms.get(act.record.form)
     archive_record(act.record, form.archive if form else "项目档案库", act.now, act.ctx.tz)
+    for model in (Participant, Milestone, ActionItem, Meeting):
+        model.update(next_reminder_at=None).where(model.record == act.record.id).execute()
+    if not act.record.retro:
+        act.save(next_reminder_at=act.now + timedelta(days=act.ctx.settings.reminders.retro_after_days))
     act.event("archived", archive_key=act.record.archive_key, category=act.record.archive_category)
     outcome = act.record.result or act.record.fields.get("content", "")
     for person in act.participants(exclude_sender=False):
@@ -414,7 +427,8 @@ def reject(act: Act) -> None:
     if act.record.status != "confirming":
         raise Refused("nothing_to_sign", detail=act.record.ref)
     act.require_text("驳回", "驳回：成本测算缺少模具费用")
-    Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
+    Participant.update(signed_at=None, chain_due_at=None, next_reminder_at=None).where(
+        Participant.record == act.record.id).execute()
     act.save(status="open")
     act.event("result_rejected", text=act.text)
     _tell_initiator(act, act.zh_en(f"{act.participant.name} 驳回了结果", f"{act.participant.name} rejected the result"))
@@ -459,7 +473,7 @@ def ruling(act: Act) -> None:
 def retro(act: Act) -> None:
     """复盘: the initiator's retrospective, kept on the (usually archived) record."""
     act.require_text("复盘", "复盘：需求评审提前两天完成；样机延期因为芯片到货晚，下次提前备料")
-    act.save(retro=act.text)
+    act.save(retro=act.text, next_reminder_at=None)
     act.event("retro", text=act.text)
 
 

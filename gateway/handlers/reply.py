@@ -80,6 +80,10 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         ACTIONS[action](act)
     except Refused as refused:
         return refuse(ctx, row, msg, refused, match.record.ref, match.record.id, participant)
+    if act.record.status == "open":
+        # Any answer stops this person's reminders at once (a comment is an answer too); a
+        # sign-off chain, once a result is out, stops only with the signature.
+        Participant.update(next_reminder_at=None).where(Participant.id == participant.id).execute()
     act.receipt(_label(ctx, action, act.lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)

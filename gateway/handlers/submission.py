@@ -14,6 +14,7 @@ from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
+from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
@@ -114,6 +115,7 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     form, s = sub.form, ctx.settings
     ref = next_record_ref(form.id_prefix, local_now.year)
     respond_by = now + timedelta(hours=ctx.rules.response_hours.get(sub.priority, 24))
+    before = timedelta(hours=ctx.settings.reminders.before_hours)
     people = [NewParticipant(sub.initiator.email, sub.initiator.name, sub.initiator.department, "initiator",
                              external=sub.initiator.external)]
     people += [NewParticipant(r.person.email, r.person.name, r.person.department, "recipient",
@@ -129,8 +131,8 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
         initiator_email=sub.initiator.email, initiator_name=sub.initiator.name,
         fields=sub.values, due_at=sub.due_at, thread_id=f"<{ref.lower()}@{s.gateway.domain}>",
         inbound_id=row.id, now=now, participants=people,
-        milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email)
-                    for m in sub.milestones])
+        milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email,
+                                 first_reminder(m.due_at, before, now)) for m in sub.milestones])
     files = save_attachments(s.data_path, row.id, record.id,
                              ((a.filename, a.content_type, a.payload) for a in msg.attachments))
     events = [

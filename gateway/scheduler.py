@@ -1,0 +1,317 @@
+"""The clock: reminders, escalations and digests, each sent exactly once.
+
+A sweep reads what is due from the store — every reminder-able row carries the time its next
+stage is due (``next_reminder_at``, indexed), so a sweep with nothing due is one cheap query
+per kind, however many records are open. Each mail has a key (what, which row, which
+deadline, which stage) written under a unique constraint in the same transaction as the
+outbox mail: a crash, a restart or two gateways sweeping the same database never send it
+twice, and a gateway that was down for a day sends one mail for the stage it is in now,
+not a burst for every stage it missed.
+
+Chains, counted from a deadline D (repeat r = the priority's response window):
+* answer / sign-off: reminders at D, D+r, D+2r …; at D+48 h an escalation to the person's
+  department head, the initiator copied; then it stops. Any answer stops it at once.
+* milestone / action item: a reminder before (D−24 h), an overdue reminder at D (owner and
+  initiator), an escalation at D+48 h.
+* minutes: due 1 h after the meeting's end, to the organiser; escalation 48 h later.
+* retrospective: one reminder 3 days after the record was archived.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from config.forms import keyword_help
+from gateway.bootstrap import Context
+from gateway.outbox import Draft, queue_mails
+from gateway.tokens import reply_address
+from store.models import (ActionItem, DigestPreference, Event, Meeting, Milestone, Participant, Record)
+from store.repositories import add_events, claim_sent_key
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # rows of one kind per transaction
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # reminder | before | overdue | escalation
+    number: int  # which repeat of a reminder
+    next_at: datetime | None  # when the chain's next stage is due; None: the chain is over
+
+
+def answer_stage(due: datetime, now: datetime, repeat: timedelta, escalate: timedelta) -> Stage:
+    if now >= due + escalate:
+        return Stage("escalation", 0, None)
+    number = int((now - due) / repeat)
+    return Stage("reminder", number, min(due + (number + 1) * repeat, due + escalate))
+
+
+def deadline_stage(due: datetime, now: datetime, before: timedelta, escalate: timedelta) -> Stage:
+    if now >= due + escalate:
+        return Stage("escalation", 0, None)
+    if now >= due:
+        return Stage("overdue", 0, due + escalate)
+    return Stage("before", 0, due)
+
+
+def first_reminder(due: datetime, before: timedelta, now: datetime) -> datetime:
+    """When a deadline chain starts: `before` ahead, or now if that has passed."""
+    return max(due - before, now)
+
+
+def sweep(ctx: Context) -> int:
+    """Send everything that is due now; returns how many mails were queued."""
+    sent = 0
+    for kind in (_participants, _milestones, _action_items, _minutes, _retros):
+        while True:
+            with ctx.db.atomic():
+                done, queued = kind(ctx)
+            sent += queued
+            if done < BATCH:
+                break
+    return sent + digests(ctx)
+
+
+# ------------------------------------------------------------------ the chains
+
+def _send(ctx: Context, key: str, drafts: list[Draft], event: dict) -> int:
+    """Queue the mails under their key, once; 0 if another sweep sent them already."""
+    if not claim_sent_key(key, ctx.clock.now()):
+        return 0
+    queue_mails(ctx, drafts)
+    add_events([event], ctx.clock.now())
+    return len(drafts)
+
+
+def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: list[str], kind: str,
+          keywords_for: str = "") -> Draft:
+    s = ctx.settings
+    return Draft(kind=kind, template="participant/reminder", lang=record.lang, to_addr=to.email, to_name=to.name,
+                 record_id=record.id, references=(record.thread_id,),
+                 reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, to.id),
+                 context=dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline, lines=lines,
+                              keywords=keyword_help(ctx.keywords, keywords_for, record.lang) if keywords_for else []))
+
+
+def _local(ctx: Context, when: datetime) -> str:
+    return when.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _participant_row(record: Record, email: str, name: str = "") -> Participant:
+    """The participant to write to; a department head who is not yet one joins as 'head'."""
+    row = Participant.get_or_none((Participant.record == record.id) & (Participant.email == email))
+    if row is None:
+        row = Participant.create(record=record.id, email=email, name=name or email, role="head")
+    return row
+
+
+def _escalation_targets(ctx: Context, record: Record, person_email: str) -> list[Participant]:
+    """The overdue person's department head (the initiator's, for outsiders), and the initiator."""
+    person = ctx.directory.by_email(person_email)
+    head = ctx.directory.head_of(person) or ctx.directory.head_of(ctx.directory.by_email(record.initiator_email))
+    targets = []
+    if head is not None and head.email != person_email:
+        targets.append(_participant_row(record, head.email, head.name))
+    if record.initiator_email != person_email:
+        targets.append(_participant_row(record, record.initiator_email, record.initiator_name))
+    return targets
+
+
+def _participants(ctx: Context) -> tuple[int, int]:
+    """Answers and sign-offs that are late."""
+    now, r = ctx.clock.now(), ctx.settings.reminders
+    rows = list(Participant.select(Participant, Record).join(Record).where(
+        Participant.next_reminder_at <= now).order_by(Participant.next_reminder_at).limit(BATCH))
+    queued = 0
+    for p in rows:
+        record = p.record
+        signoff = record.status == "confirming" and p.signed_at is None
+        repeat = timedelta(hours=ctx.rules.response_hours.get(record.priority, 24))
+        stage = answer_stage(p.chain_due_at or p.response_due_at, now, repeat,
+                             timedelta(hours=r.escalate_after_hours))
+        what = "signoff" if signoff else "answer"
+        key = f"{what}:{p.id}:{(p.chain_due_at or p.response_due_at):%Y%m%d%H%M}:{stage.name}{stage.number}"
+        due = _local(ctx, p.chain_due_at or p.response_due_at)
+        zh = record.lang != "en"
+        if stage.name == "reminder":
+            headline = ("请签字确认结果" if signoff else "请尽快回复") if zh else (
+                "Your sign-off is due" if signoff else "Your answer is due")
+            lines = [f"{'截止' if zh else 'Due'}：{due}"] + ([f"{'结果' if zh else 'Result'}：{record.result}"]
+                                                            if signoff else [])
+            drafts = [_mail(ctx, record, p, headline, lines, "reminder", "recipient")]
+        else:
+            headline = (f"{p.name} 逾期未{'签字' if signoff else '回复'}，升级提醒" if zh
+                        else f"{p.name} has not {'signed' if signoff else 'answered'}: escalation")
+            lines = [f"{'截止' if zh else 'Due'}：{due}", f"{'逾期超过' if zh else 'Overdue by more than'} "
+                     f"{r.escalate_after_hours:g} {'小时' if zh else 'hours'}"]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation") for t in _escalation_targets(ctx, record, p.email)]
+        queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name, actor=ctx.settings.from_address,
+                                               data={"chain": what, "to": p.email, "key": key, "due": due}))
+        Participant.update(next_reminder_at=stage.next_at).where(Participant.id == p.id).execute()
+    return len(rows), queued
+
+
+def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str) -> tuple[int, int]:
+    """Milestones and action items: before, overdue, escalation."""
+    now, r = ctx.clock.now(), ctx.settings.reminders
+    rows = list(model.select(model, Record).join(Record).where(
+        (model.next_reminder_at <= now) & (Record.status != "archived")).order_by(model.next_reminder_at).limit(BATCH))
+    queued = 0
+    for item in rows:
+        record = item.record
+        stage = deadline_stage(item.due_at, now, timedelta(hours=r.before_hours), timedelta(hours=r.escalate_after_hours))
+        name = getattr(item, "name", None) or item.text
+        owner = _participant_row(record, item.owner_email)
+        zh = record.lang != "en"
+        due = _local(ctx, item.due_at)
+        key = f"{kind}:{item.id}:{item.due_at:%Y%m%d%H%M}:{stage.name}"
+        if stage.name == "before":
+            drafts = [_mail(ctx, record, owner, f"{label_zh}即将到期：{name}" if zh else f"{label_en} due soon: {name}",
+                            [f"{'截止' if zh else 'Due'}：{due}", "如需延期，请在截止前回复「延期：原因、新计划」。" if zh
+                             else "If it will be late, reply DELAY with reason and new plan before the deadline."],
+                            "reminder")]
+        elif stage.name == "overdue":
+            initiator = _participant_row(record, record.initiator_email, record.initiator_name)
+            targets = [owner] + ([initiator] if initiator.email != owner.email else [])
+            drafts = [_mail(ctx, record, t, f"{label_zh}已逾期：{name}" if zh else f"{label_en} overdue: {name}",
+                            [f"{'截止' if zh else 'Due'}：{due}"], "reminder") for t in targets]
+        else:
+            drafts = [_mail(ctx, record, t, f"{label_zh}逾期升级：{name}" if zh else f"{label_en} escalated: {name}",
+                            [f"{'负责人' if zh else 'Owner'}：{owner.name} <{owner.email}>", f"{'截止' if zh else 'Due'}：{due}"],
+                            "escalation") for t in _escalation_targets(ctx, record, owner.email)]
+        queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name if stage.name == "escalation"
+                                               else "reminder", actor=ctx.settings.from_address,
+                                               data={"chain": kind, "item": name, "stage": stage.name, "key": key}))
+        model.update(next_reminder_at=stage.next_at).where(model.id == item.id).execute()
+    return len(rows), queued
+
+
+def _milestones(ctx: Context) -> tuple[int, int]:
+    return _deadline_chain(ctx, Milestone, "关键节点", "Milestone", "milestone")
+
+
+def _action_items(ctx: Context) -> tuple[int, int]:
+    return _deadline_chain(ctx, ActionItem, "行动项", "Action item", "action")
+
+
+def _minutes(ctx: Context) -> tuple[int, int]:
+    """Minutes are due an hour after the meeting; an organiser who does not send them is
+    reminded, and 48 hours later their head is told."""
+    now, r = ctx.clock.now(), ctx.settings.reminders
+    rows = list(Meeting.select(Meeting, Record).join(Record).where(
+        (Meeting.next_reminder_at <= now) & Meeting.minutes_at.is_null()).limit(BATCH))
+    queued = 0
+    for meeting in rows:
+        record = meeting.record
+        due = meeting.ends_at + timedelta(hours=r.minutes_due_hours)
+        escalate = now >= due + timedelta(hours=r.escalate_after_hours)
+        organiser = _participant_row(record, meeting.organiser_email)
+        zh = record.lang != "en"
+        key = f"minutes:{meeting.id}:{'escalation' if escalate else 'reminder'}"
+        headline = ("会议纪要逾期，升级提醒" if zh else "Minutes overdue: escalation") if escalate else (
+            "请发送会议纪要" if zh else "Please send the meeting minutes")
+        lines = [f"{'会议' if zh else 'Meeting'}：{_local(ctx, meeting.starts_at)}",
+                 "回复「纪要：…」，行动项写成“事项 / 负责人 / 截止时间”。" if zh else
+                 "Reply MINUTES: …, action items as “task / owner / deadline”."]
+        targets = _escalation_targets(ctx, record, organiser.email) if escalate else [organiser]
+        drafts = [_mail(ctx, record, t, headline, lines, "escalation" if escalate else "reminder") for t in targets]
+        queued += _send(ctx, key, drafts, dict(record_id=record.id, kind="escalation" if escalate else "reminder",
+                                               actor=ctx.settings.from_address, data={"chain": "minutes", "key": key}))
+        Meeting.update(next_reminder_at=None if escalate else due + timedelta(hours=r.escalate_after_hours)).where(
+            Meeting.id == meeting.id).execute()
+    return len(rows), queued
+
+
+def _retros(ctx: Context) -> tuple[int, int]:
+    now = ctx.clock.now()
+    rows = list(Record.select().where((Record.next_reminder_at <= now) & (Record.retro == "")).limit(BATCH))
+    queued = 0
+    for record in rows:
+        initiator = _participant_row(record, record.initiator_email, record.initiator_name)
+        zh = record.lang != "en"
+        drafts = [_mail(ctx, record, initiator, "请写复盘总结" if zh else "Time for a retrospective",
+                        ["回复「复盘：…」：目标达成情况、经验与改进。" if zh else
+                         "Reply RETRO: … — what went well, what to improve."], "reminder")]
+        queued += _send(ctx, f"retro:{record.id}", drafts, dict(record_id=record.id, kind="reminder",
+                                                                actor=ctx.settings.from_address,
+                                                                data={"chain": "retro"}))
+        Record.update(next_reminder_at=None).where(Record.id == record.id).execute()
+    return len(rows), queued
+
+
+# ------------------------------------------------------------------ digests
+
+def digests(ctx: Context) -> int:
+    """Once a day at the configured local time: each person with something pending gets one
+    digest; department heads also get the overdue and escalated items of their department."""
+    local = ctx.local_now()
+    hour, minute = map(int, ctx.settings.reminders.digest_time.split(":"))
+    if local.time() < time(hour, minute):
+        return 0
+    day = local.date().isoformat()
+    if not claim_sent_key(f"digest-run:{day}", ctx.clock.now()):
+        return 0  # today's digests are out (or being sent by another gateway)
+    with ctx.db.atomic():
+        return _digests(ctx, day)
+
+
+def _digests(ctx: Context, day: str) -> int:
+    now = ctx.clock.now()
+    soon = now + timedelta(days=3)
+    items: dict[str, list[tuple[str, str, str]]] = {}  # email → (ref, what, when)
+
+    def add(email: str, ref: str, what: str, when: datetime | None) -> None:
+        items.setdefault(email, []).append((ref, what, _local(ctx, when) if when else ""))
+
+    for p in Participant.select(Participant, Record).join(Record).where(
+            (Record.status != "archived") & Participant.role.in_(("recipient", "external"))):
+        if p.record.status == "confirming" and p.signed_at is None:
+            add(p.email, p.record.ref, "result to sign", p.chain_due_at)
+        elif p.responded_at is None and p.response_due_at is not None:
+            add(p.email, p.record.ref, "overdue answer" if p.response_due_at < now else "awaiting your answer",
+                p.response_due_at)
+    for model, what in ((Milestone, "milestone"), (ActionItem, "action item")):
+        for item in model.select(model, Record).join(Record).where((Record.status != "archived") & (model.due_at <= soon)):
+            add(item.owner_email, item.record.ref, f"{what}{' overdue' if item.due_at < now else ''}: "
+                                                  f"{getattr(item, 'name', None) or item.text}", item.due_at)
+    overdue_by_department: dict[str, list[tuple[str, str, str]]] = {}
+    for email, entries in items.items():
+        person = ctx.directory.by_email(email)
+        late = [e for e in entries if "overdue" in e[1]]
+        if late and person.department:
+            overdue_by_department.setdefault(person.department, []).extend(
+                (ref, f"{person.name}: {what}", when) for ref, what, when in late)
+    off = {d.email for d in DigestPreference.select().where(DigestPreference.enabled == False)}  # noqa: E712
+    drafts = []
+    for email, entries in items.items():
+        if email not in off and claim_sent_key(f"digest:{email}:{day}", now):
+            drafts.append(_digest(ctx, email, entries, day, head=False))
+    for department in ctx.directory.departments:
+        entries = overdue_by_department.get(department.name)
+        if entries and department.head not in off and claim_sent_key(f"digest-head:{department.head}:{day}", now):
+            drafts.append(_digest(ctx, department.head, entries, day, head=True))
+    queue_mails(ctx, drafts)
+    return len(drafts)
+
+
+def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str]], day: str, head: bool) -> Draft:
+    person = ctx.directory.by_email(email)
+    domain = ctx.settings.gateway.domain
+    return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang="zh",
+                 to_addr=email, to_name=person.name,
+                 extra_headers={"List-Unsubscribe": f"<mailto:requests@{domain}?subject=DIGEST%20OFF>"},
+                 context=dict(name=person.name, day=day, head=head, entries=sorted(entries)))
+
+
+def digest_preference(email: str, enabled: bool, now: datetime) -> None:
+    DigestPreference.insert(email=email.lower(), enabled=enabled, changed_at=now).on_conflict(
+        conflict_target=[DigestPreference.email],
+        update={DigestPreference.enabled: enabled, DigestPreference.changed_at: now}).execute()
+
+
+def reminders_of(record_id: int) -> list[Event]:
+    return list(Event.select().where((Event.record_id == record_id) &
+                                     Event.kind.in_(("reminder", "escalation"))).order_by(Event.id))

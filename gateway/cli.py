@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
+    s = sub.add_parser("tick", help="run one reminder/escalation/digest sweep (at --now, for tests and catch-up)")
+    s.add_argument("--now", help="ISO 8601 instant; without an offset, in the configured timezone")
+    s.set_defaults(func=cmd_tick)
+
     s = sub.add_parser("search", help="search archived records (with --all, open ones too)")
     s.add_argument("words", nargs="+")
     s.add_argument("--all", action="store_true", help="include records that are not archived yet")
@@ -216,6 +220,26 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         _print_json(report)
     else:
         print(render_report(report))
+    return EX_OK
+
+
+def cmd_tick(args: argparse.Namespace, ctx: Context) -> int:
+    from dataclasses import replace
+    from datetime import datetime
+
+    from gateway.clock import FixedClock
+    from gateway.scheduler import sweep
+
+    if args.now:
+        try:
+            instant = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(f"liuhen tick: --now {args.now!r} is not an ISO 8601 time", file=sys.stderr)
+            return EX_USAGE
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=ctx.tz)
+        ctx = replace(ctx, clock=FixedClock(instant))
+    print(f"{sweep(ctx)} mail(s) queued at {ctx.local_now().isoformat(timespec='minutes')}")
     return EX_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.bootstrap import Context
+from gateway.scheduler import reminders_of
 from store.models import Event, Milestone, OutboundMessage, Participant, Record
 
 
@@ -40,6 +41,8 @@ def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
                        for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
         "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data}
                    for e in Event.select().where(Event.record_id == record.id).order_by(Event.id)],
+        "reminders": [{"at": local(e.at), "kind": e.kind, "chain": e.data.get("chain"), "to": e.data.get("to", ""),
+                       "stage": e.data.get("stage", "")} for e in reminders_of(record.id)],
         "mails": [{"kind": m.kind, "to": m.to_addr, "status": m.status, "subject": m.subject}
                   for m in OutboundMessage.select().where(OutboundMessage.record_id == record.id)
                   .order_by(OutboundMessage.id)],
@@ -66,5 +69,8 @@ def render_report(r: dict[str, Any]) -> str:
     if r["milestones"]:
         lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})" for m in r["milestones"]]
     lines += ["", "Events:"] + [f"  {e['at']}  {e['kind']:<16} {e['actor']}" for e in r["events"]]
+    if r["reminders"]:
+        lines += ["", "Reminders and escalations:"] + [
+            f"  {x['at']}  {x['kind']:<10} {x['chain']:<9} {x['stage'] or ''} {x['to']}" for x in r["reminders"]]
     lines += ["", "Mails:"] + [f"  {m['status']:<8} {m['kind']:<12} {m['to']}  {m['subject']}" for m in r["mails"]]
     return "\n".join(lines)

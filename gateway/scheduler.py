@@ -102,9 +102,12 @@ def _local(ctx: Context, when: datetime) -> str:
 
 def _participant_row(record: Record, email: str, name: str = "") -> Participant:
     """The participant to write to; a department head who is not yet one joins as 'head'."""
-    row = Participant.get_or_none((Participant.record == record.id) & (Participant.email == email))
+    where = (Participant.record == record.id) & (Participant.email == email)
+    row = Participant.get_or_none(where)
     if row is None:
-        row = Participant.create(record=record.id, email=email, name=name or email, role="head")
+        # Another gateway may add the same head at the same moment: let the unique key decide.
+        Participant.insert(record=record.id, email=email, name=name or email, role="head").on_conflict_ignore().execute()
+        row = Participant.get(where)
     return row
 
 

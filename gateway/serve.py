@@ -12,11 +12,15 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.bootstrap import Context
 from gateway.delivery import Transport
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
+from gateway.scheduler import sweep
 from gateway.smtp import IntakeHandler, smtp_factory
 from gateway.spool import Spool
 
@@ -26,13 +30,14 @@ OUTBOX_POLL_SECONDS = 0.5
 
 
 async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.Event,
-                      ready: threading.Event | None = None, separate_process: bool = False) -> None:
+                      ready: threading.Event | None = None, separate_process: bool = False,
+                      sweeps: bool = True) -> None:
     """Serve until `stop` is set. With transport None, mail is queued but not delivered.
 
     With `separate_process`, mails are processed in a child process, so SMTP intake and
     processing each have a CPU core instead of sharing one interpreter lock (2-3x the
     throughput under load). In-process processing follows the context's clock — what
-    tests need.
+    tests need. With `sweeps` off (tests), reminders run only when `sweep` is called.
     """
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liuhen-intake")
@@ -45,11 +50,17 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
     log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
     outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor)) if transport else None
+    clock = AsyncIOScheduler(event_loop=loop)
+    if sweeps:
+        clock.add_job(_sweep, "interval", args=(ctx, executor), seconds=ctx.settings.reminders.sweep_seconds,
+                      next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
+    clock.start()
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        clock.shutdown(wait=False)
         server.close()
         await server.wait_closed()
         if outbox_task is not None:
@@ -73,6 +84,15 @@ async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolE
         await asyncio.sleep(OUTBOX_POLL_SECONDS)
 
 
+async def _sweep(ctx: Context, executor: ThreadPoolExecutor) -> None:
+    """Reminders, escalations and digests: what is due is read from the store, so a missed
+    or doubled run changes nothing (each mail has its key)."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, sweep, ctx)
+    except Exception:
+        log.exception("reminder sweep failed; the next one catches up")
+
+
 class GatewayThread:
     """Runs the gateway on a background event loop — for tests and `liuhen demo`."""
 
@@ -89,7 +109,7 @@ class GatewayThread:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await run_gateway(self.ctx, self.transport, self._stop, self._ready)
+            await run_gateway(self.ctx, self.transport, self._stop, self._ready, sweeps=False)
         try:
             asyncio.run(main())
         except BaseException as exc:  # surfaced by start()

@@ -1,5 +1,5 @@
 """Commands by mail, written in the subject to any intake address: 帮助/HELP, 模板/TEMPLATE,
-检索/SEARCH, 状态/STATUS. Search and status answer only with records the asker may see:
+检索/SEARCH, 状态/STATUS, 订阅/DIGEST ON, 退订/DIGEST OFF. Search and status answer only with records the asker may see:
 participants see their records, a department head those involving the department, admins all,
 an external client only their own."""
 
@@ -10,13 +10,14 @@ from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
+from gateway.scheduler import digest_preference
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
 from store.archive import index_pending
 from store.models import Event, InboundMessage, Participant, Record
 
-COMMANDS = ("help", "template", "search", "status")
+COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
 
 
 def visible_record_ids(ctx: Context, email: str) -> set[int] | None:
@@ -33,8 +34,8 @@ def visible_record_ids(ctx: Context, email: str) -> set[int] | None:
 
 def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command) -> Outcome:
     lang = detect_language(f"{msg.subject}\n{msg.text}")
-    title, text = {"help": _help, "template": _template, "search": _search, "status": _status}[command.name](
-        ctx, msg, command.argument, lang)
+    title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
+                   "digest_on": _digest_on, "digest_off": _digest_off}[command.name](ctx, msg, command.argument, lang)
     queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
                             to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=row.id,
                             in_reply_to=msg.message_id, auto_submitted="auto-replied",
@@ -102,6 +103,19 @@ def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
         return title, "No record you may see matches." if en else "没有找到您有权查看的相关记录。"
     lines = [f"{h.ref}  [{h.status}]  {h.archive_key}\n    {h.snippet}" for h in hits]
     return title, "\n".join(lines)
+
+
+def _digest_on(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    digest_preference(msg.from_addr, True, ctx.clock.now())
+    return ("Daily digest on", "You will get the daily digest again.") if lang == "en" else (
+        "已订阅每日摘要", "您将重新收到每日待办摘要。")
+
+
+def _digest_off(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    digest_preference(msg.from_addr, False, ctx.clock.now())
+    return ("Daily digest off", "You will no longer get the daily digest; reminders for your own items "
+                                "still come. Send DIGEST ON to resume.") if lang == "en" else (
+        "已退订每日摘要", "您将不再收到每日待办摘要（具体事项的提醒仍会发送）。发送「订阅」可恢复。")
 
 
 def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:

@@ -1,0 +1,161 @@
+"""The clock: walk records through days of reminders, escalations and digests — exactly once."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from conftest import DOMAIN, NOW, make_mail
+from gateway.cli import cmd_tick
+from gateway.scheduler import answer_stage, deadline_stage, sweep
+from store.models import DigestPreference, Event, OutboundMessage, Participant
+from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
+
+HOUR = timedelta(hours=1)
+
+
+def at(ctx, clock, delta: timedelta) -> int:
+    """Move the clock to NOW + delta and sweep; returns how many mails were queued."""
+    clock.instant = NOW + delta
+    return sweep(ctx)
+
+
+def mails(kind: str, to: str | None = None) -> list[OutboundMessage]:
+    query = OutboundMessage.select().where(OutboundMessage.kind == kind)
+    if to:
+        query = query.where(OutboundMessage.to_addr == to)
+    return list(query.order_by(OutboundMessage.id))
+
+
+def test_stages_are_computed_from_the_deadline():
+    due, repeat, escalate = NOW, timedelta(hours=24), timedelta(hours=48)
+    assert answer_stage(due, due, repeat, escalate).name == "reminder"
+    assert answer_stage(due, due + 25 * HOUR, repeat, escalate).number == 1
+    assert answer_stage(due, due + 30 * HOUR, repeat, escalate).next_at == due + 48 * HOUR
+    assert answer_stage(due, due + 49 * HOUR, repeat, escalate).name == "escalation"
+    assert deadline_stage(due, due - HOUR, 24 * HOUR, escalate).name == "before"
+    assert deadline_stage(due, due + HOUR, 24 * HOUR, escalate).name == "overdue"
+
+
+def test_an_unanswered_request_is_reminded_then_escalated_once(ctx, send, clock):
+    send(make_mail(MEDIUM))  # 中: 24 h to answer, dispatched at NOW
+    assert at(ctx, clock, 22 * HOUR) == 0  # 08:00 the next day: nothing due yet
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))
+    assert {m.to_addr for m in mails("reminder")} == {WANG, ZHAO}
+    assert at(ctx, clock, 24 * HOUR + timedelta(minutes=2)) == 0  # exactly once
+    reply(send, ZHAO, "同意")  # an answer stops the chain at once
+    at(ctx, clock, 48 * HOUR + timedelta(minutes=1))
+    assert [m.to_addr for m in mails("reminder") if m.to_addr in (WANG, ZHAO)] == [WANG, ZHAO, WANG]
+    at(ctx, clock, 72 * HOUR + timedelta(minutes=1))  # 48 h overdue: escalation
+    escalations = mails("escalation")
+    assert {m.to_addr for m in escalations} == {"zhou.ming@liuhen.localhost", CHEN}  # 王强's head + initiator
+    assert "王强 逾期未回复" in escalations[0].subject
+    assert at(ctx, clock, 200 * HOUR) >= 0 and len(mails("escalation")) == 2  # the chain is over
+
+
+def test_a_gateway_down_for_days_catches_up_with_one_mail_per_stage(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    at(ctx, clock, 60 * HOUR)  # first sweep since dispatch, 36 h overdue
+    assert len(mails("reminder", WANG)) == 1  # the current stage only, not a burst
+
+
+def test_milestones_before_overdue_and_escalation(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    reply(send, WANG, "同意")
+    reply(send, ZHAO, "同意")
+    review = Participant  # 方案评审 2026-12-10 14:00, owned by 陈静 (the initiator)
+    del review
+    from datetime import datetime
+
+    due = datetime(2026, 12, 10, 14, 0, tzinfo=ctx.tz)
+    at(ctx, clock, due - NOW - 23 * HOUR)
+    before = [m for m in mails("reminder", CHEN) if "即将到期" in m.subject]
+    assert len(before) == 1 and "方案评审" in before[0].subject
+    at(ctx, clock, due - NOW + HOUR)
+    assert any("已逾期" in m.subject for m in mails("reminder", CHEN))
+    at(ctx, clock, due - NOW + 49 * HOUR)
+    assert any("逾期升级" in m.subject and m.to_addr == "li.na@liuhen.localhost" for m in mails("escalation"))
+
+
+def test_sign_off_reminders_stop_with_the_signature(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, WANG, "确认")
+    at(ctx, clock, 25 * HOUR)
+    signoffs = [m for m in mails("reminder") if "签字" in m.subject]
+    assert [m.to_addr for m in signoffs] == [ZHAO]
+
+
+def test_retrospective_reminder_after_the_archive(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, WANG, "确认")
+    reply(send, ZHAO, "确认")
+    at(ctx, clock, 3 * 24 * HOUR + HOUR)
+    assert [m.to_addr for m in mails("reminder") if "复盘" in m.subject] == [CHEN]
+    assert not any("请尽快回复" in m.subject for m in mails("reminder"))  # archived: no more chains
+
+
+def test_minutes_are_due_an_hour_after_the_meeting(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    reply(send, CHEN, "会议：\n时间：2026-11-28 14:00\n链接：https://meeting.example.cn/j/1")
+    from datetime import datetime
+
+    end = datetime(2026, 11, 28, 15, 0, tzinfo=ctx.tz)
+    at(ctx, clock, end - NOW + 30 * timedelta(minutes=1))
+    assert not any("纪要" in m.subject for m in mails("reminder", CHEN))
+    at(ctx, clock, end - NOW + 61 * timedelta(minutes=1))
+    assert [m.subject for m in mails("reminder", CHEN) if "纪要" in m.subject]
+
+
+def test_daily_digest_once_at_nine_and_digest_off(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    at(ctx, clock, timedelta(hours=22, minutes=30))  # 08:30 the next day: not yet
+    assert mails("digest") == []
+    at(ctx, clock, timedelta(hours=23, minutes=5))  # 09:05
+    digests = {m.to_addr: m for m in mails("digest")}
+    assert set(digests) >= {WANG, ZHAO}
+    assert digests[WANG].headers["List-Unsubscribe"] == f"<mailto:requests@{DOMAIN}?subject=DIGEST%20OFF>"
+    at(ctx, clock, timedelta(hours=23, minutes=30))
+    assert len(mails("digest", WANG)) == 1
+    send(make_mail("", subject="退订", to=f"requests@{DOMAIN}", sender=WANG), rcpt=f"requests@{DOMAIN}", mail_from=WANG)
+    assert DigestPreference.get_by_id(WANG).enabled is False
+    at(ctx, clock, timedelta(hours=47, minutes=5))
+    assert len(mails("digest", WANG)) == 1 and len(mails("digest", ZHAO)) == 2
+
+
+def test_tick_command_at_a_given_instant(ctx, send, capsys):
+    send(make_mail(MEDIUM))
+    cmd_tick(argparse.Namespace(now="2026-11-28T10:01"), ctx)  # local time: 24 h + 1 min after dispatch
+    assert "mail(s) queued at 2026-11-28T10:01+08:00" in capsys.readouterr().out
+    assert {m.to_addr for m in mails("reminder")} == {WANG, ZHAO}
+    from gateway.report import record_report
+
+    report = record_report(ctx, "PRJ-2026-0001")
+    assert {(r["kind"], r["to"]) for r in report["reminders"]} == {("reminder", WANG), ("reminder", ZHAO)}
+
+
+def test_two_gateways_sweeping_at_once_send_each_reminder_once(ctx, send, tmp_path):
+    """Two `liuhen tick` processes on the same database at the same instant."""
+    import subprocess
+    import sys
+
+    from test_recovery_and_ingest import ROOT
+
+    send(make_mail(MEDIUM))
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "{DOMAIN}"\ndata_dir = "{ctx.settings.gateway.data_dir}"\n'
+                      'secret = "test-secret"\n[reminders]\ndigest_time = "23:59"\n', encoding="utf-8")
+    ctx.db.close()
+    env = {"LIUHEN_DATABASE_URL": ctx.settings.database_url, "PATH": "/usr/bin:/bin"}
+    when = (NOW + 72 * HOUR + timedelta(minutes=1)).isoformat()  # escalations due for both recipients
+    runs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "tick", "--now", when],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    keys = [e.data["key"] for e in Event.select().where(Event.kind.in_(("reminder", "escalation")))]
+    assert keys and len(keys) == len(set(keys))
+    assert len(mails("escalation")) == 4  # (head + initiator) × two recipients, once each

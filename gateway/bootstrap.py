@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from peewee import Database
@@ -12,6 +12,7 @@ from config.directory import Directory
 from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_rules
 from config.settings import DEFAULT_KEYWORDS, Settings, ensure_secret
 from gateway.clock import Clock, SystemClock
+from gateway.worktime import WorkingTime, parse_clock
 from mail_templates import Renderer
 from store.db import open_database
 from store.search import ensure_search_schema
@@ -33,6 +34,13 @@ class Context:
 
     def local_now(self) -> datetime:
         return self.clock.now().astimezone(self.tz)
+
+    def deadline(self, start: datetime, hours: float) -> datetime:
+        """`hours` after `start` — in working time when [reminders] business_hours is on."""
+        r = self.settings.reminders
+        if not r.business_hours:
+            return start + timedelta(hours=hours)
+        return WorkingTime(self.tz, parse_clock(r.work_start), parse_clock(r.work_end)).add(start, hours)
 
     def form_by_address(self, local_part: str) -> FormDef | None:
         return next((f for f in self.forms.values() if f.address == local_part), None)

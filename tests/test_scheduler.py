@@ -159,3 +159,14 @@ def test_two_gateways_sweeping_at_once_send_each_reminder_once(ctx, send, tmp_pa
     keys = [e.data["key"] for e in Event.select().where(Event.kind.in_(("reminder", "escalation")))]
     assert keys and len(keys) == len(set(keys))
     assert len(mails("escalation")) == 4  # (head + initiator) × two recipients, once each
+
+
+def test_business_hours_put_friday_evening_deadlines_on_monday(ctx, send, clock):
+    object.__setattr__(ctx, "settings", replace(ctx.settings, reminders=replace(
+        ctx.settings.reminders, business_hours=True)))
+    clock.instant = NOW.replace(hour=17)  # Friday 17:00; 高 gives 2 working hours
+    send(make_mail(MEDIUM.replace("优先级：中", "优先级：高")))
+    wang = Participant.get((Participant.email == WANG) & (Participant.role == "recipient"))
+    assert wang.response_due_at.astimezone(ctx.tz).strftime("%a %m-%d %H:%M") == "Mon 11-30 10:00"
+    request = mails("request", WANG)[0]
+    assert "2026-11-30 10:00" in request.subject

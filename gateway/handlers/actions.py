@@ -350,7 +350,7 @@ def result(act: Act) -> None:
     """结果: the result confirmation form goes to every key recipient for sign-off."""
     act.require_text("结果", "结果：采用方案B，BOM成本控制在320元以内")
     Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
-    sign_by = act.now + timedelta(hours=act.ctx.settings.reminders.signoff_hours)
+    sign_by = act.ctx.deadline(act.now, act.ctx.settings.reminders.signoff_hours)
     Participant.update(chain_due_at=sign_by, next_reminder_at=sign_by).where(
         (Participant.record == act.record.id) & Participant.role.in_(KEY_ROLES)).execute()
     act.save(result=act.text, status="confirming")

@@ -114,7 +114,7 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     local_now = ctx.local_now()
     form, s = sub.form, ctx.settings
     ref = next_record_ref(form.id_prefix, local_now.year)
-    respond_by = now + timedelta(hours=ctx.rules.response_hours.get(sub.priority, 24))
+    respond_by = ctx.deadline(now, ctx.rules.response_hours.get(sub.priority, 24))
     before = timedelta(hours=ctx.settings.reminders.before_hours)
     people = [NewParticipant(sub.initiator.email, sub.initiator.name, sub.initiator.department, "initiator",
                              external=sub.initiator.external)]

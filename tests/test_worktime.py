@@ -1,0 +1,43 @@
+"""Working time: deadlines in business hours on Chinese working days."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from gateway.worktime import WorkingTime
+from conftest import TZ
+
+WORK = WorkingTime(TZ, time(9, 0), time(18, 0))
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=TZ)
+
+
+def test_hours_within_a_working_day():
+    assert WORK.add(local(2026, 11, 27, 10, 0), 2) == local(2026, 11, 27, 12, 0)
+
+
+def test_friday_evening_carries_over_the_weekend():
+    # Fri 2026-11-27 17:00 + 2 working hours: one hour Friday, one hour Monday.
+    assert WORK.add(local(2026, 11, 27, 17, 0), 2) == local(2026, 11, 30, 10, 0)
+
+
+def test_before_opening_starts_at_nine():
+    assert WORK.add(local(2026, 11, 30, 6, 30), 1) == local(2026, 11, 30, 10, 0)
+
+
+def test_national_day_holidays_are_skipped():
+    # 2026-09-30 (Wed) 17:00 + 2 h: 国庆 runs 1-7 October 2026; work resumes on the 8th.
+    assert WORK.add(local(2026, 9, 30, 17, 0), 2) == local(2026, 10, 8, 10, 0)
+
+
+def test_an_adjusted_working_weekend_counts():
+    # 2026-10-10 is a Saturday worked in exchange (调休) for the National Day holiday.
+    assert WORK.is_workday(local(2026, 10, 10, 0, 0).date())
+    assert WORK.add(local(2026, 10, 9, 17, 0), 2) == local(2026, 10, 10, 10, 0)
+
+
+def test_years_without_data_fall_back_to_weekdays():
+    assert WORK.is_workday(local(2027, 3, 1, 0, 0).date())  # a Monday
+    assert not WORK.is_workday(local(2027, 3, 6, 0, 0).date())  # a Saturday

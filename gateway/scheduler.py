@@ -264,29 +264,33 @@ def digests(ctx: Context) -> int:
 def _digests(ctx: Context, day: str) -> int:
     now = ctx.clock.now()
     soon = now + timedelta(days=3)
-    items: dict[str, list[tuple[str, str, str]]] = {}  # email → (ref, what, when)
+    s = ctx.settings
+    items: dict[str, list[tuple[str, str, str, str]]] = {}  # email → (ref, what, when, reply address)
+    reply_to = {(p.record_id, p.email): reply_address(s.gateway.secret, s.gateway.domain, p.record_id, p.id)
+                for p in Participant.select(Participant.id, Participant.record, Participant.email).join(Record)
+                .where(Record.status != "archived")}
 
-    def add(email: str, ref: str, what: str, when: datetime | None) -> None:
-        items.setdefault(email, []).append((ref, what, _local(ctx, when) if when else ""))
+    def add(email: str, record: Record, what: str, when: datetime | None) -> None:
+        items.setdefault(email, []).append((record.ref, what, _local(ctx, when) if when else "",
+                                            reply_to.get((record.id, email), "")))
 
     for p in Participant.select(Participant, Record).join(Record).where(
             (Record.status != "archived") & Participant.role.in_(("recipient", "external"))):
         if p.record.status == "confirming" and p.signed_at is None:
-            add(p.email, p.record.ref, "result to sign", p.chain_due_at)
+            add(p.email, p.record, "结果待签字", p.chain_due_at)
         elif p.responded_at is None and p.response_due_at is not None:
-            add(p.email, p.record.ref, "overdue answer" if p.response_due_at < now else "awaiting your answer",
-                p.response_due_at)
-    for model, what in ((Milestone, "milestone"), (ActionItem, "action item")):
+            add(p.email, p.record, "逾期未回复" if p.response_due_at < now else "等待您回复", p.response_due_at)
+    for model, what in ((Milestone, "关键节点"), (ActionItem, "行动项")):
         for item in model.select(model, Record).join(Record).where((Record.status != "archived") & (model.due_at <= soon)):
-            add(item.owner_email, item.record.ref, f"{what}{' overdue' if item.due_at < now else ''}: "
-                                                  f"{getattr(item, 'name', None) or item.text}", item.due_at)
-    overdue_by_department: dict[str, list[tuple[str, str, str]]] = {}
+            add(item.owner_email, item.record, f"{what}{'（已逾期）' if item.due_at < now else ''}："
+                                               f"{getattr(item, 'name', None) or item.text}", item.due_at)
+    overdue_by_department: dict[str, list[tuple[str, str, str, str]]] = {}
     for email, entries in items.items():
         person = ctx.directory.by_email(email)
-        late = [e for e in entries if "overdue" in e[1]]
+        late = [e for e in entries if "逾期" in e[1]]
         if late and person.department:
             overdue_by_department.setdefault(person.department, []).extend(
-                (ref, f"{person.name}: {what}", when) for ref, what, when in late)
+                (ref, f"{person.name}：{what}", when, "") for ref, what, when, _ in late)
     off = {d.email for d in DigestPreference.select().where(DigestPreference.enabled == False)}  # noqa: E712
     drafts = []
     for email, entries in items.items():
@@ -300,7 +304,7 @@ def _digests(ctx: Context, day: str) -> int:
     return len(drafts)
 
 
-def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str]], day: str, head: bool) -> Draft:
+def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str]], day: str, head: bool) -> Draft:
     person = ctx.directory.by_email(email)
     domain = ctx.settings.gateway.domain
     return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang="zh",

@@ -170,3 +170,17 @@ def test_business_hours_put_friday_evening_deadlines_on_monday(ctx, send, clock)
     assert wang.response_due_at.astimezone(ctx.tz).strftime("%a %m-%d %H:%M") == "Mon 11-30 10:00"
     request = mails("request", WANG)[0]
     assert "2026-11-30 10:00" in request.subject
+
+
+def test_a_digest_lists_each_item_with_its_deadline_and_reply_address(ctx, send, clock):
+    from gateway.outbox import mail_body
+
+    send(make_mail(MEDIUM))
+    at(ctx, clock, timedelta(hours=23, minutes=5))
+    text, html = mail_body(ctx, mails("digest", WANG)[0])
+    assert "[PRJ-2026-0001] 等待您回复（2026-11-28 10:00）\n" in text
+    assert f"回复：{participant_reply(WANG)}" in text and "mailto:reply+" in html
+
+
+def participant_reply(email: str) -> str:
+    return OutboundMessage.get((OutboundMessage.to_addr == email) & (OutboundMessage.kind == "request")).headers["Reply-To"]

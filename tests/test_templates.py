@@ -31,7 +31,7 @@ SAMPLES = {
     "participant/reminder": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="请尽快回复",
                                  lines=["截止：2026-11-27 12:00"], keywords=KEYWORDS),
     "participant/digest": dict(name="王强", day="2026-11-28", head=False,
-                               entries=[("PRJ-2026-0001", "awaiting <answer>", "2026-11-27 12:00")]),
+                               entries=[("PRJ-2026-0001", "awaiting <answer>", "2026-11-27 12:00", "reply+1-2-x@liuhen.test")]),
     "sender/answer": dict(title="检索：<成本>", text="PRJ-2026-0001 <b>"),
     "initiator/delivery_failed": dict(record_ref="PRJ-2026-0001", to_addr="x@example.cn", to_name="X",
                                       failed_subject="[PRJ-2026-0001] 请回复", error="550 5.1.1 <x@example.cn>: no such user"),

@@ -90,6 +90,26 @@ class ReminderSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """One mailbox the gateway reads, standing for one of its intake addresses."""
+
+    address: str  # the intake address this mailbox stands for, e.g. project@example.cn
+    host: str
+    user: str
+    port: int = 993
+    security: str = "ssl"  # "ssl" (IMAPS), "starttls", or "none" (loopback tests only)
+    password: str = ""
+    password_file: str = ""  # read the password from this file instead
+    folder: str = "INBOX"
+    processed_folder: str = ""  # move mail here once stored; empty: flag it instead
+    poll_seconds: float = 60.0  # when the server cannot IDLE
+    ca_file: str = ""
+
+    def secret(self) -> str:
+        return Path(self.password_file).read_text(encoding="utf-8").strip() if self.password_file else self.password
+
+
+@dataclass(frozen=True)
 class SecuritySettings:
     # The authserv-id your own MX writes in Authentication-Results (RFC 8601). When set, a
     # sign-off whose DMARC or DKIM verdict from that host is "fail" is refused.
@@ -106,6 +126,7 @@ class Settings:
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
+    imap: tuple[ImapSettings, ...] = ()
 
     @property
     def data_path(self) -> Path:
@@ -172,10 +193,17 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         base_dir = base_dir or Path(path).resolve().parent
-    unknown = set(data) - set(_SECTIONS)
+    unknown = set(data) - set(_SECTIONS) - {"imap"}
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
-    settings = Settings(**{name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()})
+    mailboxes = data.get("imap", [])
+    if not isinstance(mailboxes, list):
+        raise ConfigError("[[imap]] is a list of mailboxes: write it with double brackets")
+    try:
+        imap = tuple(_section(ImapSettings, m, "imap") for m in mailboxes)
+    except TypeError as exc:
+        raise ConfigError(f"[[imap]]: {exc}") from exc
+    settings = Settings(imap=imap, **{name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()})
     if base_dir is not None:
         settings = _resolve_paths(settings, base_dir)
     return _apply_env(settings, env)
@@ -191,6 +219,7 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
         delivery=replace(s.delivery, maildir=rel(s.delivery.maildir), ca_file=rel(s.delivery.ca_file)),
         directory=replace(s.directory, path=rel(s.directory.path)),
         templates=replace(s.templates, path=rel(s.templates.path), rules=rel(s.templates.rules)),
+        imap=tuple(replace(m, password_file=rel(m.password_file), ca_file=rel(m.ca_file)) for m in s.imap),
     )
 
 

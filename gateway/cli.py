@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
+    imap = sub.add_parser("imap", help="IMAP mailboxes").add_subparsers(title="imap commands")
+    s = imap.add_parser("check", help="test every [[imap]] mailbox and say clearly what is wrong")
+    s.set_defaults(func=cmd_imap_check)
+
     s = sub.add_parser("tick", help="run one reminder/escalation/digest sweep (at --now, for tests and catch-up)")
     s.add_argument("--now", help="ISO 8601 instant; without an offset, in the configured timezone")
     s.set_defaults(func=cmd_tick)
@@ -221,6 +225,23 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print(render_report(report))
     return EX_OK
+
+
+def cmd_imap_check(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.imap import ImapError, check
+
+    if not ctx.settings.imap:
+        print("no [[imap]] mailboxes are configured")
+        return EX_OK
+    failed = 0
+    for box in ctx.settings.imap:
+        try:
+            for line in check(box):
+                print(f"{box.address}: {line}")
+        except ImapError as exc:
+            failed += 1
+            print(f"{box.address}: FAILED at {exc}")
+    return EX_CONFIG if failed else EX_OK
 
 
 def cmd_tick(args: argparse.Namespace, ctx: Context) -> int:

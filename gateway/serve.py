@@ -1,4 +1,4 @@
-"""`liuhen serve`: SMTP intake, the processing worker and the outbox worker in one process.
+"""`liuhen serve`: SMTP and IMAP intake, the processor, the outbox and the clock.
 
 Intake threads only spool and wake the processor (gateway/processor.py), which imports
 spooled mails into the database and takes them through the pipeline in arrival order; the
@@ -18,6 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.bootstrap import Context
 from gateway.delivery import Transport
+from gateway.imap import Poller
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
@@ -46,6 +47,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     stuck_sending_reset(ctx.clock.now())
     processor.start()
     handler = IntakeHandler(ctx, spool, executor, processor.wake)
+    pollers = [Poller(ctx, box, processor.wake).start() for box in ctx.settings.imap]
     s = ctx.settings.smtp
     server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
     log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
@@ -66,6 +68,8 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         if outbox_task is not None:
             outbox_task.cancel()
             await asyncio.gather(outbox_task, return_exceptions=True)
+        for poller in pollers:
+            await loop.run_in_executor(None, poller.stop)
         await loop.run_in_executor(None, processor.stop)
         executor.shutdown(wait=True)
         log.info("liuhen stopped")

@@ -27,8 +27,8 @@ def _to_v2(db: Database) -> None:
     """Replies drive the work and the clock keeps time: result, retrospective, archive,
     sign-off, meetings, action items, progress rows, disputes, generated attachments, the
     search backlog, reminder chains, digest preferences."""
-    from store.models import (ActionItem, DigestPreference, Dispute, Meeting, OutboundMessage, Participant,
-                              ProgressRow, Record, SearchPending)
+    from store.models import (ActionItem, DigestPreference, Dispute, ImapState, Meeting, OutboundMessage,
+                              Participant, ProgressRow, Record, SearchPending)
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate_schema(
@@ -45,7 +45,7 @@ def _to_v2(db: Database) -> None:
         migrator.add_column("milestone", "next_reminder_at", Milestone.next_reminder_at),
         migrator.add_column("record", "next_reminder_at", Record.next_reminder_at),
     )
-    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending, DigestPreference])
+    db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending, DigestPreference, ImapState])
 
 
 MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2}  # version → step from the one before

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from peewee import (AutoField, BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField,
+from peewee import (AutoField, BigIntegerField, BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField,
                     IntegerField, Model, TextField)
 
 
@@ -243,6 +243,14 @@ class DigestPreference(BaseModel):
     changed_at = UTCDateTimeField()
 
 
+class ImapState(BaseModel):
+    """Where an IMAP mailbox was read up to: a new UIDVALIDITY means the UIDs start over."""
+
+    mailbox = CharField(max_length=255, primary_key=True)  # user@host/folder
+    uidvalidity = BigIntegerField()
+    last_uid = BigIntegerField(default=0)
+
+
 class SearchPending(BaseModel):
     """Records whose search entry is out of date. Indexing a record costs more than the rest
     of processing a request, so it happens when the processor is idle (or before a search)."""
@@ -259,4 +267,4 @@ class SentKey(BaseModel):
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
                                  ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
-                                 DigestPreference, SearchPending, SentKey]
+                                 DigestPreference, ImapState, SearchPending, SentKey]

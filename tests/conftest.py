@@ -238,6 +238,9 @@ PROJECT_BODY = """沟通主题：智能手表项目-硬件方案评审
 """
 
 
+MEDIUM_BODY = PROJECT_BODY.replace("优先级：高", "优先级：中")
+
+
 @pytest.fixture
 def send(ctx: Context, gateway: GatewayThread) -> Callable[..., InboundMessage]:
     """Send a mail to the running gateway and wait for its terminal state."""

@@ -20,7 +20,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
     migrate(*[migrator.drop_column(table, column) for table, columns in V2_COLUMNS.items() for column in columns])
-    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference"):
+    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate"):
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=1).execute()
     db.close()

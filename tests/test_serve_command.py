@@ -61,3 +61,49 @@ def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
     db = sqlite3.connect(tmp_path / "var" / "liuhen.db")
     assert db.execute("SELECT state FROM inboundmessage").fetchall() == [("processed",)]
     assert db.execute("SELECT ref FROM record").fetchall()[0][0].startswith("PRJ-")
+
+
+def test_swaks_a_client_that_is_not_python(tmp_path):
+    """An end-to-end send from swaks (Debian package), so intake is not only tested with smtplib."""
+    import shutil
+
+    import pytest
+
+    if not shutil.which("swaks"):
+        if os.environ.get("CI"):
+            pytest.fail("swaks is not installed, and CI must run this test (.ci/run installs it)")
+        pytest.skip("swaks is not installed (apt-get install swaks)")
+    port = free_port()
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", "--no-delivery"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port)
+        soon = datetime.now() + timedelta(days=30)
+        body = PROJECT_BODY.replace("优先级：高", "优先级：中").replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
+            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
+            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
+        message = tmp_path / "request.eml"
+        message.write_bytes(crlf(make_mail(body)))
+        sent = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "chen.jing@liuhen.localhost",
+                               "--to", "project@liuhen.test", "--data", f"@{message}"],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "250 2.0.0 OK: queued as" in sent.stdout
+        refused = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "x@example.net",
+                                  "--to", "victim@example.org", "--data", f"@{message}"],
+                                 capture_output=True, text=True, timeout=60)
+        assert "550 5.7.1" in refused.stdout
+        db_path = tmp_path / "var" / "liuhen.db"
+        deadline = time.monotonic() + 20
+        state = None
+        while time.monotonic() < deadline and state != "processed":
+            time.sleep(0.2)
+            rows = sqlite3.connect(db_path).execute("SELECT state FROM inboundmessage").fetchall() if db_path.exists() else []
+            state = rows[0][0] if rows else None
+        assert state == "processed"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)

@@ -144,6 +144,14 @@ def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> 
                 "failed" if give_up else "deferred", exc)
 
 
+def report_undeliverable(ctx: Context, mail: OutboundMessage, error: str) -> None:
+    """A mail we delivered came back (a DSN): mark it failed, keep the trace, tell the initiator."""
+    OutboundMessage.update(status="bounced", last_error=error[:2000]).where(OutboundMessage.id == mail.id).execute()
+    Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_bounced", actor=mail.to_addr,
+                 data={"outbound_id": mail.id, "to": mail.to_addr, "error": error[:500]})
+    _tell_initiator(ctx, mail, error)
+
+
 def _tell_initiator(ctx: Context, mail: OutboundMessage, error: str) -> None:
     """A mail of a record that cannot be delivered is reported to the record's initiator —
     unless it was the initiator's own mail or itself such a report (no loops)."""

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
+from gateway.handlers.bounce import handle_bounce
 from gateway.handlers.command import COMMANDS, handle_command
 from gateway.handlers.reply import handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
+from parsers.dsn import parse_dsn
 from parsers.keywords import parse_command
 from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
@@ -119,6 +121,10 @@ def _process_one(ctx: Context, row: InboundMessage, now) -> str:
 
 def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
     s = ctx.settings
+    report = parse_dsn(bytes(row.raw))
+    if report is not None:
+        # A bounce: never answered, never a reply — but it tells us who is unreachable.
+        return handle_bounce(ctx, report)
     reason = auto_reply_reason(msg.headers, msg.subject, row.envelope_from, msg.from_addr,
                                own_addresses=(s.from_address,), own_domain=s.gateway.domain)
     if reason:

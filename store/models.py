@@ -220,7 +220,7 @@ class OutboundMessage(BaseModel):
     headers = JSONField(default=dict)
     attachments = JSONField(default=list)  # [{filename, content_type, text}] generated files, e.g. an .ics invitation
     message_id = CharField(max_length=998, unique=True)
-    status = CharField(max_length=16, default="queued", index=True)  # queued|sending|sent|failed
+    status = CharField(max_length=16, default="queued", index=True)  # queued|sending|sent|failed|bounced
     attempts = IntegerField(default=0)
     next_attempt_at = UTCDateTimeField(index=True)
     last_error = TextField(default="")

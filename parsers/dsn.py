@@ -1,0 +1,68 @@
+"""Delivery status notifications (RFC 3464): which of our mails bounced, for whom, and why.
+
+A bounce comes from a null sender and must never be answered; but when it reports on a mail
+we sent, the record should know that a participant is unreachable. Pure: bytes in, facts out.
+"""
+
+from __future__ import annotations
+
+import email
+from dataclasses import dataclass
+from email.message import Message
+from email.policy import compat32
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    address: str
+    status: str  # e.g. 5.1.1
+    diagnostic: str  # e.g. "smtp; 550 5.1.1 <x@example.cn>: user unknown"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    original_message_id: str  # "<…>" of the mail that bounced, "" when the report omits it
+    failed: tuple[FailedRecipient, ...]
+
+
+def parse_dsn(raw: bytes) -> DeliveryReport | None:
+    """The report in a multipart/report; report-type=delivery-status mail, else None."""
+    try:
+        msg = email.message_from_bytes(raw, policy=compat32)
+    except Exception:
+        return None
+    if msg.get_content_type() != "multipart/report" or \
+            (msg.get_param("report-type") or "").lower() != "delivery-status":
+        return None
+    failed: list[FailedRecipient] = []
+    original = ""
+    for part in msg.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status":
+            failed += _failed(part)
+        elif kind == "message/rfc822" and not original:
+            inner = part.get_payload(0) if part.is_multipart() else None
+            original = _message_id(inner) if isinstance(inner, Message) else ""
+        elif kind == "text/rfc822-headers" and not original:
+            original = _message_id(email.message_from_bytes(part.get_payload(decode=True) or b"", policy=compat32))
+    return DeliveryReport(original, tuple(failed))
+
+
+def _failed(part: Message) -> list[FailedRecipient]:
+    """Per-recipient blocks (after the per-message one) whose Action is failed."""
+    blocks = part.get_payload()
+    if not isinstance(blocks, list):  # a report the parser could not split into blocks
+        blocks = [email.message_from_string(chunk) for chunk in str(blocks).split("\n\n")]
+    result = []
+    for block in blocks:
+        if (block.get("Action") or "").strip().lower() != "failed":
+            continue
+        recipient = (block.get("Final-Recipient") or block.get("Original-Recipient") or "").split(";")[-1].strip()
+        result.append(FailedRecipient(recipient.strip("<>").lower(), (block.get("Status") or "").strip(),
+                                      " ".join((block.get("Diagnostic-Code") or "").split())))
+    return result
+
+
+def _message_id(headers: Message | None) -> str:
+    value = (headers.get("Message-ID") or "") if headers is not None else ""
+    return "".join(value.split())

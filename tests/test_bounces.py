@@ -1,0 +1,60 @@
+"""A delivery status notification (RFC 3464) for one of our mails marks that recipient
+undeliverable and tells the initiator; it is never treated as a reply and never answered."""
+
+from __future__ import annotations
+
+from conftest import DOMAIN, PROJECT_BODY, make_mail, sent_mails
+from gateway.outbox import mail_body
+from store.models import Event, OutboundMessage, Participant
+
+MEDIUM = PROJECT_BODY.replace("优先级：高", "优先级：中")
+
+
+def dsn(original_message_id: str, recipient: str, headers_only: bool = True) -> bytes:
+    original = (f"Message-ID: {original_message_id}\r\nSubject: [PRJ-2026-0001] request\r\n"
+                f"To: {recipient}\r\n")
+    part = ("Content-Type: text/rfc822-headers\r\n\r\n" + original) if headers_only else \
+        ("Content-Type: message/rfc822\r\n\r\n" + original + "\r\n同意\r\n")
+    return (f"From: Mail Delivery System <MAILER-DAEMON@mx.example.cn>\r\nTo: liuhen@{DOMAIN}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-1@mx.example.cn>\r\n"
+            "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nThe mail system could not deliver your message.\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.cn\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n\r\n"
+            f"--b\r\n{part}--b--\r\n").encode()
+
+
+def test_a_bounce_marks_the_recipient_undeliverable_and_tells_the_initiator(ctx, send):
+    send(make_mail(MEDIUM))
+    sent_mails(ctx)
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "zhao.lei@liuhen.localhost"))
+    inbound = send(dsn(request.message_id, "zhao.lei@liuhen.localhost"), rcpt=f"liuhen@{DOMAIN}", mail_from="")
+    assert inbound.state == "processed" and "5.1.1" in inbound.reason
+    bounced = OutboundMessage.get_by_id(request.id)
+    assert bounced.status == "bounced" and "User unknown" in bounced.last_error
+    notice = OutboundMessage.get(OutboundMessage.kind == "delivery_failed")
+    assert notice.to_addr == "chen.jing@liuhen.localhost"
+    assert "zhao.lei@liuhen.localhost" in mail_body(ctx, notice)[0]
+    assert Event.get(Event.kind == "mail_bounced").data["to"] == "zhao.lei@liuhen.localhost"
+    # Never a reply: the quoted 同意 of an attached original changes nothing, nobody answers the robot.
+    assert Participant.get(Participant.email == "zhao.lei@liuhen.localhost").response == ""
+    assert not OutboundMessage.select().where(OutboundMessage.to_addr.contains("mailer-daemon")).exists()
+
+
+def test_a_bounce_with_the_original_attached(ctx, send):
+    send(make_mail(MEDIUM))
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
+    inbound = send(dsn(request.message_id, "wang.qiang@liuhen.localhost", headers_only=False),
+                   rcpt=f"liuhen@{DOMAIN}", mail_from="")
+    assert inbound.state == "processed"
+    assert Participant.get(Participant.email == "wang.qiang@liuhen.localhost").response == ""
+
+
+def test_a_bounce_for_a_mail_we_did_not_send_is_ignored(ctx, send):
+    inbound = send(dsn("<someone-else@example.net>", "x@example.net"), rcpt=f"postmaster@{DOMAIN}", mail_from="")
+    assert inbound.state == "ignored" and "did not send" in inbound.reason
+    assert OutboundMessage.select().count() == 0

@@ -69,8 +69,10 @@ def mailbox_key(box: ImapSettings) -> str:
     return f"{box.user}@{box.host}/{box.folder}"
 
 
-def fetch_new(ctx: Context, box: ImapSettings, client: IMAPClient) -> int:
-    """Store every message not yet taken, then mark it; returns how many were stored."""
+def fetch_new(ctx: Context, box: ImapSettings, client: IMAPClient, on_stored: Callable[[], None] = lambda: None) -> int:
+    """Store every message not yet taken, then mark it; returns how many were stored.
+    `on_stored` wakes the processor after each one, so the first mail of a burst does not wait
+    for the last."""
     uidvalidity = client.folder_status(box.folder, [b"UIDVALIDITY"])[b"UIDVALIDITY"]
     state = ImapState.get_or_none(ImapState.mailbox == mailbox_key(box))
     if state is None or state.uidvalidity != uidvalidity:
@@ -97,6 +99,7 @@ def fetch_new(ctx: Context, box: ImapSettings, client: IMAPClient) -> int:
             client.add_flags([uid], [STORED_FLAG, b"\\Seen"])
         ImapState.update(last_uid=uid).where(ImapState.mailbox == mailbox_key(box)).execute()
         stored += 1
+        on_stored()
     return stored
 
 
@@ -136,8 +139,7 @@ class Poller:
     def _serve(self, client: IMAPClient) -> None:
         idle = b"IDLE" in client.capabilities()
         while not self.stopping.is_set():
-            if fetch_new(self.ctx, self.box, client):
-                self.on_stored()
+            fetch_new(self.ctx, self.box, client, self.on_stored)
             if idle:
                 client.idle()
                 try:

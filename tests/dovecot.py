@@ -19,7 +19,12 @@ MAIL_UID = 65534  # nobody: Dovecot refuses to deliver mail as root
 
 class Dovecot:
     def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
+        self.folder, self.port, self.tls_port = folder, free_port(), free_port()
+        # A certificate for 127.0.0.1 so IMAPS and STARTTLS are tested with verification on.
+        self.cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
         for sub in ("run", "state", "mail"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         os.chown(folder / "mail", MAIL_UID, MAIL_UID)
@@ -30,7 +35,9 @@ state_dir = {folder}/state
 log_path = {folder}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{folder}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{folder}/mail/%u
@@ -53,7 +60,9 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
+    ssl = yes
   }}
 }}
 service anvil {{

@@ -125,3 +125,12 @@ def test_an_unknown_host_is_named_clearly(imap_ctx):
     box = replace(imap_ctx.settings.imap[0], host="imap.does-not-exist.invalid")
     with pytest.raises(ImapError, match="DNS"):
         check(box)
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_tls_and_starttls_with_certificate_verification(imap_ctx, dovecot, security):
+    box = replace(imap_ctx.settings.imap[0], security=security, ca_file=str(dovecot.cert),
+                  port=dovecot.tls_port if security == "ssl" else dovecot.port)
+    assert check(box)[0].startswith("DNS, connection, TLS, login as intake: ok")
+    with pytest.raises(ImapError, match="TLS"):
+        check(replace(box, ca_file=""))  # a certificate nobody vouches for is refused

@@ -25,6 +25,7 @@ _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNOREC
 class Stored:
     inbound_id: int
     duplicate: bool
+    row: InboundMessage | None = None  # the new row as written, so processing need not read it back
 
 
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -54,31 +55,38 @@ def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | Non
               envelope_to: list[str], now: datetime, queue_id: str = "") -> Stored:
     """Commit the raw mail (or find its twin); returns once the row is durable."""
     with db.atomic():
-        return _insert_inbound(raw, source, envelope_from, envelope_to, now, queue_id)
+        return _insert_inbound([_values(raw, source, envelope_from, envelope_to, now, queue_id)])[0]
 
 
 def import_spooled(db: Database, spool: Spool, queue_ids: list[str]) -> list[Stored]:
-    """Move spooled mails into the database in one transaction; the caller then removes the
-    files. Importing the same file twice (a crash before removal) stores it once."""
+    """Move spooled mails into the database in one statement and transaction; the caller then
+    removes the files. Importing the same file twice (a crash before removal) stores it once."""
+    mails = [spool.read(queue_id) for queue_id in queue_ids]
     with db.atomic():
-        stored = []
-        for queue_id in queue_ids:
-            mail = spool.read(queue_id)
-            stored.append(_insert_inbound(mail.raw, "smtp", mail.envelope_from, mail.envelope_to,
-                                          mail.received_at, queue_id))
-        return stored
+        return _insert_inbound([_values(m.raw, "smtp", m.envelope_from, m.envelope_to, m.received_at, m.queue_id)
+                                for m in mails])
 
 
-def _insert_inbound(raw: bytes, source: str, envelope_from: str | None, envelope_to: list[str],
-                    now: datetime, queue_id: str) -> Stored:
+def _values(raw: bytes, source: str, envelope_from: str | None, envelope_to: list[str], now: datetime,
+            queue_id: str) -> dict:
     key, message_id = dedupe_key(raw)
-    ids = insert_rows(InboundMessage, [dict(
-        received_at=now, source=source, queue_id=queue_id, envelope_from=envelope_from,
-        envelope_to=[a.lower() for a in envelope_to], dedupe_key=key, message_id=message_id, raw=raw,
-        size=len(raw))], returning_ids=True, skip_conflicts=True)
-    if ids:
-        return Stored(ids[0], duplicate=False)
-    return Stored(InboundMessage.get(InboundMessage.dedupe_key == key).id, duplicate=True)
+    return dict(received_at=now, source=source, queue_id=queue_id, envelope_from=envelope_from,
+                envelope_to=[a.lower() for a in envelope_to], dedupe_key=key, message_id=message_id, raw=raw,
+                size=len(raw))
+
+
+def _insert_inbound(rows: list[dict]) -> list[Stored]:
+    inserted = dict((key, rid) for rid, key in insert_rows(InboundMessage, rows, returning=("id", "dedupe_key"),
+                                                            skip_conflicts=True))
+    stored, seen = [], set()
+    for values in rows:
+        key = values["dedupe_key"]
+        if key in inserted and key not in seen:
+            seen.add(key)
+            stored.append(Stored(inserted[key], False, InboundMessage(id=inserted[key], state="received", **values)))
+        else:  # stored before (a retry, a second import), or twice in this very batch
+            stored.append(Stored(InboundMessage.get(InboundMessage.dedupe_key == key).id, duplicate=True))
+    return stored
 
 
 def pending_ids(db: Database, limit: int | None = None) -> list[int]:

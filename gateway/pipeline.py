@@ -77,11 +77,14 @@ class _Superseded(Exception):
     """Another worker took the mail to a terminal state first; undo our work on it."""
 
 
-def process_batch(ctx: Context, inbound_ids: list[int]) -> dict[int, str]:
+def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessage] | None = None) -> dict[int, str]:
     """Process several stored mails in one transaction (one commit, one fsync), each inside
-    its own savepoint so that one mail's failure undoes only that mail."""
+    its own savepoint so that one mail's failure undoes only that mail. `rows`, when given,
+    are the rows just imported (not read back: the final conditional update still makes
+    sure no mail is processed twice)."""
     states = {i: "missing" for i in inbound_ids}
-    rows = list(InboundMessage.select().where(InboundMessage.id.in_(inbound_ids)))
+    if rows is None:
+        rows = list(InboundMessage.select().where(InboundMessage.id.in_(inbound_ids)))
     pending = []
     for row in rows:
         states[row.id] = row.state

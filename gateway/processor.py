@@ -45,9 +45,11 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
             continue
         try:
             if spooled:
-                stored = [s.inbound_id for s in import_spooled(ctx.db, spool, spooled) if not s.duplicate]
+                imported = [s.row for s in import_spooled(ctx.db, spool, spooled) if s.row is not None]
                 spool.remove(spooled)
-            process_batch(ctx, stored)
+                process_batch(ctx, [row.id for row in imported], imported)
+            else:
+                process_batch(ctx, stored)
         except Exception:
             # The database is unreachable or broken: the mails stay spooled or 'received'.
             log.exception("could not import/process %d mail(s); retrying in %ss",
@@ -59,9 +61,12 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
     ctx.db.close()
 
 
+INDEX_BATCH = 10  # records indexed per idle moment: new mail never waits long behind indexing
+
+
 def _index(ctx: Context) -> int:
     try:
-        return index_pending()
+        return index_pending(limit=INDEX_BATCH)
     except Exception:
         log.exception("search indexing failed; it is retried when idle again")
         return 0

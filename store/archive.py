@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from store import search
 from store.models import (ActionItem, Attachment, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
                           Participant, ProgressRow, Record, SearchPending)
-from store.repositories import attachment_path
+from store.repositories import attachment_path, insert_rows
 
 
 def archive_key(subject: str, when: datetime, tz: ZoneInfo) -> str:
@@ -31,7 +31,7 @@ def archive_record(record: Record, category: str, now: datetime, tz: ZoneInfo) -
 
 def mark_for_index(record_id: int) -> None:
     """Note that a record's searchable text changed; `index_pending` catches up."""
-    SearchPending.insert(record_id=record_id).on_conflict_ignore().execute()
+    insert_rows(SearchPending, [{"record_id": record_id}], skip_conflicts=True)
 
 
 def index_pending(limit: int = 200) -> int:

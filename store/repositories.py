@@ -27,7 +27,9 @@ class NewParticipant:
     role: str
     responsibility: str = ""
     external: bool = False
-    response_due_at: datetime | None = None  # also when the first reminder is due
+    response_due_at: datetime | None = None  # also when the first reminder is due (unless below)
+    chain_due_at: datetime | None = None  # reminders count from here instead of response_due_at
+    first_reminder_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str
     [(record_id,)] = insert_rows(Record, [values], returning=("id",))
     people = [dict(record=record_id, email=p.email, name=p.name, department=p.department, role=p.role,
                    responsibility=p.responsibility, external=p.external, response_due_at=p.response_due_at,
-                   next_reminder_at=p.response_due_at) for p in participants]
+                   chain_due_at=p.chain_due_at, next_reminder_at=p.first_reminder_at or p.response_due_at)
+              for p in participants]
     ids = {(email, role): pid for pid, email, role in insert_rows(Participant, people, returning=("id", "email", "role"))}
     insert_rows(Milestone, [dict(record=record_id, position=i, name=m.name, due_at=m.due_at,
                                  owner_email=m.owner_email, next_reminder_at=m.first_reminder_at)

@@ -184,3 +184,12 @@ def test_a_digest_lists_each_item_with_its_deadline_and_reply_address(ctx, send,
 
 def participant_reply(email: str) -> str:
     return OutboundMessage.get((OutboundMessage.to_addr == email) & (OutboundMessage.kind == "request")).headers["Reply-To"]
+
+
+def test_notice_reminders_come_before_the_effective_date_and_escalate_after_48_hours(ctx, send, clock):
+    body = "通知内容：研发部试行弹性考勤\n生效日期：2026-11-28 09:00\n需确认人员：王强\n"
+    send(make_mail(body, subject="关于推行弹性考勤制度的通知", to=f"notice@{DOMAIN}"), rcpt=f"notice@{DOMAIN}")
+    at(ctx, clock, timedelta(hours=1))  # takes effect tomorrow 09:00: remind now, a day before
+    assert [m.to_addr for m in mails("reminder")] == [WANG]
+    at(ctx, clock, timedelta(hours=48, minutes=1))  # 48 h without confirmation
+    assert {m.to_addr for m in mails("escalation")} == {"zhou.ming@liuhen.localhost", CHEN}

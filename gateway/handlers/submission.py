@@ -16,6 +16,7 @@ from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
+from parsers.dates import parse_datetime
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables
@@ -118,8 +119,17 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     before = timedelta(hours=ctx.settings.reminders.before_hours)
     people = [NewParticipant(sub.initiator.email, sub.initiator.name, sub.initiator.department, "initiator",
                              external=sub.initiator.external)]
+    chain_from, first = None, None
+    if form.key == "notice":
+        # A notice: 48 h without confirmation escalates, counted from now; the first reminder
+        # comes at the answer deadline, or a day before the notice takes effect if sooner.
+        chain_from, first = now, respond_by
+        effective = parse_datetime(sub.values.get("effective", ""), local_now)
+        if effective is not None:
+            first = max(min(respond_by, effective - before), now)
     people += [NewParticipant(r.person.email, r.person.name, r.person.department, "recipient",
-                              r.responsibility, r.person.external, respond_by) for r in sub.recipients]
+                              r.responsibility, r.person.external, respond_by, chain_from, first)
+               for r in sub.recipients]
     head = ctx.directory.head_of(sub.initiator) if sub.priority == "高" else None
     if head is not None:
         people.append(NewParticipant(head.email, head.name, head.department, "head"))

@@ -87,10 +87,11 @@ def fetch_new(ctx: Context, box: ImapSettings, client: IMAPClient, on_stored: Ca
     uids = [u for u in client.search(criteria) if u > state.last_uid]
     stored = 0
     for uid in sorted(uids):
-        data = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid)
-        if not data:
-            continue
-        raw = data[b"BODY[]"]
+        raw = (client.fetch([uid], [b"BODY.PEEK[]"]).get(uid) or {}).get(b"BODY[]")
+        if not raw:
+            # Not readable yet (seen here while a message was still being appended): stop
+            # this round without moving past it; the next round fetches it again.
+            break
         store_raw(ctx.db, raw, source="imap", envelope_from=None, envelope_to=[box.address], now=ctx.clock.now())
         # Durable now: only from here may the message leave the folder.
         if box.processed_folder:
@@ -127,10 +128,12 @@ class Poller:
                 self._client = connect(self.box)
                 failures = 0
                 self._serve(self._client)
-            except (ImapError, IMAPClientError, OSError, ssl.SSLError) as exc:
+            except Exception as exc:  # a poller must outlive any one failure: log, back off, retry
                 delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                 failures += 1
-                log.warning("IMAP %s: %s; retrying in %ss", self.box.address, exc, delay)
+                expected = isinstance(exc, (ImapError, IMAPClientError, OSError, ssl.SSLError))
+                log.log(logging.WARNING if expected else logging.ERROR, "IMAP %s: %s; retrying in %ss",
+                        self.box.address, exc, delay, exc_info=not expected)
                 self.stopping.wait(delay)
             finally:
                 self._logout()

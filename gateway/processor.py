@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import signal
 import threading
-import time
 from multiprocessing.connection import Connection
 
 from config.settings import Settings
@@ -34,16 +33,17 @@ _WAKE, _STOP = b"w", b"q"
 
 
 def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
-    """Work until a stop signal arrives on `signals`."""
+    """Work until a stop signal arrives on `signals`. No failure ends it: the spool or the
+    database being unavailable leaves the mails where they are, to be taken up again."""
     while True:
-        spooled = spool.pending()[:BATCH]
-        stored = [] if spooled else pending_ids(ctx.db, limit=BATCH)
-        if not spooled and not stored:
-            # Idle: catch up with the search index, then sleep until woken.
-            if _index(ctx) == 0 and _wait(signals, IDLE_SECONDS):
-                break
-            continue
         try:
+            spooled = spool.pending()[:BATCH]
+            stored = [] if spooled else pending_ids(ctx.db, limit=BATCH)
+            if not spooled and not stored:
+                # Idle: catch up with the search index, then sleep until woken.
+                if _index(ctx) == 0 and _wait(signals, IDLE_SECONDS):
+                    break
+                continue
             if spooled:
                 imported = [s.row for s in import_spooled(ctx.db, spool, spooled) if s.row is not None]
                 spool.remove(spooled)
@@ -51,10 +51,9 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
             else:
                 process_batch(ctx, stored)
         except Exception:
-            # The database is unreachable or broken: the mails stay spooled or 'received'.
-            log.exception("could not import/process %d mail(s); retrying in %ss",
-                          len(spooled) + len(stored), RETRY_SECONDS)
-            if _wait(signals, RETRY_SECONDS, wake_early=False):
+            log.exception("could not import/process mail; it stays spooled or 'received'; retrying in %ss "
+                          "or when new mail arrives", RETRY_SECONDS)
+            if _wait(signals, RETRY_SECONDS):
                 break
         if _drain(signals):
             break
@@ -72,14 +71,10 @@ def _index(ctx: Context) -> int:
         return 0
 
 
-def _wait(signals: Connection, seconds: float, wake_early: bool = True) -> bool:
-    """Sleep until woken (unless `wake_early` is off) or `seconds` pass; True when told to stop."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0 and signals.poll(left):
-        if _drain(signals):
-            return True
-        if wake_early:
-            return False
+def _wait(signals: Connection, seconds: float) -> bool:
+    """Sleep until woken or `seconds` pass; True when told to stop."""
+    if signals.poll(seconds):
+        return _drain(signals)
     return False
 
 

@@ -99,12 +99,15 @@ def validate(form: FormDef, values: dict[str, str], mail_subject: str, sender: P
         values["subject"] = SUBJECT_PREFIX.sub("", mail_subject).strip()
 
     for f in form.fields:
-        if f.required and not values.get(f.key) and f.key != "initiator" and not (
-                f.type == "priority" and form.default_priority):
+        value = values.get(f.key, "")
+        # The sender is the initiator unless a field names someone; some forms imply a priority.
+        implied = f.key == "initiator" or (f.type == "priority" and bool(form.default_priority))
+        if f.required and not value and not implied:
             c.add(f, "missing")
-        elif values.get(f.key) and f.type in ("text",) and f.key != "subject":
-            if c.is_vague(values[f.key]) and not (not f.required and f.key in rules.optional_may_be_none):
-                c.add(f, "vague_value", values[f.key])
+        elif value and f.type == "text" and f.key != "subject" and c.is_vague(value):
+            may_say_none = not f.required and f.key in rules.optional_may_be_none
+            if not may_say_none:
+                c.add(f, "vague_value", value)
 
     subject = values.get("subject", "")
     if subject:

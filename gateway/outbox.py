@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from peewee import fn
-
 from gateway.delivery import DeliveryError, Transport, compose
 from store.models import Event, OutboundMessage, Record
 from store.repositories import insert_rows
@@ -167,11 +165,6 @@ def _tell_initiator(ctx: Context, mail: OutboundMessage, error: str) -> None:
         context=dict(record_ref=record.ref, to_addr=mail.to_addr, to_name=mail.to_name,
                      failed_subject=mail.subject, error=error[:500]),
     )])
-
-
-def queue_summary() -> dict[str, int]:
-    return {row.status: row.n for row in OutboundMessage.select(
-        OutboundMessage.status, fn.COUNT(OutboundMessage.id).alias("n")).group_by(OutboundMessage.status)}
 
 
 def stuck_sending_reset(now: datetime) -> int:

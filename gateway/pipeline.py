@@ -132,7 +132,7 @@ def _process_one(ctx: Context, row: InboundMessage, now) -> str:
 
 def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
     s = ctx.settings
-    report = parse_dsn(bytes(row.raw))
+    report = parse_dsn(bytes(row.raw), msg.headers.get("content-type", ""))
     if report is not None:
         # A bounce: never answered, never a reply — but it tells us who is unreachable.
         return handle_bounce(ctx, report)

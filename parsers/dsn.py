@@ -25,8 +25,12 @@ class DeliveryReport:
     failed: tuple[FailedRecipient, ...]
 
 
-def parse_dsn(raw: bytes) -> DeliveryReport | None:
-    """The report in a multipart/report; report-type=delivery-status mail, else None."""
+def parse_dsn(raw: bytes, content_type: str | None = None) -> DeliveryReport | None:
+    """The report in a multipart/report; report-type=delivery-status mail, else None.
+    `content_type`, the decoded Content-Type header when the caller has it, spares parsing
+    the mail again when it is plainly no report (nearly every mail)."""
+    if content_type is not None and "multipart/report" not in content_type.lower():
+        return None
     try:
         msg = email.message_from_bytes(raw, policy=compat32)
     except Exception:

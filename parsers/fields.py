@@ -29,8 +29,10 @@ _NUMBERING = re.compile(r"^\s*(\d{1,2}[.、)]|[一二三四五六七八九十]+[
 _MULTILINE_TYPES = {"text", "people", "milestones"}
 
 
+@lru_cache(maxsize=4096)
 def normalize_label(label: str) -> str:
-    """`＊沟通主题（必填）` → `沟通主题`; `Background & Goal:` → `background & goal`."""
+    """`＊沟通主题（必填）` → `沟通主题`; `Background & Goal:` → `background & goal`.
+    (Cached: the same few labels come in every mail.)"""
     label = unicodedata.normalize("NFKC", label)
     label = _REQUIRED_MARKS.sub("", label)
     label = _NUMBERING.sub("", label)
@@ -101,7 +103,7 @@ def _from_lines(lines: list[str], index: dict[str, str], types: dict[str, str]) 
     for line in lines:
         split = _split_label(line)
         key = index.get(normalize_label(split[0])) if split else None
-        if key is None and normalize_label(line) in index and len(line.strip()) <= 40:
+        if key is None and len(line.strip()) <= 40 and normalize_label(line) in index:
             key, split = index[normalize_label(line)], (line, "")  # a label alone on its line
         if key is not None and split is not None:
             current = key if key not in values else None  # a repeated label: keep the first

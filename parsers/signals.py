@@ -80,7 +80,14 @@ def _token(value: str) -> str:
     return _COMMENT.sub("", value).split(";", 1)[0].strip().lower()
 
 
+# A bare address (what the parser and the SMTP envelope hand over) needs no parsing.
+_BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"]+")
+
+
 def _address(value: str) -> str:
+    value = value.strip()
+    if _BARE_ADDRESS.fullmatch(value):
+        return value.lower()
     return parseaddr(value)[1].strip().lower()
 
 

@@ -17,7 +17,9 @@ from peewee import (AutoField, BigIntegerField, BlobField, BooleanField, CharFie
 class UTCDateTimeField(DateTimeField):
     def db_value(self, value: datetime | None) -> Any:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            if value.tzinfo is not timezone.utc:
+                value = value.astimezone(timezone.utc)
+            value = value.replace(tzinfo=None)
         return super().db_value(value)
 
     def python_value(self, value: Any) -> datetime | None:
@@ -27,9 +29,13 @@ class UTCDateTimeField(DateTimeField):
         return value
 
 
+# One encoder for every value: json.dumps with options builds a new encoder per call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class JSONField(TextField):
     def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+        return None if value is None else _encode_json(value)
 
     def python_value(self, value: str | None) -> Any:
         return None if value is None else json.loads(value)

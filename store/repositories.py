@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from peewee import IntegrityError, Model
+from peewee import (AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model,
+                    TextField)
 
 from store.models import (Attachment, Counter, Event, InboundMessage, Milestone, Participant, Record,
                           SentKey)
@@ -71,6 +72,11 @@ def _execute(sql: str, *params: object):
     return db.execute_sql(sql.replace("?", db.param), params)
 
 
+# Fields whose db_value hands a value of this type over unchanged: skip the call (two per value).
+_PLAIN_TYPES: dict[type, type] = {CharField: str, TextField: str, IntegerField: int, BigIntegerField: int,
+                                  AutoField: int, BooleanField: bool}
+
+
 def insert_rows(model: type[Model], rows: list[dict], returning: tuple[str, ...] = (),
                 skip_conflicts: bool = False) -> list[tuple]:
     """INSERT many rows in one statement, skipping peewee's per-value SQL building.
@@ -94,7 +100,9 @@ def insert_rows(model: type[Model], rows: list[dict], returning: tuple[str, ...]
     placeholders = "(" + ", ".join([param] * len(fields)) + ")"
     sql = (f'INSERT INTO "{meta.table_name}" ({", ".join(chr(34) + f.column_name + chr(34) for f in fields)}) '
            f"VALUES {', '.join([placeholders] * len(rows))}")
-    params = [f.db_value(row[f.name]) for row in rows for f in fields]
+    plain = [_PLAIN_TYPES.get(type(f)) for f in fields]
+    params = [v if v is None or type(v) is t else f.db_value(v)
+              for row in rows for f, t in zip(fields, plain) for v in (row[f.name],)]
     if skip_conflicts:
         sql += " ON CONFLICT DO NOTHING"
     if not returning:

@@ -8,6 +8,7 @@ again) is recognised by Message-ID plus a hash of its content and stored once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,8 @@ from peewee import Database
 from gateway.spool import Spool
 from store.models import InboundMessage
 from store.repositories import insert_rows
+
+log = logging.getLogger(__name__)
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
@@ -58,10 +61,18 @@ def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | Non
         return _insert_inbound([_values(raw, source, envelope_from, envelope_to, now, queue_id)])[0]
 
 
-def import_spooled(db: Database, spool: Spool, queue_ids: list[str]) -> list[Stored]:
-    """Move spooled mails into the database in one statement and transaction; the caller then
-    removes the files. Importing the same file twice (a crash before removal) stores it once."""
-    mails = [spool.read(queue_id) for queue_id in queue_ids]
+def import_spooled(db: Database, spool: Spool, files: list[str]) -> list[Stored]:
+    """Move the mails of spool files into the database in one statement and transaction; the
+    caller then removes the files. Importing a file twice (a crash before removal) stores its
+    mails once."""
+    mails = []
+    for name in files:
+        try:
+            mails += spool.read(name)
+        except (ValueError, KeyError, TypeError):
+            # Only a damaged disk makes one (files appear by rename, whole): keep it for the
+            # operator, out of the way of the mail behind it.
+            log.error("spool file %s is unreadable; moved to %s", name, spool.set_aside(name))
     with db.atomic():
         return _insert_inbound([_values(m.raw, "smtp", m.envelope_from, m.envelope_to, m.received_at, m.queue_id)
                                 for m in mails])

@@ -26,7 +26,8 @@ from store.archive import index_pending
 
 log = logging.getLogger(__name__)
 
-BATCH = 16  # mails per transaction at most
+BATCH = 16  # stored mails per transaction at most
+SPOOL_FILES = 8  # spool files per transaction; each holds the mails of one group commit (usually 1–4)
 IDLE_SECONDS = 5.0  # look again this often even without a wake-up (mail stored by `liuhen ingest`)
 RETRY_SECONDS = 30.0  # after the database failed
 _WAKE, _STOP = b"w", b"q"
@@ -37,7 +38,7 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
     database being unavailable leaves the mails where they are, to be taken up again."""
     while True:
         try:
-            spooled = spool.pending()[:BATCH]
+            spooled = spool.pending()[:SPOOL_FILES]
             stored = [] if spooled else pending_ids(ctx.db, limit=BATCH)
             if not spooled and not stored:
                 # Idle: catch up with the search index, then sleep until woken.

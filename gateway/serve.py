@@ -23,7 +23,7 @@ from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
 from gateway.smtp import IntakeHandler, smtp_factory
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,13 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     tests need. With `sweeps` off (tests), reminders run only when `sweep` is called.
     """
     loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liuhen-intake")
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
     spool = Spool(ctx.settings.data_path / "spool")
     processor = ChildProcessor(ctx.settings) if separate_process else ThreadProcessor(ctx, spool)
     stuck_sending_reset(ctx.clock.now())
     processor.start()
-    handler = IntakeHandler(ctx, spool, executor, processor.wake)
+    writer = SpoolWriter(spool, processor.wake)
+    handler = IntakeHandler(ctx, writer)
     pollers = [Poller(ctx, box, processor.wake).start() for box in ctx.settings.imap]
     s = ctx.settings.smtp
     server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
@@ -65,6 +66,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         clock.shutdown(wait=False)
         server.close()
         await server.wait_closed()
+        await loop.run_in_executor(None, writer.close)
         if outbox_task is not None:
             outbox_task.cancel()
             await asyncio.gather(outbox_task, return_exceptions=True)

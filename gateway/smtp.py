@@ -1,23 +1,22 @@
 """SMTP intake: an aiosmtpd handler that knows addresses, not business.
 
 RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown local parts
-get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool in a worker thread,
-and only then does the client hear 250; if that fails the answer is 451 so the sender retries.
+get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool (by the group-commit
+writer's thread), and only then does the client hear 250; if that fails the answer is 451 so
+the sender retries.
 aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import Executor
 from typing import Any, Callable
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.bootstrap import Context
 from gateway.pipeline import known_local_part
-from gateway.spool import Spool
+from gateway.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +24,9 @@ TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try 
 
 
 class IntakeHandler:
-    def __init__(self, ctx: Context, spool: Spool, executor: Executor, on_stored: Callable[[], None]):
+    def __init__(self, ctx: Context, spool: SpoolWriter):
         self.ctx = ctx
         self.spool = spool
-        self.executor = executor
-        self.on_stored = on_stored
         self.domain = ctx.settings.gateway.domain.lower()
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -44,15 +41,12 @@ class IntakeHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        loop = asyncio.get_running_loop()
         try:
-            queue_id = await loop.run_in_executor(
-                self.executor, self.spool.write, raw, envelope.mail_from or "", list(envelope.rcpt_tos),
-                self.ctx.clock.now())
+            queue_id = await self.spool.store(raw, envelope.mail_from or "", list(envelope.rcpt_tos),
+                                              self.ctx.clock.now())
         except Exception:
-            log.exception("could not spool a message from %s", envelope.mail_from)
+            log.warning("could not spool a message from %s; answered 451", envelope.mail_from)
             return TEMPFAIL
-        self.on_stored()
         return f"250 2.0.0 OK: queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:

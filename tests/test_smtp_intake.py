@@ -72,16 +72,16 @@ def test_250_means_the_raw_message_is_already_durable(ctx, gateway):
     raw = make_mail(PROJECT_BODY)
     queue_id = smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")
     # Right after the 250 the mail is in the spool or already imported; either way on disk.
-    spooled = ctx.settings.data_path / "spool" / "new" / queue_id
+    spool = Spool(ctx.settings.data_path / "spool")
     try:
-        kept = spooled.read_bytes().partition(b"\n")[2]
-    except FileNotFoundError:  # imported already: the file goes only after the commit
+        kept = next(m.raw for name in spool.pending() for m in spool.read(name) if m.queue_id == queue_id)
+    except (StopIteration, FileNotFoundError):  # imported already: the file goes only after the commit
         kept = bytes(InboundMessage.get(InboundMessage.queue_id == queue_id).raw)
     assert kept.replace(b"\r\n", b"\n").rstrip() == raw.replace(b"\r\n", b"\n").rstrip()
     row = wait_processed(queue_id)
     assert row.envelope_from == "chen.jing@liuhen.localhost"
     assert row.envelope_to == [f"project@{DOMAIN}"]
-    assert not spooled.exists()  # imported, then removed from the spool
+    assert spool.pending() == []  # imported, then removed from the spool
 
 
 def test_storage_failure_answers_451_and_a_retry_succeeds(ctx, gateway):

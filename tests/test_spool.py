@@ -1,0 +1,86 @@
+"""The spool between SMTP's 250 and the database: group commit, damaged files, old files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import datetime, timezone
+
+from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, wait_idle, wait_processed
+from gateway.serve import GatewayThread
+from gateway.spool import Spool, SpooledMail, SpoolWriter
+from store.models import InboundMessage, Record
+
+AT = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
+
+
+class _HeldSpool(Spool):
+    """A spool whose first write waits until released, as a slow disk would."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.started, self.release = threading.Event(), threading.Event()
+        self.files: list[list[str]] = []
+
+    def write_file(self, mails: list[SpooledMail]) -> str:
+        if not self.files:
+            self.started.set()
+            self.release.wait(10)
+        self.files.append([m.queue_id for m in mails])
+        return super().write_file(mails)
+
+
+def test_mails_arriving_during_a_write_share_the_next_file(tmp_path):
+    spool = _HeldSpool(tmp_path / "spool")
+    woken = []
+    writer = SpoolWriter(spool, lambda: woken.append(1))
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(writer.store(b"Subject: 1\r\n\r\none\r\n", "a@example.cn", [f"project@{DOMAIN}"], AT))
+        await asyncio.get_running_loop().run_in_executor(None, spool.started.wait, 10)
+        later = [asyncio.ensure_future(writer.store(f"Subject: {i}\r\n\r\nbody {i}\r\n".encode(), "b@example.cn",
+                                                    [f"customer@{DOMAIN}"], AT)) for i in (2, 3, 4)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in [first, *later])  # nobody hears 250 before the fsync
+        spool.release.set()
+        return await asyncio.gather(first, *later)
+
+    queue_ids = asyncio.run(main())
+    writer.close()
+    assert len(set(queue_ids)) == 4
+    assert spool.files == [queue_ids[:1], queue_ids[1:]]  # two writes (two fsync pairs) for four mails
+    assert len(woken) == 2
+    stored = [m for name in spool.pending() for m in spool.read(name)]
+    assert [m.queue_id for m in stored] == queue_ids
+    assert stored[2].raw == b"Subject: 3\r\n\r\nbody 3\r\n"
+    assert stored[3].envelope_from == "b@example.cn" and stored[3].envelope_to == [f"customer@{DOMAIN}"]
+    assert stored[0].received_at == AT
+
+
+def test_a_damaged_spool_file_is_set_aside_and_the_mail_behind_it_processed(ctx):
+    spool = Spool(ctx.settings.data_path / "spool")
+    spool.write(b"Subject: x\r\n\r\nbody\r\n", "a@example.cn", [f"project@{DOMAIN}"], AT)
+    [damaged] = spool.pending()
+    (spool.new / damaged).write_bytes((spool.new / damaged).read_bytes()[:-3])  # a torn file
+    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], AT)
+    running = GatewayThread(ctx, transport=None).start()
+    try:
+        assert wait_processed(queue_id).state == "processed"
+        wait_idle(ctx)
+    finally:
+        running.stop()
+    assert (spool.new.parent / "damaged" / damaged).exists()
+    assert Record.select().count() == 1 and InboundMessage.select().count() == 1
+
+
+def test_a_file_spooled_by_the_one_mail_per_file_format_is_still_read(ctx):
+    spool = Spool(ctx.settings.data_path / "spool")
+    envelope = {"from": "chen.jing@liuhen.localhost", "to": [f"project@{DOMAIN}"], "at": AT.isoformat()}
+    (spool.new / "17F00000000ABCDEF").write_bytes(json.dumps(envelope).encode() + b"\n" + crlf(make_mail(PROJECT_BODY)))
+    running = GatewayThread(ctx, transport=None).start()
+    try:
+        row = wait_processed("17F00000000ABCDEF")
+    finally:
+        running.stop()
+    assert row.state == "processed" and row.envelope_from == "chen.jing@liuhen.localhost"

@@ -305,15 +305,26 @@ def sample_reasons(conn: sqlite3.Connection) -> list[str]:
         "ORDER BY id LIMIT 3")]
 
 
+def count_records(conn: sqlite3.Connection) -> int:
+    """The cheap progress poll: a record and its outbox rows commit in one transaction."""
+    return conn.execute("SELECT count(*) FROM record").fetchone()[0]
+
+
 def wait_until(conn: sqlite3.Connection, accepted: int, timeout: float) -> float | None:
     """Poll every 20 ms until `accepted` records have their dispatch queued; returns the
-    perf_counter of that observation, or None if everything settled short of it / timed out."""
+    perf_counter of that observation, or None if everything settled short of it / timed out.
+    Each poll only counts records; the full check (records with queued dispatch mails) runs
+    once the count is reached. Running the full check every 20 ms cost this process ~0.5 ms
+    CPU per mail — on the same two cores as the gateway it measures."""
     deadline = time.perf_counter() + timeout
+    last = -1
     while time.perf_counter() < deadline:
-        if count_dispatched(conn) >= accepted:
+        records = count_records(conn)
+        if records >= accepted and count_dispatched(conn) >= accepted:
             return time.perf_counter()
-        if count_terminal(conn) >= accepted and count_dispatched(conn) < accepted:
-            return None  # all taken to a terminal state, but some did not become records
+        if records == last and count_terminal(conn) >= accepted:
+            return None  # no progress, all taken to a terminal state, but some did not become records
+        last = records
         time.sleep(POLL_SECONDS)
     return None
 
@@ -359,7 +370,7 @@ def phase_throughput(workdir: Path, messages: list[bytes], report: list[str]) ->
         # Nothing can be complete before the senders finish; poll the database meanwhile
         # anyway (the same read load as afterwards) and stop at the first complete snapshot.
         while sender.is_alive():
-            count_dispatched(conn)
+            count_records(conn)
             sender.join(POLL_SECONDS)
         g_results, t0 = sender_box[0]
         accepted = sum(r.code == 250 for r in g_results)

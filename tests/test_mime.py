@@ -447,3 +447,20 @@ def test_html_tables_nested_and_implied_end_tags():
     )
     assert html_tables(html) == [[["a", "b\nx\ty", "c"], ["d"]], [["x", "y"]], []]
     assert html_to_text(html) == "a\tb\nx\ty\nc\nd"
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("chen.jing@example.cn", [("", "chen.jing@example.cn")]),
+    ("=?utf-8?b?6ZmI6Z2Z?= <Chen.Jing@Example.cn>", [("陈静", "chen.jing@example.cn")]),
+    ("Wang  Qiang <wq@example.cn>, zhao@example.cn,\r\n  =?gb2312?B?s8K+sg==?= <cj@example.cn>",
+     [("Wang Qiang", "wq@example.cn"), ("", "zhao@example.cn"), ("陈静", "cj@example.cn")]),
+    ('"Wang, Qiang" <wq@example.cn>', [("Wang, Qiang", "wq@example.cn")]),  # a comma inside quotes
+    ("wq@example.cn (Wang Qiang)", [("Wang Qiang", "wq@example.cn")]),  # an RFC 822 comment
+    ("undisclosed-recipients:;", []),
+    ("Team: a@example.cn, b@example.cn;", [("", "a@example.cn"), ("", "b@example.cn")]),  # a group
+    ("a@example.cn <b@example.cn>", [("", "a@example.cn"), ("", "b@example.cn")]),
+    ("broken@, <>, x", []),
+])
+def test_address_headers_in_every_common_form(header, expected):
+    msg = parse_message(f"From: a@example.cn\r\nTo: {header}\r\nSubject: x\r\n\r\nbody\r\n".encode())
+    assert list(msg.to) == expected

@@ -110,19 +110,26 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
 
     transport = None if args.no_delivery else make_transport(ctx.settings.delivery, ctx.settings.maildir_path)
 
+    s = ctx.settings
+
+    def announce() -> None:
+        print(f"liuhen: accepting mail for @{s.gateway.domain} on {s.smtp.host}:{s.smtp.port}; "
+              f"database {s.database_url}; delivery {s.delivery.mode}"
+              + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}"),
+              flush=True)
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_gateway(ctx, transport, stop, separate_process=True)
+        await run_gateway(ctx, transport, stop, on_ready=announce, separate_process=True)
 
-    s = ctx.settings
-    print(f"liuhen: accepting mail for @{s.gateway.domain} on {s.smtp.host}:{s.smtp.port}; "
-          f"database {s.database_url}; delivery {s.delivery.mode}"
-          + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}"),
-          flush=True)
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (OSError, RuntimeError) as exc:  # the port is taken, the processor cannot start
+        print(f"liuhen: cannot serve: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
     return EX_OK
 
 

@@ -30,7 +30,7 @@ BATCH = 16  # stored mails per transaction at most
 SPOOL_FILES = 8  # spool files per transaction; each holds the mails of one group commit (usually 1–4)
 IDLE_SECONDS = 5.0  # look again this often even without a wake-up (mail stored by `liuhen ingest`)
 RETRY_SECONDS = 30.0  # after the database failed
-_WAKE, _STOP = b"w", b"q"
+_WAKE, _STOP, _READY = b"w", b"q", b"r"
 
 
 def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
@@ -116,24 +116,41 @@ class ThreadProcessor(_Processor):
 
 
 class ChildProcessor(_Processor):
+    START_SECONDS = 60.0
+
     def __init__(self, settings: Settings):
         super().__init__()
         mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or connections
-        self.process = mp.Process(target=_child_main, args=(settings, self._receive), name="liuhen-processor")
+        self._ready, ready = mp.Pipe(duplex=False)
+        self.process = mp.Process(target=_child_main, args=(settings, self._receive, ready), name="liuhen-processor")
 
     def start(self) -> None:
+        """Start the child and wait until it can process mail (it takes a few hundred ms to
+        import and connect), so that `serve` opens its port only then, and fails at once,
+        rather than spooling mail that nothing processes, when the child cannot start."""
         self.process.start()
+        try:
+            if self._ready.poll(self.START_SECONDS) and self._ready.recv_bytes() == _READY:
+                return
+        except EOFError:  # the child ended before it was ready
+            pass
+        self.process.kill()
+        self.process.join()
+        raise RuntimeError("the mail processor could not start; its error is in the log above")
 
     def stop(self) -> None:
         self._signal_stop()
         self.process.join()
 
 
-def _child_main(settings: Settings, signals: Connection) -> None:
+def _child_main(settings: Settings, signals: Connection, ready: Connection) -> None:
     # The parent owns shutdown: Ctrl-C and SIGTERM reach the whole process group, and the
     # child must finish its batch and leave when the parent says so, not half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = build_context(settings)
-    processor_loop(ctx, Spool(settings.data_path / "spool"), signals)
+    spool = Spool(settings.data_path / "spool")
+    ready.send_bytes(_READY)
+    ready.close()
+    processor_loop(ctx, spool, signals)

@@ -9,10 +9,12 @@ found by the processor's first look; mails left half-sent are requeued at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -31,9 +33,10 @@ OUTBOX_POLL_SECONDS = 0.5
 
 
 async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.Event,
-                      ready: threading.Event | None = None, separate_process: bool = False,
+                      on_ready: Callable[[], None] | None = None, separate_process: bool = False,
                       sweeps: bool = True) -> None:
-    """Serve until `stop` is set. With transport None, mail is queued but not delivered.
+    """Serve until `stop` is set; `on_ready` is called once mail is being accepted and
+    processed. With transport None, mail is queued but not delivered.
 
     With `separate_process`, mails are processed in a child process, so SMTP intake and
     processing each have a CPU core instead of sharing one interpreter lock (2-3x the
@@ -41,40 +44,48 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     tests need. With `sweeps` off (tests), reminders run only when `sweep` is called.
     """
     loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
-    spool = Spool(ctx.settings.data_path / "spool")
-    processor = ChildProcessor(ctx.settings) if separate_process else ThreadProcessor(ctx, spool)
-    stuck_sending_reset(ctx.clock.now())
-    processor.start()
-    writer = SpoolWriter(spool, processor.wake)
-    handler = IntakeHandler(ctx, writer)
-    pollers = [Poller(ctx, box, processor.wake).start() for box in ctx.settings.imap]
-    s = ctx.settings.smtp
-    server = await loop.create_server(smtp_factory(ctx, handler), host=s.host, port=s.port)
-    log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
-    outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor)) if transport else None
-    clock = AsyncIOScheduler(event_loop=loop)
-    if sweeps:
-        clock.add_job(_sweep, "interval", args=(ctx, executor), seconds=ctx.settings.reminders.sweep_seconds,
-                      next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
-    clock.start()
-    if ready is not None:
-        ready.set()
-    try:
+    # Whatever has started is stopped again, in reverse order, however serving ends — also
+    # when a later step fails (a port already taken must not leave the processor running).
+    async with contextlib.AsyncExitStack() as started:
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
+        started.callback(executor.shutdown, wait=True)
+        spool = Spool(ctx.settings.data_path / "spool")
+        processor = ChildProcessor(ctx.settings) if separate_process else ThreadProcessor(ctx, spool)
+        stuck_sending_reset(ctx.clock.now())
+        processor.start()
+        started.push_async_callback(loop.run_in_executor, None, processor.stop)
+        writer = SpoolWriter(spool, processor.wake)
+        started.push_async_callback(loop.run_in_executor, None, writer.close)
+        for box in ctx.settings.imap:
+            poller = Poller(ctx, box, processor.wake).start()
+            started.push_async_callback(loop.run_in_executor, None, poller.stop)
+        s = ctx.settings.smtp
+        server = await loop.create_server(smtp_factory(ctx, IntakeHandler(ctx, writer)), host=s.host, port=s.port)
+        started.push_async_callback(_close_server, server)
+        log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
+        if transport is not None:
+            outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor))
+            started.push_async_callback(_cancel, outbox_task)
+        clock = AsyncIOScheduler(event_loop=loop)
+        if sweeps:
+            clock.add_job(_sweep, "interval", args=(ctx, executor), seconds=ctx.settings.reminders.sweep_seconds,
+                          next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
+        clock.start()
+        started.callback(clock.shutdown, wait=False)
+        if on_ready is not None:
+            on_ready()
         await stop.wait()
-    finally:
-        clock.shutdown(wait=False)
-        server.close()
-        await server.wait_closed()
-        await loop.run_in_executor(None, writer.close)
-        if outbox_task is not None:
-            outbox_task.cancel()
-            await asyncio.gather(outbox_task, return_exceptions=True)
-        for poller in pollers:
-            await loop.run_in_executor(None, poller.stop)
-        await loop.run_in_executor(None, processor.stop)
-        executor.shutdown(wait=True)
-        log.info("liuhen stopped")
+    log.info("liuhen stopped")
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolExecutor) -> None:
@@ -115,7 +126,7 @@ class GatewayThread:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await run_gateway(self.ctx, self.transport, self._stop, self._ready, sweeps=False)
+            await run_gateway(self.ctx, self.transport, self._stop, self._ready.set, sweeps=False)
         try:
             asyncio.run(main())
         except BaseException as exc:  # surfaced by start()

@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from conftest import PROJECT_BODY, crlf, free_port, make_mail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +109,32 @@ def test_swaks_a_client_that_is_not_python(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
+
+
+def test_serve_with_its_port_taken_says_so_and_leaves_nothing_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "liuhen.toml"
+        config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
+                          encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
+                              env=env, capture_output=True, timeout=60)  # the processor child must not keep it alive
+    assert done.returncode == 70
+    assert b"cannot serve" in done.stderr and b"Traceback" not in done.stderr
+    assert b"accepting mail" not in done.stdout  # never announced as ready
+
+
+def test_the_processor_child_that_cannot_start_is_reported_not_left_behind(tmp_path):
+    from config.settings import load_settings
+    from gateway.processor import ChildProcessor
+
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{tmp_path}"\nsecret = "x"\n'
+                      '[database]\nurl = "postgresql://liuhen@127.0.0.1:1/nowhere"\n', encoding="utf-8")
+    processor = ChildProcessor(load_settings(config, env={}))
+    with pytest.raises(RuntimeError, match="could not start"):
+        processor.start()
+    assert not processor.process.is_alive()

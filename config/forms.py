@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -140,11 +141,13 @@ def load_keywords(path: str | Path) -> tuple[Keyword, ...]:
                          help_zh=k["help_zh"], help_en=k["help_en"]) for k in data["keywords"])
 
 
-def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> list[tuple[str, str]]:
-    """(the words to write, what they do) for the keywords a person in `role` may use."""
+@lru_cache(maxsize=64)
+def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> tuple[tuple[str, str], ...]:
+    """(the words to write, what they do) for the keywords a person in `role` may use.
+    (Cached: every dispatched mail lists them, and the keyword table does not change.)"""
     rows = []
     for k in keywords:
         if k.for_role(role):
             words = " / ".join(k.en) if lang == "en" else " / ".join(k.zh + k.en)
             rows.append((words, k.help_en if lang == "en" else k.help_zh))
-    return rows
+    return tuple(rows)

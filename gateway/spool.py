@@ -110,7 +110,7 @@ class Spool:
 
     def pending(self) -> list[str]:
         """Names of files waiting to be imported, oldest first (names sort by time)."""
-        return sorted(p.name for p in self.new.iterdir())
+        return sorted(os.listdir(self.new))  # names, not Path objects: a backlog can be thousands
 
 
 class SpoolWriter:

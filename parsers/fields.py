@@ -40,12 +40,6 @@ def normalize_label(label: str) -> str:
     return re.sub(r"\s+", " ", label).casefold()
 
 
-@dataclass(frozen=True)
-class ExtractedFields:
-    values: dict[str, str]  # field key → value as written (stripped, lines joined by "\n")
-    template_hint: str  # what a `模板:` line said, "" if none
-
-
 @lru_cache(maxsize=64)
 def label_index(form: FormDef) -> dict[str, str]:
     """Normalised label → field key (cached: forms are immutable and labels many)."""
@@ -56,14 +50,15 @@ def label_index(form: FormDef) -> dict[str, str]:
     return index
 
 
-def extract_fields(text: str, tables: list[list[list[str]]], form: FormDef) -> ExtractedFields:
-    """Fields from pasted tables first (their structure is reliable), then from text lines."""
+def extract_fields(text: str, tables: list[list[list[str]]], form: FormDef) -> dict[str, str]:
+    """Field key → value as written (stripped, lines joined by "\n"): from pasted tables first
+    (their structure is reliable), then from text lines."""
     index = label_index(form)
     values = _from_tables(tables, index)
     from_text = _from_lines(request_lines(text), index, {f.key: f.type for f in form.fields})
     for key, value in from_text.items():
         values.setdefault(key, value)
-    return ExtractedFields({k: v for k, v in values.items() if v}, find_template_hint(text, tables))
+    return {k: v for k, v in values.items() if v}
 
 
 def labelled_values(text: str, labels: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -140,6 +135,7 @@ def _from_tables(tables: list[list[list[str]]], index: dict[str, str]) -> dict[s
 
 
 def find_template_hint(text: str, tables: list[list[list[str]]]) -> str:
+    """What a `模板:` / `Template:` line or table row says, "" if none."""
     for line in text.splitlines():
         split = _split_label(line)
         if split and normalize_label(split[0]) in TEMPLATE_LABELS:

@@ -20,7 +20,7 @@ CHEN = DIRECTORY.by_email("chen.jing@liuhen.localhost")
 
 
 def run(body: str, form: str = "project", subject: str = "", attachments=(), lang: str = "zh"):
-    values = extract_fields(body, [], FORMS[form]).values
+    values = extract_fields(body, [], FORMS[form])
     return validate(FORMS[form], values, subject, CHEN, list(attachments), lang, RULES, DIRECTORY, NOW)
 
 
@@ -150,7 +150,7 @@ def test_attachment_names_are_errors_when_the_form_says_so():
     from dataclasses import replace
 
     strict = replace(FORMS["project"], attachment_naming="error")
-    values = extract_fields(PROJECT_BODY, [], strict).values
+    values = extract_fields(PROJECT_BODY, [], strict)
     result = validate(strict, values, "", CHEN, [("方案.pdf", "application/pdf")], "zh", RULES, DIRECTORY, NOW)
     assert codes(result) == {("attachments", "attachment_name")}
 
@@ -180,7 +180,7 @@ def test_a_pasted_word_table_is_read():
             "<tr><td>背景与目标*</td><td>锁定BOM成本</td></tr>"
             "<tr><td>参与部门及职责*</td><td><p>研发部/王强 — 硬件</p><p>市场部/赵磊 — 价格</p></td></tr>"
             "<tr><td>关键节点与时间*</td><td>方案评审 — 2026-12-10 14:00</td></tr></table>")
-    values = extract_fields("", html_tables(html), FORMS["project"]).values
+    values = extract_fields("", html_tables(html), FORMS["project"])
     result = validate(FORMS["project"], values, "", CHEN, [], "zh", RULES, DIRECTORY, NOW)
     assert isinstance(result, Submission), result
     assert result.priority == "中" and len(result.recipients) == 2

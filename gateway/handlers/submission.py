@@ -52,12 +52,12 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
     if client is not None:
         # Staff forwarded a client's mail: what they wrote above it is the form; the client's
         # own words are the request, and the client takes part without an account.
-        values = extract_fields(client.above, [], form).values
+        values = extract_fields(client.above, [], form)
         values.setdefault("client", f"{client.sender_name} <{client.sender_addr}>".strip())
         values.setdefault("progress", client.body)
         subject = client.subject
     else:
-        values = extract_fields(msg.text, tables, form).values
+        values = extract_fields(msg.text, tables, form)
         subject = msg.subject
     result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],
                       lang, ctx.rules, ctx.directory, ctx.local_now())

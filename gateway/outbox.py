@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from config.forms import keyword_help
 from gateway.delivery import DeliveryError, Transport, compose
+from gateway.form_rows import record_rows
 from store.models import Event, OutboundMessage, Record
 from store.repositories import insert_rows
 
@@ -100,7 +102,19 @@ def mail_body(ctx: Context, mail: OutboundMessage) -> tuple[str, str]:
     """(text, html) of a queued or sent mail."""
     if mail.text:
         return mail.text, mail.html
-    return ctx.renderer.body(mail.lang, mail.template, **mail.context)
+    return ctx.renderer.body(mail.lang, mail.template, **render_context(ctx, mail))
+
+
+def render_context(ctx: Context, mail: OutboundMessage) -> dict:
+    """A queued mail's context, with what it only names filled in: the record's form and the
+    reply keywords for the reader's role (kept in one place instead of in every mail)."""
+    context = dict(mail.context)
+    if context.pop("form_rows", False):
+        context["rows"] = record_rows(ctx.forms, mail.record_id, mail.lang)
+    if "keywords_for" in context:
+        role = context.pop("keywords_for")
+        context["keywords"] = keyword_help(ctx.keywords, role, mail.lang) if role else ()
+    return context
 
 
 def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> None:

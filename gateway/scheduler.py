@@ -23,7 +23,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
-from config.forms import keyword_help
 from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
 from gateway.tokens import reply_address
@@ -94,7 +93,7 @@ def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: l
                  record_id=record.id, references=(record.thread_id,),
                  reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, to.id),
                  context=dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline, lines=lines,
-                              keywords=keyword_help(ctx.keywords, keywords_for, record.lang) if keywords_for else []))
+                              keywords_for=keywords_for))
 
 
 def _local(ctx: Context, when: datetime) -> str:

@@ -70,6 +70,21 @@ def test_valid_request_is_recorded_and_dispatched(ctx, send):
     assert "抄送部门负责人" in header(head, "Subject")
 
 
+def test_every_dispatch_mail_shows_the_whole_form_as_submitted(ctx, send):
+    send(make_mail(PROJECT_BODY))
+    for mail in sent_mails(ctx):
+        if "抄送" not in header(mail, "Subject") and "已受理" not in body_text(mail) and "您的职责" not in body_text(mail):
+            continue
+        text = body_text(mail)
+        assert "沟通主题：智能手表项目-硬件方案评审" in text or "沟通主题" in body_html(mail)
+        assert "产品部/陈静 <chen.jing@liuhen.localhost>" in text
+        assert "高（紧急）" in text
+        assert "新款智能手表需在Q1量产，需确认硬件方案以锁定BOM成本" in text
+        assert "样机测试 — 2026-12-15 18:00 — 张喆" in text
+        html = body_html(mail)
+        assert "<th" in html and "产品部/陈静 &lt;chen.jing@liuhen.localhost&gt;" in html
+
+
 def test_medium_priority_gets_24_hours_and_no_head_copy(ctx, send):
     send(make_mail(PROJECT_BODY.replace("优先级：高", "优先级：中")))
     assert Participant.select().where(Participant.role == "head").count() == 0
@@ -96,7 +111,11 @@ Venue booked - 2026-12-05 18:00
     assert record.lang == "en" and record.subject == "Overseas launch event for the Q1 smartwatch"
     request = OutboundMessage.get(OutboundMessage.kind == "request")
     assert request.subject.startswith("[PRJ-2026-0001] Please answer by 2026-11-28 10:00")
-    assert "Your part: demo units for the event" in mail_body(ctx, request)[0]
+    text = mail_body(ctx, request)[0]
+    assert "Your part: demo units for the event" in text
+    # The form as submitted, labelled in English.
+    assert "Book a venue and agree the budget for the Singapore launch" in text
+    assert "medium" in text and "emily.carter@liuhen.localhost>" in text
 
 
 def test_generic_address_picks_the_form_from_the_subject_tag(ctx, send):

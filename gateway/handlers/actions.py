@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from config.forms import keyword_help
 from gateway.bootstrap import Context
 from gateway.outbox import Draft
 from gateway.scheduler import first_reminder
@@ -91,7 +90,7 @@ class Act:
             context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
                          author=f"{self.participant.name} <{self.participant.email}>", text=text,
                          lines=list(lines), at=self.local(self.now),
-                         keywords=keyword_help(self.ctx.keywords, keywords_for, self.lang) if keywords_for else [])))
+                         keywords_for=keywords_for)))
 
     def receipt(self, label: str) -> None:
         """After every recorded action the sender gets a short receipt, so nobody wonders."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from datetime import timedelta
 
 from config.directory import Person
-from config.forms import FormDef, keyword_help
+from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
@@ -162,7 +161,6 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
     fmt = "%Y-%m-%d %H:%M"
     summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
                    priority=record.priority, urgent=record.priority == "高")
-    rows = _display_rows(sub, lang)
     recipients = [dict(name=p.name, email=p.email, responsibility=p.responsibility,
                        deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
                   for p in participants if p.role == "recipient"]
@@ -179,21 +177,21 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                 kind="ack", template="initiator/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 in_reply_to=msg.message_id if sender_is_initiator else "",
                 cc=() if sender_is_initiator else (msg.from_addr,), auto_submitted="auto-replied",
-                context=dict(record=summary, rows=rows, recipients=recipients, warnings=warnings,
-                             initiator_name=p.name, keywords=keyword_help(ctx.keywords, "initiator", lang)),
+                context=dict(record=summary, form_rows=True, recipients=recipients, warnings=warnings,
+                             initiator_name=p.name, keywords_for="initiator"),
                 **common))
         elif p.role == "recipient":
             drafts.append(Draft(
                 kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
                 reply_to=reply_to,
-                context=dict(record=summary, rows=rows, name=p.name, responsibility=p.responsibility,
+                context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
                              deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt), initiator=initiator,
-                             keywords=keyword_help(ctx.keywords, "recipient", lang)),
+                             keywords_for="recipient"),
                 **common))
         elif p.role == "head":
             drafts.append(Draft(
                 kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
-                context=dict(record=summary, rows=rows, name=p.name, initiator=initiator,
+                context=dict(record=summary, form_rows=True, name=p.name, initiator=initiator,
                              recipients=recipients), **common))
         elif p.role == "external":
             client_lang = detect_language(sub.values.get("progress", ""))
@@ -203,24 +201,3 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                 context=dict(ref=record.ref, subject=record.subject, name=p.name, owner=initiator,
                              request=sub.values.get("progress", ""))))
     return drafts
-
-
-def _display_rows(sub: Submission, lang: str) -> list[tuple[str, str]]:
-    """The form as recipients see it: every filled field, with resolved people spelled out."""
-    rows = []
-    for f in sub.form.fields:
-        if f.type == "person":
-            value = f"{sub.initiator.department}/{sub.initiator.name}" if sub.initiator.department \
-                else sub.initiator.name
-            rows.append((f.label_for(lang), f"{value} <{sub.initiator.email}>"))
-        elif f.type == "priority":
-            rows.append((f.label_for(lang), _priority_word(sub.priority, lang)))
-        elif sub.values.get(f.key):
-            rows.append((f.label_for(lang), unicodedata.normalize("NFC", sub.values[f.key])))
-    return rows
-
-
-def _priority_word(priority: str, lang: str) -> str:
-    if lang == "en":
-        return {"高": "high (urgent)", "中": "medium", "低": "low"}[priority]
-    return {"高": "高（紧急）", "中": "中", "低": "低"}[priority]

@@ -1,0 +1,44 @@
+"""A record's form as people read it in mails: every filled field, labelled in the mail's
+language, with the initiator and the priority spelled out.
+
+The acknowledgement, each recipient's request and the head's copy all show the form. They
+are rendered at delivery (gateway/outbox.py), so instead of each queued mail storing its own
+copy of the form — half of everything a request wrote to the database — the rows are built
+from the record then. A record's fields do not change after it is created.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from config.forms import FormDef
+from store.models import Participant, Record
+
+PRIORITY_WORDS = {"en": {"高": "high (urgent)", "中": "medium", "低": "low"},
+                  "zh": {"高": "高（紧急）", "中": "中", "低": "低"}}
+
+
+def form_rows(form: FormDef, values: dict[str, str], priority: str, initiator: str,
+              lang: str) -> list[tuple[str, str]]:
+    """(label, value) for every filled field; `initiator` as `产品部/陈静 <chen.jing@…>`."""
+    rows = []
+    for f in form.fields:
+        if f.type == "person":
+            rows.append((f.label_for(lang), initiator))
+        elif f.type == "priority":
+            rows.append((f.label_for(lang), PRIORITY_WORDS["en" if lang == "en" else "zh"][priority]))
+        elif values.get(f.key):
+            rows.append((f.label_for(lang), unicodedata.normalize("NFC", values[f.key])))
+    return rows
+
+
+def initiator_line(name: str, email: str, department: str) -> str:
+    return f"{department + '/' if department else ''}{name} <{email}>"
+
+
+def record_rows(forms: dict[str, FormDef], record_id: int, lang: str) -> list[tuple[str, str]]:
+    record = Record.get_by_id(record_id)
+    initiator = Participant.get_or_none((Participant.record == record_id) & (Participant.role == "initiator"))
+    department = initiator.department if initiator is not None else ""
+    return form_rows(forms[record.form], record.fields, record.priority,
+                     initiator_line(record.initiator_name, record.initiator_email, department), lang)

@@ -24,7 +24,7 @@ import functools
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.generator import BytesGenerator
@@ -63,7 +63,7 @@ class ParsedMessage:
     date: datetime | None  # timezone-aware when the header has an offset
     in_reply_to: str  # "<...>", "" when missing
     references: tuple[str, ...]  # "<...>" ids in order
-    headers: dict[str, str]  # lowercased name -> first value, unfolded and decoded
+    headers: Mapping[str, str]  # lowercased name -> first value, unfolded and decoded
     text: str  # first text/plain body part, else the HTML body as text; "\n" newlines
     html: str  # first text/html body part, "" when none
     attachments: tuple[Attachment, ...]
@@ -209,6 +209,31 @@ def _raw_headers(msg: Message) -> dict[str, list[str]]:
     for name, value in msg.raw_items():
         found.setdefault(_as_text(name).strip().lower(), []).append(value)
     return found
+
+
+class _Headers(Mapping[str, str]):
+    """Header name (lowercased) → first value, decoded when first read: most headers are only
+    asked whether they are there, and decoding every one was a fifth of parsing a mail."""
+
+    def __init__(self, raw: dict[str, list[str]], hint: str | None):
+        self._raw, self._hint, self._decoded = raw, hint, {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._decoded:
+            self._decoded[name] = _decode_header(self._raw[name][0], self._hint)
+        return self._decoded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def _addresses(values: list[str], hint: str | None) -> tuple[tuple[str, str], ...]:
@@ -452,7 +477,7 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
     hint = next((_charset(params) for _, _, params in parts if "charset" in params), None)
 
     raw_headers = _raw_headers(msg)
-    headers = {name: _decode_header(values[0], hint) for name, values in raw_headers.items()}
+    headers = _Headers(raw_headers, hint)
     senders = _addresses(raw_headers.get("from", []), hint)
 
     text: str | None = None

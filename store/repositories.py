@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -96,20 +97,32 @@ def insert_rows(model: type[Model], rows: list[dict], returning: tuple[str, ...]
     if defaults:
         rows = [{k: v() if callable(v) else v for k, v in defaults.items()} | row for row in rows]
     fields = [meta.fields[name] for name in rows[0]]
-    param = meta.database.param
-    placeholders = "(" + ", ".join([param] * len(fields)) + ")"
-    sql = (f'INSERT INTO "{meta.table_name}" ({", ".join(chr(34) + f.column_name + chr(34) for f in fields)}) '
-           f"VALUES {', '.join([placeholders] * len(rows))}")
+    sql = _insert_sql(model, meta.database.param, tuple(rows[0]), len(rows), returning, skip_conflicts)
     plain = [_PLAIN_TYPES.get(type(f)) for f in fields]
     params = [v if v is None or type(v) is t else f.db_value(v)
               for row in rows for f, t in zip(fields, plain) for v in (row[f.name],)]
+    cursor = meta.database.execute_sql(sql, params)
+    return [tuple(r) for r in cursor.fetchall()] if returning else []
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(model: type[Model], param: str, names: tuple[str, ...], count: int, returning: tuple[str, ...],
+                skip_conflicts: bool) -> str:
+    """The INSERT statement for `count` rows of these fields (the same few shapes recur per
+    mail). `param` is the database's placeholder: the models may be bound to another database."""
+    meta = model._meta
+    placeholders = "(" + ", ".join([param] * len(names)) + ")"
+    sql = (f'INSERT INTO "{meta.table_name}" ({", ".join(_quoted(meta.fields[n].column_name) for n in names)}) '
+           f"VALUES {', '.join([placeholders] * count)}")
     if skip_conflicts:
         sql += " ON CONFLICT DO NOTHING"
-    if not returning:
-        meta.database.execute_sql(sql, params)
-        return []
-    columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in returning)
-    return [tuple(r) for r in meta.database.execute_sql(f"{sql} RETURNING {columns}", params).fetchall()]
+    if returning:
+        sql += " RETURNING " + ", ".join(_quoted(meta.fields[n].column_name) for n in returning)
+    return sql
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
 
 
 def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str, initiator_email: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
@@ -77,6 +78,24 @@ class _Superseded(Exception):
     """Another worker took the mail to a terminal state first; undo our work on it."""
 
 
+class _Trace:
+    """The events and search-index marks of a batch's mails, written together before the
+    commit: two statements per batch instead of two per mail. Event ids still follow the
+    order in which the mails were processed."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+        self.events: list[dict] = []
+        self.to_index: set[int] = set()
+
+    def write(self) -> None:
+        if self.events:
+            add_events(self.events, self.now)
+        if self.to_index:
+            mark_for_index(self.to_index)  # fields, comments, progress, minutes, results changed
+        self.events, self.to_index = [], set()
+
+
 def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessage] | None = None) -> dict[int, str]:
     """Process several stored mails in one transaction (one commit, one fsync). Should one
     of them fail, the batch is undone and done again with a savepoint per mail, so that a
@@ -95,8 +114,10 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
     now = ctx.clock.now()
     try:
         with ctx.db.atomic():
+            trace = _Trace(now)
             for row in pending:
-                states[row.id] = _process_one(ctx, row, now)
+                states[row.id] = _process_one(ctx, row, trace)
+            trace.write()
         pending = []
     except Exception:
         pass  # the slow path below finds the culprit
@@ -104,7 +125,9 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
         for row in pending:
             try:
                 with ctx.db.atomic():
-                    states[row.id] = _process_one(ctx, row, now)
+                    trace = _Trace(now)
+                    states[row.id] = _process_one(ctx, row, trace)
+                    trace.write()
             except _Superseded:
                 states[row.id] = InboundMessage.get_by_id(row.id).state
             except Exception:
@@ -115,18 +138,20 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
     return states
 
 
-def _process_one(ctx: Context, row: InboundMessage, now) -> str:
+def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
     msg = parse_message(bytes(row.raw))
+    if parse_command(msg.subject) is not None:
+        trace.write()  # a command (状态, 检索) reads the trace: let it see the mails before it
     outcome = route(ctx, row, msg)
-    if not finish_inbound(row.id, outcome.state, outcome.reason, now, outcome.record_id, msg.subject,
+    if not finish_inbound(row.id, outcome.state, outcome.reason, trace.now, outcome.record_id, msg.subject,
                           msg.from_addr):
         raise _Superseded()
-    add_events([*outcome.events,
-                dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
-                     actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
-                                                "message_id": msg.message_id})], now)
+    trace.events += [*outcome.events,
+                     dict(inbound_id=row.id, record_id=outcome.record_id, kind=f"inbound_{outcome.state}",
+                          actor=msg.from_addr, data={"reason": outcome.reason, "subject": msg.subject,
+                                                     "message_id": msg.message_id})]
     if outcome.state == "processed" and outcome.record_id is not None:
-        mark_for_index(outcome.record_id)  # fields, comments, progress, minutes, results changed
+        trace.to_index.add(outcome.record_id)
     return outcome.state
 
 

@@ -8,6 +8,7 @@ import json
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Iterable
 from zoneinfo import ZoneInfo
 
 from store import search
@@ -29,9 +30,9 @@ def archive_record(record: Record, category: str, now: datetime, tz: ZoneInfo) -
     record.status, record.archive_category, record.archive_key, record.archived_at = "archived", category, key, now
 
 
-def mark_for_index(record_id: int) -> None:
-    """Note that a record's searchable text changed; `index_pending` catches up."""
-    insert_rows(SearchPending, [{"record_id": record_id}], skip_conflicts=True)
+def mark_for_index(record_ids: Iterable[int]) -> None:
+    """Note that these records' searchable text changed; `index_pending` catches up."""
+    insert_rows(SearchPending, [{"record_id": i} for i in sorted(record_ids)], skip_conflicts=True)
 
 
 def index_pending(limit: int = 200) -> int:

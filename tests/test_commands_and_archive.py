@@ -121,3 +121,20 @@ def test_archive_export_bundle(ctx, send, archived, tmp_path):
     first_in = email.message_from_bytes((folder / "mails" / next(n for n in mails if n.startswith("in-"))).read_bytes())
     assert first_in["To"] == f"project@{DOMAIN}"
     assert "采用方案B" in (folder / "timeline.html").read_text(encoding="utf-8")
+
+
+def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):
+    """Mails are processed in batches that write their trace together; a command still sees
+    every event of the mails processed before it, as if each had been committed alone."""
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_batch
+    from test_replies import MEDIUM as body
+
+    request = store_raw(ctx.db, make_mail(body), source="ingest", envelope_from=CHEN,
+                        envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    status = store_raw(ctx.db, make_mail("", subject="STATUS PRJ-2026-0001", to=f"requests@{DOMAIN}", sender=CHEN),
+                       source="ingest", envelope_from=CHEN, envelope_to=[f"requests@{DOMAIN}"], now=ctx.clock.now())
+    states = process_batch(ctx, [request.inbound_id, status.inbound_id])
+    assert states == {request.inbound_id: "processed", status.inbound_id: "processed"}
+    answer = answer_to(ctx, CHEN)
+    assert "record_created" in answer and "dispatched" in answer and "inbound_processed" in answer

@@ -56,14 +56,9 @@ class Spool:
         self.new.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
-    def write(self, raw: bytes, envelope_from: str | None, envelope_to: list[str], received_at: datetime) -> str:
-        """Store one mail durably and return its queue id; raises OSError when that is not possible."""
-        mail = SpooledMail(new_queue_id(), raw, envelope_from, envelope_to, received_at)
-        self.write_file([mail])
-        return mail.queue_id
-
     def write_file(self, mails: list[SpooledMail]) -> str:
-        """Store mails durably in one file (named after the first queue id); returns its name."""
+        """Store mails durably in one file (named after the first queue id) and return its
+        name; raises OSError when that is not possible."""
         head = json.dumps({"mails": [{"id": m.queue_id, "from": m.envelope_from, "to": m.envelope_to,
                                       "at": m.received_at.isoformat(), "size": len(m.raw)} for m in mails]})
         name = mails[0].queue_id

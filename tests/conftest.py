@@ -247,3 +247,12 @@ def send(ctx: Context, gateway: GatewayThread) -> Callable[..., InboundMessage]:
     def _send(raw: bytes, rcpt: str = f"project@{DOMAIN}", mail_from: str = "chen.jing@liuhen.localhost"):
         return wait_processed(smtp_send(ctx, raw, rcpt, mail_from))
     return _send
+
+
+def spool_mail(ctx: Context, raw: bytes, envelope_from: str, envelope_to: list[str]) -> str:
+    """Put one mail in the SMTP spool as intake would (for crash scenarios); its queue id."""
+    from gateway.spool import Spool, SpooledMail, new_queue_id
+
+    mail = SpooledMail(new_queue_id(), raw, envelope_from, envelope_to, ctx.clock.now())
+    Spool(ctx.settings.data_path / "spool").write_file([mail])
+    return mail.queue_id

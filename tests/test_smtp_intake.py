@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 
-from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, smtp_send, wait_idle, wait_processed
+from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, smtp_send, spool_mail, wait_idle, wait_processed
 from gateway.intake import import_spooled
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
@@ -119,8 +119,7 @@ def test_the_same_message_sent_twice_is_stored_once(ctx, gateway):
 def test_a_mail_spooled_before_a_crash_is_processed_on_the_next_start(ctx):
     # The server answered 250 (the mail is in the spool) and died before importing it.
     spool = Spool(ctx.settings.data_path / "spool")
-    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"],
-                           ctx.clock.now())
+    queue_id = spool_mail(ctx, crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"])
     running = GatewayThread(ctx, transport=None).start()
     try:
         assert wait_processed(queue_id).state == "processed"
@@ -132,8 +131,7 @@ def test_a_mail_spooled_before_a_crash_is_processed_on_the_next_start(ctx):
 def test_a_spool_file_left_after_import_does_not_process_twice(ctx):
     # Imported and committed, then the process died before removing the file.
     spool = Spool(ctx.settings.data_path / "spool")
-    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"],
-                           ctx.clock.now())
+    queue_id = spool_mail(ctx, crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"])
     [stored] = import_spooled(ctx.db, spool, [queue_id])
     process_inbound(ctx, stored.inbound_id)
     running = GatewayThread(ctx, transport=None).start()

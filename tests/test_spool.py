@@ -7,7 +7,7 @@ import json
 import threading
 from datetime import datetime, timezone
 
-from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, wait_idle, wait_processed
+from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, spool_mail, wait_idle, wait_processed
 from gateway.serve import GatewayThread
 from gateway.spool import Spool, SpooledMail, SpoolWriter
 from store.models import InboundMessage, Record
@@ -60,10 +60,10 @@ def test_mails_arriving_during_a_write_share_the_next_file(tmp_path):
 
 def test_a_damaged_spool_file_is_set_aside_and_the_mail_behind_it_processed(ctx):
     spool = Spool(ctx.settings.data_path / "spool")
-    spool.write(b"Subject: x\r\n\r\nbody\r\n", "a@example.cn", [f"project@{DOMAIN}"], AT)
+    spool_mail(ctx, b"Subject: x\r\n\r\nbody\r\n", "a@example.cn", [f"project@{DOMAIN}"])
     [damaged] = spool.pending()
     (spool.new / damaged).write_bytes((spool.new / damaged).read_bytes()[:-3])  # a torn file
-    queue_id = spool.write(crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], AT)
+    queue_id = spool_mail(ctx, crlf(make_mail(PROJECT_BODY)), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"])
     running = GatewayThread(ctx, transport=None).start()
     try:
         assert wait_processed(queue_id).state == "processed"

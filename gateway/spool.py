@@ -163,7 +163,10 @@ class SpoolWriter:
                 except RuntimeError:  # that loop has ended: nobody waits for the answer any more
                     pass
             if error is None:
-                self.on_stored()
+                try:
+                    self.on_stored()
+                except Exception:  # the mails are safe on disk; the processor finds them on its next look
+                    log.exception("could not wake the processor")
 
 
 def _settle(futures: list[asyncio.Future], error: Exception | None) -> None:

@@ -84,3 +84,18 @@ def test_a_file_spooled_by_the_one_mail_per_file_format_is_still_read(ctx):
     finally:
         running.stop()
     assert row.state == "processed" and row.envelope_from == "chen.jing@liuhen.localhost"
+
+
+def test_a_failing_wake_up_does_not_stop_intake(tmp_path):
+    def broken_wake() -> None:
+        raise BrokenPipeError("the processor is gone")
+
+    writer = SpoolWriter(Spool(tmp_path / "spool"), broken_wake)
+
+    async def main() -> list[str]:
+        return [await writer.store(f"Subject: {i}\r\n\r\nx\r\n".encode(), "a@example.cn", [f"project@{DOMAIN}"], AT)
+                for i in range(3)]
+
+    queue_ids = asyncio.run(asyncio.wait_for(main(), 10))  # each mail still hears its answer
+    writer.close()
+    assert len(set(queue_ids)) == 3

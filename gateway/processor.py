@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.process
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -120,27 +121,47 @@ class ChildProcessor(_Processor):
 
     def __init__(self, settings: Settings):
         super().__init__()
-        mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or connections
-        self._ready, ready = mp.Pipe(duplex=False)
-        self.process = mp.Process(target=_child_main, args=(settings, self._receive, ready), name="liuhen-processor")
+        self._settings = settings
+        self._mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or connections
+        self._life = threading.Lock()  # a restart and a stop do not cross
+        self._stopping = False
+        self.process: multiprocessing.process.BaseProcess | None = None
 
     def start(self) -> None:
         """Start the child and wait until it can process mail (it takes a few hundred ms to
         import and connect), so that `serve` opens its port only then, and fails at once,
         rather than spooling mail that nothing processes, when the child cannot start."""
+        ready, ready_in_child = self._mp.Pipe(duplex=False)
+        self.process = self._mp.Process(target=_child_main, args=(self._settings, self._receive, ready_in_child),
+                                        name="liuhen-processor")
         self.process.start()
+        ready_in_child.close()  # only the child writes to it: a child that dies early reads as EOF
         try:
-            if self._ready.poll(self.START_SECONDS) and self._ready.recv_bytes() == _READY:
+            if ready.poll(self.START_SECONDS) and ready.recv_bytes() == _READY:
                 return
         except EOFError:  # the child ended before it was ready
             pass
+        finally:
+            ready.close()
         self.process.kill()
         self.process.join()
         raise RuntimeError("the mail processor could not start; its error is in the log above")
 
+    def ensure_running(self) -> None:
+        """Start the child again if it has died (it never ends by itself: a crash or a kill).
+        The mails meanwhile wait in the spool; the new child finds them."""
+        with self._life:
+            if self._stopping or self.process is None or self.process.is_alive():
+                return
+            log.error("the mail processor exited (code %s); starting it again", self.process.exitcode)
+            self.start()
+
     def stop(self) -> None:
+        with self._life:
+            self._stopping = True
         self._signal_stop()
-        self.process.join()
+        if self.process is not None:
+            self.process.join()
 
 
 def _child_main(settings: Settings, signals: Connection, ready: Connection) -> None:

@@ -30,6 +30,7 @@ from gateway.spool import Spool, SpoolWriter
 log = logging.getLogger(__name__)
 
 OUTBOX_POLL_SECONDS = 0.5
+WATCH_SECONDS = 2.0  # how soon a dead processor child is replaced
 
 
 async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.Event,
@@ -54,6 +55,8 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         stuck_sending_reset(ctx.clock.now())
         processor.start()
         started.push_async_callback(loop.run_in_executor, None, processor.stop)
+        if isinstance(processor, ChildProcessor):
+            started.push_async_callback(_cancel, asyncio.create_task(_watch(processor)))
         writer = SpoolWriter(spool, processor.wake)
         started.push_async_callback(loop.run_in_executor, None, writer.close)
         for box in ctx.settings.imap:
@@ -76,6 +79,18 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
             on_ready()
         await stop.wait()
     log.info("liuhen stopped")
+
+
+async def _watch(processor: ChildProcessor) -> None:
+    """Bring the processor child back should it die (killed, out of memory): intake goes on
+    spooling meanwhile, and nothing would process the mail until a restart otherwise."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            await loop.run_in_executor(None, processor.ensure_running)
+        except Exception:
+            log.exception("the mail processor could not be started again; retrying")
 
 
 async def _close_server(server: asyncio.Server) -> None:

@@ -138,3 +138,38 @@ def test_the_processor_child_that_cannot_start_is_reported_not_left_behind(tmp_p
     with pytest.raises(RuntimeError, match="could not start"):
         processor.start()
     assert not processor.process.is_alive()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the processor child through Linux's /proc")
+def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_path):
+    port = free_port()
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
+                      encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve",
+                               "--no-delivery"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        [child] = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        os.kill(int(child), signal.SIGKILL)  # as the kernel's OOM killer would
+        soon = datetime.now() + timedelta(days=30)
+        body = PROJECT_BODY.replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
+            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
+            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], crlf(make_mail(body))) == {}
+        db_path = tmp_path / "var" / "liuhen.db"
+        deadline = time.monotonic() + 30
+        states: list[tuple[str]] = []
+        while time.monotonic() < deadline and states != [("processed",)]:
+            time.sleep(0.2)
+            with sqlite3.connect(db_path) as db:
+                states = db.execute("SELECT state FROM inboundmessage").fetchall()
+        assert states == [("processed",)]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert b"starting it again" in err

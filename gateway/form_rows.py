@@ -32,13 +32,9 @@ def form_rows(form: FormDef, values: dict[str, str], priority: str, initiator: s
     return rows
 
 
-def initiator_line(name: str, email: str, department: str) -> str:
-    return f"{department + '/' if department else ''}{name} <{email}>"
-
-
 def record_rows(forms: dict[str, FormDef], record_id: int, lang: str) -> list[tuple[str, str]]:
     record = Record.get_by_id(record_id)
     initiator = Participant.get_or_none((Participant.record == record_id) & (Participant.role == "initiator"))
-    department = initiator.department if initiator is not None else ""
+    department = f"{initiator.department}/" if initiator is not None and initiator.department else ""
     return form_rows(forms[record.form], record.fields, record.priority,
-                     initiator_line(record.initiator_name, record.initiator_email, department), lang)
+                     f"{department}{record.initiator_name} <{record.initiator_email}>", lang)

@@ -16,6 +16,7 @@ import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -87,6 +88,8 @@ class ReminderSettings:
     business_hours: bool = False  # count answer and sign-off deadlines in working time
     work_start: str = "09:00"
     work_end: str = "18:00"
+    days_off: tuple[str, ...] = ()  # ISO dates off besides the statutory holidays, e.g. "2027-02-05"
+    working_days: tuple[str, ...] = ()  # ISO dates worked although weekend or holiday (调休)
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     except TypeError as exc:
         raise ConfigError(f"[[imap]]: {exc}") from exc
     settings = Settings(imap=imap, **{name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()})
+    for key in ("days_off", "working_days"):
+        for day in getattr(settings.reminders, key):
+            try:
+                date.fromisoformat(day)
+            except (TypeError, ValueError):
+                raise ConfigError(f"[reminders] {key}: {day!r} is not a date like \"2027-02-05\"") from None
     if base_dir is not None:
         settings = _resolve_paths(settings, base_dir)
     return _apply_env(settings, env)

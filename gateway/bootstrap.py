@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from peewee import Database
@@ -40,7 +40,9 @@ class Context:
         r = self.settings.reminders
         if not r.business_hours:
             return start + timedelta(hours=hours)
-        return WorkingTime(self.tz, parse_clock(r.work_start), parse_clock(r.work_end)).add(start, hours)
+        return WorkingTime(self.tz, parse_clock(r.work_start), parse_clock(r.work_end),
+                           frozenset(map(date.fromisoformat, r.days_off)),
+                           frozenset(map(date.fromisoformat, r.working_days))).add(start, hours)
 
     def form_by_address(self, local_part: str) -> FormDef | None:
         return next((f for f in self.forms.values() if f.address == local_part), None)

@@ -1,6 +1,8 @@
 """Working time: response deadlines counted in business hours (e.g. 09:00–18:00) on Chinese
 working days — statutory holidays off, adjusted working weekends (调休) on — from the
-maintained `chinesecalendar` data rather than a hand-typed list."""
+maintained `chinesecalendar` data rather than a hand-typed list. A company's own days off and
+extra working days (or a year the package does not know yet) come from [reminders] days_off
+and working_days, which win over the package."""
 
 from __future__ import annotations
 
@@ -14,19 +16,32 @@ import chinese_calendar
 log = logging.getLogger(__name__)
 
 
+_warned_years: set[int] = set()
+
+
 @dataclass(frozen=True)
 class WorkingTime:
     tz: ZoneInfo
     start: time
     end: time
+    days_off: frozenset[date] = frozenset()
+    working_days: frozenset[date] = frozenset()
 
     def is_workday(self, day: date) -> bool:
+        if day in self.days_off:
+            return False
+        if day in self.working_days:
+            return True
         try:
             return chinese_calendar.is_workday(day)
         except NotImplementedError:
             # The official schedule for a year is published each November; until the package
-            # has it, count Monday to Friday (and say so: update chinesecalendar yearly).
-            log.warning("no Chinese holiday data for %s; counting Monday-Friday as working days", day.year)
+            # has it, count Monday to Friday (and say so once: update chinesecalendar, or list
+            # the year's holidays in [reminders] days_off and working_days).
+            if day.year not in _warned_years:
+                _warned_years.add(day.year)
+                log.warning("no Chinese holiday data for %s; counting Monday-Friday as working days "
+                            "(list the holidays in [reminders] days_off / working_days)", day.year)
             return day.weekday() < 5
 
     def add(self, start: datetime, hours: float) -> datetime:

@@ -33,7 +33,8 @@ def test_config_file_from_environment_and_relative_paths(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [("[gateway]\ndomian = 'x'\n", "domian"), ("[smpt]\n", "smpt"),
-                                           ("[gateway\n", "cannot read")])
+                                           ("[gateway\n", "cannot read"),
+                                           ("[reminders]\ndays_off = ['2027-2-5']\n", "days_off.*2027-02-05")])
 def test_mistakes_in_the_file_are_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")

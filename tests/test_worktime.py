@@ -41,3 +41,21 @@ def test_an_adjusted_working_weekend_counts():
 def test_years_without_data_fall_back_to_weekdays():
     assert WORK.is_workday(local(2027, 3, 1, 0, 0).date())  # a Monday
     assert not WORK.is_workday(local(2027, 3, 6, 0, 0).date())  # a Saturday
+
+
+def test_company_days_off_and_extra_working_days_win_over_the_calendar():
+    work = WorkingTime(TZ, time(9, 0), time(18, 0), days_off=frozenset({local(2026, 11, 30, 0, 0).date()}),
+                       working_days=frozenset({local(2026, 11, 28, 0, 0).date()}))
+    # Fri 17:00 + 2 h: one hour Friday, one on Saturday (worked), Monday is off anyway.
+    assert work.add(local(2026, 11, 27, 17, 0), 2) == local(2026, 11, 28, 10, 0)
+    # Sat 17:00 + 2 h: one hour Saturday; Monday the 30th is a company day off.
+    assert work.add(local(2026, 11, 28, 17, 0), 2) == local(2026, 12, 1, 10, 0)
+
+
+def test_deadlines_use_the_configured_days(ctx):
+    from dataclasses import replace
+
+    reminders = replace(ctx.settings.reminders, business_hours=True, days_off=("2026-11-30",))
+    company = replace(ctx, settings=replace(ctx.settings, reminders=reminders))
+    # Fri 2026-11-27 17:00 + 2 working hours, Monday off: Tuesday 10:00.
+    assert company.deadline(local(2026, 11, 27, 17, 0), 2) == local(2026, 12, 1, 10, 0)

@@ -81,10 +81,14 @@ def _wait(signals: Connection, seconds: float) -> bool:
 
 
 def _drain(signals: Connection) -> bool:
-    """Read every pending signal; True if one of them says stop."""
+    """Read every pending signal; True if one of them says stop, or if the other end is
+    gone (the serving process died: a processor left alone would only hold the database)."""
     stop = False
-    while signals.poll(0):
-        stop |= signals.recv_bytes() == _STOP
+    try:
+        while signals.poll(0):
+            stop |= signals.recv_bytes() == _STOP
+    except EOFError:
+        return True
     return stop
 
 

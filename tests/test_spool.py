@@ -99,3 +99,16 @@ def test_a_failing_wake_up_does_not_stop_intake(tmp_path):
     queue_ids = asyncio.run(asyncio.wait_for(main(), 10))  # each mail still hears its answer
     writer.close()
     assert len(set(queue_ids)) == 3
+
+
+def test_the_processor_stops_when_the_process_that_wakes_it_is_gone(ctx):
+    import multiprocessing
+
+    from gateway.processor import processor_loop
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+    loop = threading.Thread(target=processor_loop, args=(ctx, Spool(ctx.settings.data_path / "spool"), receive))
+    loop.start()
+    send.close()  # as when `liuhen serve` is killed: the processor child must not linger
+    loop.join(10)
+    assert not loop.is_alive()

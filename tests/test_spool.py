@@ -1,4 +1,5 @@
-"""The spool between SMTP's 250 and the database: group commit, damaged files, old files."""
+"""The spool between SMTP's 250 and the database, and the processor that empties it: group
+commit, damaged files, files of the older format, a processor whose waker is gone."""
 
 from __future__ import annotations
 

@@ -274,55 +274,98 @@ def digests(ctx: Context) -> int:
 DIGEST_BATCH = 200
 
 
+# What a digest line says, by kind of pending item and language; {label} names the milestone
+# or action item.
+_DIGEST_WHAT = {
+    "sign": ("结果待签字", "result waiting for your sign-off"),
+    "overdue": ("逾期未回复", "answer overdue"),
+    "awaiting": ("等待您回复", "waiting for your answer"),
+    "milestone": ("关键节点：{label}", "milestone: {label}"),
+    "milestone_late": ("关键节点（已逾期）：{label}", "milestone (overdue): {label}"),
+    "action": ("行动项：{label}", "action item: {label}"),
+    "action_late": ("行动项（已逾期）：{label}", "action item (overdue): {label}"),
+}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    ref: str
+    kind: str  # a key of _DIGEST_WHAT
+    label: str
+    when: str  # local time, "" when none
+    reply: str  # the reader's reply address for the record, "" when none
+    lang: str  # the record's language
+
+    @property
+    def late(self) -> bool:
+        return self.kind == "overdue" or self.kind.endswith("_late")
+
+    def what(self, lang: str) -> str:
+        return _DIGEST_WHAT[self.kind][lang == "en"].format(label=self.label)
+
+
 def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     """(key, mail) for everyone with something pending; plain tuples, not model objects —
     building 200k participant objects with their records cost ~20 s at 100k open records."""
     now = ctx.clock.now()
     soon = now + timedelta(days=3)
     s = ctx.settings
-    items: dict[str, list[tuple[str, str, str, str]]] = {}  # email → (ref, what, when, reply address)
+    items: dict[str, list[_Pending]] = {}  # email → what waits for them
 
-    def add(email: str, ref: str, what: str, when: datetime | None, reply: str) -> None:
-        items.setdefault(email, []).append((ref, what, _local(ctx, when) if when else "", reply))
+    def add(email: str, ref: str, kind: str, when: datetime | None, reply: str, lang: str, label: str = "") -> None:
+        items.setdefault(email, []).append(_Pending(ref, kind, label, _local(ctx, when) if when else "", reply, lang))
 
     def reply(record_id: int, participant_id: int | None) -> str:
         return reply_address(s.gateway.secret, s.gateway.domain, record_id, participant_id) if participant_id else ""
 
     open_records = Record.status != "archived"
-    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status in (
+    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang in (
             Participant.select(Participant.id, Participant.email, Participant.record, Participant.signed_at,
                                Participant.responded_at, Participant.response_due_at, Participant.chain_due_at,
-                               Record.ref, Record.status)
+                               Record.ref, Record.status, Record.lang)
             .join(Record).where(open_records & Participant.role.in_(("recipient", "external"))).tuples()):
         if status == "confirming" and signed is None:
-            add(email, ref, "结果待签字", _aware(sign_due), reply(record_id, pid))
+            add(email, ref, "sign", _aware(sign_due), reply(record_id, pid), lang)
         elif answered is None and answer_due is not None:
             due = _aware(answer_due)
-            add(email, ref, "逾期未回复" if due < now else "等待您回复", due, reply(record_id, pid))
+            add(email, ref, "overdue" if due < now else "awaiting", due, reply(record_id, pid), lang)
     owners = {(r, e): i for i, r, e in Participant.select(Participant.id, Participant.record, Participant.email)
               .join(Record).where(open_records).tuples()}
-    for model, what, name in ((Milestone, "关键节点", Milestone.name), (ActionItem, "行动项", ActionItem.text)):
-        for owner, due, label, record_id, ref in (
-                model.select(model.owner_email, model.due_at, name, Record.id, Record.ref).join(Record)
+    for model, kind, name in ((Milestone, "milestone", Milestone.name), (ActionItem, "action", ActionItem.text)):
+        for owner, due, label, record_id, ref, lang in (
+                model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang).join(Record)
                 .where(open_records & (model.due_at <= soon)).tuples()):
             due = _aware(due)
-            add(owner, ref, f"{what}{'（已逾期）' if due < now else ''}：{label}", due,
-                reply(record_id, owners.get((record_id, owner))))
-    overdue_by_department: dict[str, list[tuple[str, str, str, str]]] = {}
-    for email, entries in items.items():
+            add(owner, ref, f"{kind}_late" if due < now else kind, due, reply(record_id, owners.get((record_id, owner))),
+                lang, label)
+    overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
+    for email, pending in items.items():
         person = ctx.directory.by_email(email)
-        late = [e for e in entries if "逾期" in e[1]]
-        if late and person.department:
+        if person.department:
             overdue_by_department.setdefault(person.department, []).extend(
-                (ref, f"{person.name}：{what}", when, "") for ref, what, when, _ in late)
+                (person.name, item) for item in pending if item.late)
     off = {d.email for d in DigestPreference.select().where(DigestPreference.enabled == False)}  # noqa: E712
-    drafts = [(f"digest:{email}:{day}", _digest(ctx, email, entries, day, head=False))
-              for email, entries in items.items() if email not in off]
+    drafts = []
+    for email, pending in items.items():
+        if email not in off:
+            lang = _reader_language(pending)
+            entries = [(i.ref, i.what(lang), i.when, i.reply) for i in pending]
+            drafts.append((f"digest:{email}:{day}", _digest(ctx, email, entries, day, lang, head=False)))
     for department in ctx.directory.departments:
-        entries = overdue_by_department.get(department.name)
-        if entries and department.head not in off:
-            drafts.append((f"digest-head:{department.head}:{day}", _digest(ctx, department.head, entries, day, head=True)))
+        late = overdue_by_department.get(department.name)
+        if late and department.head not in off:
+            lang = _reader_language([item for _, item in late])
+            colon = ": " if lang == "en" else "："
+            entries = [(i.ref, f"{whose}{colon}{i.what(lang)}", i.when, "") for whose, i in late]
+            drafts.append((f"digest-head:{department.head}:{day}",
+                           _digest(ctx, department.head, entries, day, lang, head=True)))
     return drafts
+
+
+def _reader_language(pending: list[_Pending]) -> str:
+    """English for someone all of whose pending records are English, else Chinese: the
+    directory has no language for a person, their records do."""
+    return "en" if all(item.lang == "en" for item in pending) else "zh"
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
@@ -330,10 +373,11 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return UTCDateTimeField().python_value(value) if value is not None else None
 
 
-def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str]], day: str, head: bool) -> Draft:
+def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str]], day: str, lang: str,
+            head: bool) -> Draft:
     person = ctx.directory.by_email(email)
     domain = ctx.settings.gateway.domain
-    return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang="zh",
+    return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang=lang,
                  to_addr=email, to_name=person.name,
                  extra_headers={"List-Unsubscribe": f"<mailto:requests@{domain}?subject=DIGEST%20OFF>"},
                  context=dict(name=person.name, day=day, head=head, entries=sorted(entries)))

@@ -193,3 +193,33 @@ def test_notice_reminders_come_before_the_effective_date_and_escalate_after_48_h
     assert [m.to_addr for m in mails("reminder")] == [WANG]
     at(ctx, clock, timedelta(hours=48, minutes=1))  # 48 h without confirmation
     assert {m.to_addr for m in mails("escalation")} == {"zhou.ming@liuhen.localhost", CHEN}
+
+
+ENGLISH_REQUEST = """Subject: Overseas launch event for the Q1 smartwatch
+Requester: emily.carter@liuhen.localhost
+Priority: medium
+Deadline: 2026-12-18 18:00
+Background & goal: Book a venue and agree the budget for the Singapore launch
+Participants:
+wang.qiang@liuhen.localhost - demo units for the event
+Milestones:
+Venue booked - 2026-11-29 18:00 - wang.qiang@liuhen.localhost
+"""
+
+
+def test_someone_with_only_english_records_gets_the_digest_in_english(ctx, send, clock):
+    from gateway.outbox import mail_body
+
+    emily = "emily.carter@liuhen.localhost"
+    send(make_mail(ENGLISH_REQUEST, subject="Overseas launch event", sender=emily), mail_from=emily)
+    at(ctx, clock, timedelta(hours=23, minutes=5))
+    [digest] = mails("digest", WANG)
+    text = mail_body(ctx, digest)[0]
+    assert digest.subject.startswith("Your pending items 2026-11-28")
+    assert "[PRJ-2026-0001] waiting for your answer (2026-11-28 10:00)" in text
+    assert "[PRJ-2026-0001] milestone: Venue booked (2026-11-29 18:00)" in text
+    # With a Chinese record as well, the digest is Chinese and says the English items in Chinese.
+    send(make_mail(MEDIUM))
+    at(ctx, clock, timedelta(hours=47, minutes=5))
+    latest = mails("digest", WANG)[-1]
+    assert latest.subject.startswith("今日待办") and "逾期未回复" in mail_body(ctx, latest)[0]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from config.forms import keyword_help
 from gateway.delivery import DeliveryError, Transport, compose
 from gateway.form_rows import record_rows
+from parsers.mime import parse_message
 from store.models import Event, OutboundMessage, Record
 from store.repositories import insert_rows
 
@@ -99,9 +100,13 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
 
 
 def mail_body(ctx: Context, mail: OutboundMessage) -> tuple[str, str]:
-    """(text, html) of a queued or sent mail."""
-    if mail.text:
+    """(text, html) of a queued or sent mail. A sent mail's are read back from the bytes that
+    went out (the trace of what it said), not kept a second time beside them."""
+    if mail.text:  # sent by a version that kept the rendered parts as well
         return mail.text, mail.html
+    if mail.raw:
+        sent = parse_message(bytes(mail.raw))
+        return sent.text, sent.html
     return ctx.renderer.body(mail.lang, mail.template, **render_context(ctx, mail))
 
 
@@ -128,7 +133,7 @@ def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> N
         _failed_attempt(ctx, mail, exc)
         return
     with ctx.db.atomic():
-        OutboundMessage.update(status="sent", raw=raw, text=mail.text, html=mail.html, sent_at=ctx.clock.now(),
+        OutboundMessage.update(status="sent", raw=raw, sent_at=ctx.clock.now(),
                                attempts=mail.attempts + 1, last_error="").where(
             OutboundMessage.id == mail.id).execute()
         Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",

@@ -221,8 +221,8 @@ class OutboundMessage(BaseModel):
     subject = TextField()
     template = CharField(max_length=64)  # mail_templates/<lang>/<template>.*.j2
     context = JSONField(default=dict)  # what the template is rendered with
-    text = TextField(default="")  # rendered at delivery, kept for the trace
-    html = TextField(default="")
+    text = TextField(default="")  # the rendered parts, as earlier versions kept them after sending;
+    html = TextField(default="")  # now a sent mail's parts are read back from raw
     headers = JSONField(default=dict)
     attachments = JSONField(default=list)  # [{filename, content_type, text}] generated files, e.g. an .ics invitation
     message_id = CharField(max_length=998, unique=True)

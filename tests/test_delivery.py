@@ -93,6 +93,12 @@ def test_mail_is_relayed_with_starttls_and_auth(ctx, smarthost):
     assert email.message_from_bytes(relayed)["Message-ID"] == kept.message_id
     assert bytes(kept.raw).replace(b"\r\n", b"\n").strip() == relayed.replace(b"\r\n", b"\n").strip()
     assert Event.select().where(Event.kind == "mail_sent").count() == 3
+    # The bytes that went out are the record of what the mail said; its body reads back from them.
+    assert kept.text == "" and kept.html == ""
+    sent = email.message_from_bytes(relayed)
+    text_part = next(p for p in sent.walk() if p.get_content_type() == "text/plain")
+    assert mail_body(ctx, kept)[0].strip() == text_part.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n").strip()
+    assert "您的职责" in mail_body(ctx, kept)[0] and "<table" in mail_body(ctx, kept)[1]
 
 
 def test_wrong_password_is_a_temporary_failure_that_is_retried(ctx, smarthost):

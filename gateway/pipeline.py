@@ -21,7 +21,7 @@ from gateway.handlers.reply import handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
 from parsers.dsn import parse_dsn
-from parsers.keywords import parse_command
+from parsers.keywords import Command, parse_command
 from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
 from store.archive import mark_for_index
@@ -140,9 +140,10 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
 
 def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
     msg = parse_message(bytes(row.raw))
-    if parse_command(msg.subject) is not None:
+    command = parse_command(msg.subject)
+    if command is not None:
         trace.write()  # a command (状态, 检索) reads the trace: let it see the mails before it
-    outcome = route(ctx, row, msg)
+    outcome = route(ctx, row, msg, command)
     if not finish_inbound(row.id, outcome.state, outcome.reason, trace.now, outcome.record_id, msg.subject,
                           msg.from_addr):
         raise _Superseded()
@@ -155,7 +156,8 @@ def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
     return outcome.state
 
 
-def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
+def route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command | None) -> Outcome:
+    """Where the mail goes; `command` is what its subject asks for (parse_command), if anything."""
     s = ctx.settings
     report = parse_dsn(bytes(row.raw), msg.headers.get("content-type", ""))
     if report is not None:
@@ -171,7 +173,6 @@ def route(ctx: Context, row: InboundMessage, msg: ParsedMessage) -> Outcome:
     if target.kind == "reply":
         return handle_reply(ctx, row, msg, token=target.token)
     if target.kind in ("form", "requests"):
-        command = parse_command(msg.subject)
         if command is not None and command.name in COMMANDS:
             return handle_command(ctx, row, msg, command)
         # A reply that lost its personal address (sent to our From, or a client that

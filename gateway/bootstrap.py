@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from peewee import Database
 
 from config.directory import Directory
 from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_rules
-from config.settings import DEFAULT_KEYWORDS, Settings, ensure_secret
+from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure_secret
 from gateway.clock import Clock, SystemClock
 from gateway.worktime import WorkingTime, parse_clock
 from mail_templates import Renderer
@@ -40,12 +41,18 @@ class Context:
         r = self.settings.reminders
         if not r.business_hours:
             return start + timedelta(hours=hours)
-        return WorkingTime(self.tz, parse_clock(r.work_start), parse_clock(r.work_end),
-                           frozenset(map(date.fromisoformat, r.days_off)),
-                           frozenset(map(date.fromisoformat, r.working_days))).add(start, hours)
+        return _working_time(r, self.tz).add(start, hours)
 
     def form_by_address(self, local_part: str) -> FormDef | None:
         return next((f for f in self.forms.values() if f.address == local_part), None)
+
+
+@lru_cache(maxsize=8)
+def _working_time(r: ReminderSettings, tz: ZoneInfo) -> WorkingTime:
+    """Built once per configuration, not for every deadline of every request."""
+    return WorkingTime(tz, parse_clock(r.work_start), parse_clock(r.work_end),
+                       frozenset(map(date.fromisoformat, r.days_off)),
+                       frozenset(map(date.fromisoformat, r.working_days)))
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> Context:

@@ -240,6 +240,18 @@ PROJECT_BODY = """沟通主题：智能手表项目-硬件方案评审
 
 MEDIUM_BODY = PROJECT_BODY.replace("优先级：高", "优先级：中")
 
+# The same kind of request written in English by someone without the form in front of them.
+ENGLISH_BODY = """Subject: Overseas launch event for the Q1 smartwatch
+Requester: emily.carter@liuhen.localhost
+Priority: medium
+Deadline: 2026-12-18 18:00
+Background & goal: Book a venue and agree the budget for the Singapore launch
+Participants:
+wang.qiang@liuhen.localhost - demo units for the event
+Milestones:
+Venue booked - 2026-11-29 18:00 - wang.qiang@liuhen.localhost
+"""
+
 
 @pytest.fixture
 def send(ctx: Context, gateway: GatewayThread) -> Callable[..., InboundMessage]:

@@ -6,7 +6,7 @@ import json
 import re
 
 from gateway.outbox import mail_body
-from conftest import DOMAIN, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
+from conftest import DOMAIN, ENGLISH_BODY, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
 from gateway.tokens import parse_token
 from store.models import Event, Milestone, OutboundMessage, Participant, Record
 
@@ -94,17 +94,7 @@ def test_medium_priority_gets_24_hours_and_no_head_copy(ctx, send):
 
 
 def test_english_request_is_answered_in_english(ctx, send):
-    body = """Subject: Overseas launch event for the Q1 smartwatch
-Requester: emily.carter@liuhen.localhost
-Priority: medium
-Deadline: 2026-12-18 18:00
-Background & goal: Book a venue and agree the budget for the Singapore launch
-Participants:
-wang.qiang@liuhen.localhost - demo units for the event
-Milestones:
-Venue booked - 2026-12-05 18:00
-"""
-    inbound = send(make_mail(body, subject="Overseas launch event", sender="emily.carter@liuhen.localhost"),
+    inbound = send(make_mail(ENGLISH_BODY, subject="Overseas launch event", sender="emily.carter@liuhen.localhost"),
                    mail_from="emily.carter@liuhen.localhost")
     assert inbound.state == "processed", inbound.reason
     record = Record.get()

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import DOMAIN, NOW, make_mail
+from conftest import DOMAIN, ENGLISH_BODY, NOW, make_mail
 from gateway.cli import cmd_tick
 from gateway.scheduler import answer_stage, deadline_stage, sweep
 from store.models import DigestPreference, Event, OutboundMessage, Participant
@@ -195,23 +195,11 @@ def test_notice_reminders_come_before_the_effective_date_and_escalate_after_48_h
     assert {m.to_addr for m in mails("escalation")} == {"zhou.ming@liuhen.localhost", CHEN}
 
 
-ENGLISH_REQUEST = """Subject: Overseas launch event for the Q1 smartwatch
-Requester: emily.carter@liuhen.localhost
-Priority: medium
-Deadline: 2026-12-18 18:00
-Background & goal: Book a venue and agree the budget for the Singapore launch
-Participants:
-wang.qiang@liuhen.localhost - demo units for the event
-Milestones:
-Venue booked - 2026-11-29 18:00 - wang.qiang@liuhen.localhost
-"""
-
-
 def test_someone_with_only_english_records_gets_the_digest_in_english(ctx, send, clock):
     from gateway.outbox import mail_body
 
     emily = "emily.carter@liuhen.localhost"
-    send(make_mail(ENGLISH_REQUEST, subject="Overseas launch event", sender=emily), mail_from=emily)
+    send(make_mail(ENGLISH_BODY, subject="Overseas launch event", sender=emily), mail_from=emily)
     at(ctx, clock, timedelta(hours=23, minutes=5))
     [digest] = mails("digest", WANG)
     text = mail_body(ctx, digest)[0]

@@ -31,23 +31,35 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
     raise AssertionError("liuhen serve did not open its port")
 
 
-def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
-    port = free_port()
+def _serve_argv(tmp_path: Path, port: int, *options: str) -> list[str]:
+    """`liuhen serve` on a config of its own (data under tmp_path/var, SMTP on `port`)."""
     config = tmp_path / "liuhen.toml"
     config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
                       encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", *options]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+
+
+def _request_due_ahead(body: str = PROJECT_BODY) -> bytes:
+    """The project request with dates a month from now: these tests run on the real clock."""
+    soon = datetime.now() + timedelta(days=30)
+    body = body.replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
+        .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
+        .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
+    return crlf(make_mail(body))
+
+
+def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(_serve_argv(tmp_path, port), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     try:
         _wait_port(port)
-        # Real time here: give the request dates that lie ahead of today.
-        soon = datetime.now() + timedelta(days=30)
-        body = PROJECT_BODY.replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
-            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
-            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            refused = client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], crlf(make_mail(body)))
+            refused = client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], _request_due_ahead())
         assert refused == {}
         maildir = tmp_path / "var" / "outbox-maildir" / "new"
         deadline = time.monotonic() + 20
@@ -69,26 +81,17 @@ def test_swaks_a_client_that_is_not_python(tmp_path):
     """An end-to-end send from swaks (Debian package), so intake is not only tested with smtplib."""
     import shutil
 
-    import pytest
-
     if not shutil.which("swaks"):
         if os.environ.get("CI"):
             pytest.fail("swaks is not installed, and CI must run this test (.ci/run installs it)")
         pytest.skip("swaks is not installed (apt-get install swaks)")
     port = free_port()
-    config = tmp_path / "liuhen.toml"
-    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n', encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", "--no-delivery"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(_serve_argv(tmp_path, port, "--no-delivery"), cwd=ROOT, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_port(port)
-        soon = datetime.now() + timedelta(days=30)
-        body = PROJECT_BODY.replace("优先级：高", "优先级：中").replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
-            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
-            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
         message = tmp_path / "request.eml"
-        message.write_bytes(crlf(make_mail(body)))
+        message.write_bytes(_request_due_ahead(PROJECT_BODY.replace("优先级：高", "优先级：中")))
         sent = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "chen.jing@liuhen.localhost",
                                "--to", "project@liuhen.test", "--data", f"@{message}"],
                               capture_output=True, text=True, timeout=60)
@@ -115,13 +118,8 @@ def test_serve_with_its_port_taken_says_so_and_leaves_nothing_running(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        config = tmp_path / "liuhen.toml"
-        config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
-                          encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-        done = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
-                              env=env, capture_output=True, timeout=60)  # the processor child must not keep it alive
+        done = subprocess.run(_serve_argv(tmp_path, taken.getsockname()[1]), cwd=ROOT, env=_env(),
+                              capture_output=True, timeout=60)  # the processor child must not keep it alive
     assert done.returncode == 70
     assert b"cannot serve" in done.stderr and b"Traceback" not in done.stderr
     assert b"accepting mail" not in done.stdout  # never announced as ready
@@ -143,23 +141,15 @@ def test_the_processor_child_that_cannot_start_is_reported_not_left_behind(tmp_p
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the processor child through Linux's /proc")
 def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_path):
     port = free_port()
-    config = tmp_path / "liuhen.toml"
-    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
-                      encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve",
-                               "--no-delivery"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(_serve_argv(tmp_path, port, "--no-delivery"), cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_port(port)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         [child] = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         os.kill(int(child), signal.SIGKILL)  # as the kernel's OOM killer would
-        soon = datetime.now() + timedelta(days=30)
-        body = PROJECT_BODY.replace("2026-12-20 18:00", soon.strftime("%Y-%m-%d 18:00")) \
-            .replace("2026-12-10 14:00", (soon - timedelta(days=5)).strftime("%Y-%m-%d 14:00")) \
-            .replace("2026-12-15 18:00", (soon - timedelta(days=2)).strftime("%Y-%m-%d 18:00"))
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            assert client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], crlf(make_mail(body))) == {}
+            assert client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"], _request_due_ahead()) == {}
         db_path = tmp_path / "var" / "liuhen.db"
         deadline = time.monotonic() + 30
         states: list[tuple[str]] = []

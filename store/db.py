@@ -20,7 +20,7 @@ from playhouse.migrate import migrate as migrate_schema
 from store.models import MODELS, Milestone, SchemaVersion
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _to_v2(db: Database) -> None:
@@ -48,7 +48,22 @@ def _to_v2(db: Database) -> None:
     db.create_tables([Meeting, ActionItem, ProgressRow, Dispute, SearchPending, DigestPreference, ImapState])
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2}  # version → step from the one before
+def _to_v3(db: Database) -> None:
+    """Trust and faults: a failed mail's retries, each mail's authentication verdict, and
+    delivery leases per node."""
+    from store.models import InboundMessage, OutboundMessage
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate_schema(
+        migrator.add_column("inboundmessage", "attempts", InboundMessage.attempts),
+        migrator.add_column("inboundmessage", "next_attempt_at", InboundMessage.next_attempt_at),
+        migrator.add_column("inboundmessage", "auth", InboundMessage.auth),
+        migrator.add_column("outboundmessage", "claimed_by", OutboundMessage.claimed_by),
+        migrator.add_column("outboundmessage", "lease_until", OutboundMessage.lease_until),
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3}  # version → step from the one before
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

@@ -62,12 +62,18 @@ class InboundMessage(BaseModel):
     message_id = CharField(max_length=998, default="")
     raw = BlobField()
     size = IntegerField()
-    state = CharField(max_length=16, default="received", index=True)  # received|processed|rejected|ignored
+    state = CharField(max_length=16, default="received", index=True)  # received|processed|rejected|ignored|error
     reason = TextField(default="")
     subject = TextField(default="")
     from_addr = CharField(max_length=512, default="")
     record_id = IntegerField(null=True)
     processed_at = UTCDateTimeField(null=True)
+    # A mail that failed in processing ('error') is tried again later, behind new mail.
+    attempts = IntegerField(default=0)
+    next_attempt_at = UTCDateTimeField(null=True, index=True)
+    # Who sent it, as far as we can tell: the verdict (pass | fail | none) and its evidence
+    # (the Authentication-Results we trusted, or our own DKIM/DMARC check).
+    auth = JSONField(default=dict)
 
 
 class Record(BaseModel):
@@ -232,6 +238,9 @@ class OutboundMessage(BaseModel):
     last_error = TextField(default="")
     raw = BlobField(null=True)  # the bytes as delivered, kept for the trace
     sent_at = UTCDateTimeField(null=True)
+    # The node delivering it and until when: a restart retries only its own expired leases.
+    claimed_by = CharField(max_length=128, default="")
+    lease_until = UTCDateTimeField(null=True)
 
 
 class Counter(BaseModel):

@@ -11,6 +11,8 @@ from store.models import InboundMessage, Meeting, Record, SchemaVersion
 V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "archived_at", "next_reminder_at"],
               "participant": ["signed_at", "chain_due_at", "next_reminder_at"],
               "milestone": ["delayed_from", "next_reminder_at"], "outboundmessage": ["attachments"]}
+V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
+              "outboundmessage": ["claimed_by", "lease_until"]}
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -19,16 +21,20 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     # Turn it back into what liuhen 0.1 (schema 1) created.
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
-    migrate(*[migrator.drop_column(table, column) for table, columns in V2_COLUMNS.items() for column in columns])
+    migrate(migrator.drop_index("inboundmessage", "inboundmessage_next_attempt_at"))
+    migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS)
+              for table, columns in columns_by_table.items() for column in columns])
     for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate"):
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=1).execute()
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 2
-    assert {c.name for c in db.get_columns("record")} >= set(V2_COLUMNS["record"])
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 3
+    for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items()):
+        assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
     assert InboundMessage.get().dedupe_key == "k"
+    assert InboundMessage.get().attempts == 0
     assert Record.select().count() == 0
     db.close()

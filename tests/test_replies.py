@@ -114,6 +114,11 @@ def test_someone_else_using_a_reply_address_changes_nothing(ctx, send, record):
     inbound = reply(send, ZHAO, "同意", to=reply_address(WANG))
     assert inbound.state == "rejected" and "reply_foreign" in inbound.reason
     assert participant(WANG).response == "" and participant(ZHAO).response == ""
+    # The refusal names nobody: the owner's address would only tell a forger whom to forge.
+    [answer] = mails_to(ZHAO, "refusal")
+    body = text_of(ctx, answer)
+    assert WANG not in body and WANG not in inbound.reason
+    assert "未做任何记录" in body
 
 
 def test_a_reply_without_token_is_matched_by_references_and_sender(ctx, send, record):

@@ -100,7 +100,8 @@ def _match(ctx: Context, msg: ParsedMessage, token: str | None, record: Record |
         if participant is None:
             return Refused("reply_forged")
         if participant.email != msg.from_addr:
-            return Refused("reply_foreign", value=msg.from_addr, detail=participant.email)
+            # Never name the owner: a forger would only learn whose From to forge.
+            return Refused("reply_foreign", value=msg.from_addr)
         return Matched(participant.record, participant, "token", token)
     assert record is not None
     mine = list(Participant.select().where((Participant.record == record.id) &

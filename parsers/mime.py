@@ -107,7 +107,11 @@ def _codec(label: str | None) -> str | None:
         b"a".decode(name)  # "base64", "zlib" ... are codecs too, but not text encodings
     except UnicodeDecodeError:
         pass  # a real text codec (utf-16 wants two bytes)
-    except (LookupError, ValueError):
+    except (LookupError, ValueError):  # UnicodeError is a ValueError: idna, punycode
+        return None
+    try:
+        b"\xff".decode(name, errors="replace")  # the last resort must work for every codec we use
+    except (UnicodeError, LookupError, TypeError):
         return None
     return codecs.lookup(name).name
 
@@ -135,7 +139,7 @@ def decode_bytes(data: bytes, declared_charset: str | None) -> str:
         try:
             text = data.decode(codec)
             break
-        except UnicodeDecodeError as error:
+        except UnicodeDecodeError as error:  # any other UnicodeError: _codec let no such codec in
             if len(data[: error.start].translate(None, _ASCII)) >= _PROVEN_NON_ASCII:
                 text = data.decode(codec, errors="replace")
                 break

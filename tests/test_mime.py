@@ -464,3 +464,11 @@ def test_html_tables_nested_and_implied_end_tags():
 def test_address_headers_in_every_common_form(header, expected):
     msg = parse_message(f"From: a@example.cn\r\nTo: {header}\r\nSubject: x\r\n\r\nbody\r\n".encode())
     assert list(msg.to) == expected
+
+
+def test_a_charset_whose_codec_refuses_to_decode_never_raises():
+    # issue 9: charset=idna raised UnicodeError (not UnicodeDecodeError) and stalled the queue.
+    raw = (EMAILS.parent / "hostile" / "idna_charset.eml").read_bytes()
+    msg = parse_message(raw)
+    assert msg.subject.startswith("中") and msg.text.startswith("中")
+    assert decode_bytes(b"\xe4\xb8\xad\xff", "idna").startswith("中")

@@ -116,3 +116,18 @@ def test_smtp_and_ingest_of_the_same_mail_make_one_record(ctx, gateway, tmp_path
     result = _liuhen(tmp_path, ctx, "ingest", stdin=raw)
     assert result.returncode == 0 and b"duplicate" in result.stdout
     assert Record.select().count() == 1
+
+
+def test_a_mail_in_a_charset_that_cannot_be_decoded_does_not_hold_up_the_mail_behind_it(ctx):
+    hostile = (ROOT / "tests" / "fixtures" / "hostile" / "idna_charset.eml").read_bytes()
+    poisoned = [store_raw(ctx.db, hostile.replace(b"\xff", bytes([0xff, n])), source="smtp",
+                          envelope_from="a@b.c", envelope_to=[f"project@{DOMAIN}"], now=NOW) for n in range(16)]
+    valid = store_raw(ctx.db, make_mail(PROJECT_BODY), source="smtp", envelope_from="chen.jing@liuhen.localhost",
+                      envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    gateway = GatewayThread(ctx, transport=None).start()
+    try:
+        assert wait_processed(valid.inbound_id).state == "processed"
+    finally:
+        gateway.stop()
+    states = {InboundMessage.get_by_id(s.inbound_id).state for s in poisoned}
+    assert "received" not in states and states <= {"processed", "rejected", "ignored", "error"}

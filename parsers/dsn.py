@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import email
 from dataclasses import dataclass
+from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
+
+from parsers.mime import decode_bytes
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,22 @@ def _failed(part: Message) -> list[FailedRecipient]:
         blocks = [email.message_from_string(chunk) for chunk in str(blocks).split("\n\n")]
     result = []
     for block in blocks:
-        if (block.get("Action") or "").strip().lower() != "failed":
+        if _field(block, "Action").strip().lower() != "failed":
             continue
-        recipient = (block.get("Final-Recipient") or block.get("Original-Recipient") or "").split(";")[-1].strip()
-        result.append(FailedRecipient(recipient.strip("<>").lower(), (block.get("Status") or "").strip(),
-                                      " ".join((block.get("Diagnostic-Code") or "").split())))
+        recipient = (_field(block, "Final-Recipient") or _field(block, "Original-Recipient")).split(";")[-1].strip()
+        result.append(FailedRecipient(recipient.strip("<>").lower(), _field(block, "Status").strip(),
+                                      " ".join(_field(block, "Diagnostic-Code").split())))
     return result
+
+
+def _field(block: Message, name: str) -> str:
+    """A field of a report block as text. compat32 hands out raw 8-bit values (a remote
+    server's diagnostic in Chinese) as Header objects, not strings."""
+    value = block.get(name)
+    if isinstance(value, Header):
+        return "".join(decode_bytes(chunk, None) if isinstance(chunk, bytes) else chunk
+                       for chunk, _ in decode_header(value))
+    return value or ""
 
 
 def _message_id(headers: Message | None) -> str:

@@ -10,7 +10,8 @@ from store.models import Event, OutboundMessage, Participant
 MEDIUM = PROJECT_BODY.replace("优先级：高", "优先级：中")
 
 
-def dsn(original_message_id: str, recipient: str, headers_only: bool = True) -> bytes:
+def dsn(original_message_id: str, recipient: str, headers_only: bool = True,
+        diagnostic: str = "Recipient address rejected: User unknown") -> bytes:
     original = (f"Message-ID: {original_message_id}\r\nSubject: [PRJ-2026-0001] request\r\n"
                 f"To: {recipient}\r\n")
     part = ("Content-Type: text/rfc822-headers\r\n\r\n" + original) if headers_only else \
@@ -22,7 +23,7 @@ def dsn(original_message_id: str, recipient: str, headers_only: bool = True) -> 
             "--b\r\nContent-Type: text/plain\r\n\r\nThe mail system could not deliver your message.\r\n"
             "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.cn\r\n\r\n"
             f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: {diagnostic}\r\n\r\n"
             f"--b\r\n{part}--b--\r\n").encode()
 
 
@@ -44,6 +45,19 @@ def test_a_bounce_marks_the_recipient_undeliverable_and_tells_the_initiator(ctx,
     assert not OutboundMessage.select().where(OutboundMessage.to_addr.contains("mailer-daemon")).exists()
 
 
+def test_a_bounce_whose_diagnostic_has_8bit_text_still_marks_the_recipient(ctx, send):
+    # issue 9: raw UTF-8 in Diagnostic-Code made the report parser fail; the mail ended in
+    # 'error' and the recipient was never marked undeliverable.
+    send(make_mail(MEDIUM))
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "zhao.lei@liuhen.localhost"))
+    inbound = send(dsn(request.message_id, "zhao.lei@liuhen.localhost", diagnostic="用户不存在 user unknown"),
+                   rcpt=f"liuhen@{DOMAIN}", mail_from="")
+    assert inbound.state == "processed", inbound.reason
+    bounced = OutboundMessage.get_by_id(request.id)
+    assert bounced.status == "bounced" and "用户不存在" in bounced.last_error
+
+
 def test_a_bounce_with_the_original_attached(ctx, send):
     send(make_mail(MEDIUM))
     request = OutboundMessage.get((OutboundMessage.kind == "request") &
@@ -58,3 +72,16 @@ def test_a_bounce_for_a_mail_we_did_not_send_is_ignored(ctx, send):
     inbound = send(dsn("<someone-else@example.net>", "x@example.net"), rcpt=f"postmaster@{DOMAIN}", mail_from="")
     assert inbound.state == "ignored" and "did not send" in inbound.reason
     assert OutboundMessage.select().count() == 0
+
+
+def test_the_report_parser_reads_an_8bit_diagnostic():
+    from pathlib import Path
+
+    from parsers.dsn import parse_dsn
+
+    raw = (Path(__file__).parent / "fixtures" / "hostile" / "dsn_8bit_diagnostic.eml").read_bytes()
+    report = parse_dsn(raw)
+    assert report is not None and report.original_message_id == "<abc@liuhen.localhost>"
+    [failed] = report.failed
+    assert (failed.address, failed.status) == ("wang.qiang@liuhen.localhost", "5.1.1")
+    assert "用户不存在" in failed.diagnostic

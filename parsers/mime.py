@@ -327,7 +327,9 @@ def _extension_table() -> mimetypes.MimeTypes:
 
 _MIME_TYPES = _extension_table()
 
-_MAX_FILENAME = 200
+# In UTF-8 bytes: file systems cap a name at 255 bytes (not characters; a Chinese character
+# takes three), and the archive export puts "<id>-" in front.
+_MAX_FILENAME_BYTES = 200
 
 # message/global is message/rfc822 with UTF-8 headers (RFC 6532).
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
@@ -395,15 +397,20 @@ def _sanitize_filename(name: str, index: int, content_type: str) -> str:
     # disguise "gpj.exe" as "exe.jpg") and stray surrogates.
     name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
     name = name.strip().lstrip(".").strip()
-    if len(name) > _MAX_FILENAME:
+    if len(name.encode()) > _MAX_FILENAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         if dot and stem and len(ext) < 16:
-            name = stem[: _MAX_FILENAME - len(ext) - 1].rstrip() + "." + ext
+            name = _utf8_prefix(stem, _MAX_FILENAME_BYTES - len(ext.encode()) - 1).rstrip() + "." + ext
         else:
-            name = name[:_MAX_FILENAME].rstrip()
+            name = _utf8_prefix(name, _MAX_FILENAME_BYTES).rstrip()
     if name:
         return name
     return f"attachment-{index}{_MIME_TYPES.guess_extension(content_type) or '.bin'}"
+
+
+def _utf8_prefix(text: str, limit: int) -> str:
+    """The longest prefix of `text` whose UTF-8 form fits in `limit` bytes (whole characters)."""
+    return text.encode()[:limit].decode("utf-8", errors="ignore")
 
 
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")

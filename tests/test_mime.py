@@ -372,10 +372,12 @@ def test_attachment_filenames_are_sanitized(disposition, expected):
     assert attachment.payload == b"%PDF-"
 
 
-def test_long_attachment_name_keeps_its_extension():
+def test_long_attachment_name_keeps_its_extension_and_fits_a_file_system():
+    # issue 9: capped at 200 characters (600 bytes), the archive export failed with
+    # "File name too long"; file systems count bytes.
     raw = _attachment(f'attachment; filename="{"需" * 300}.docx"')
     (attachment,) = parse_message(raw).attachments
-    assert len(attachment.filename) == 200 and attachment.filename.endswith("需.docx")
+    assert len(attachment.filename.encode()) == 200 and attachment.filename.endswith("需.docx")
 
 
 def test_unnamed_attachment_gets_extension_from_type():
@@ -472,3 +474,4 @@ def test_a_charset_whose_codec_refuses_to_decode_never_raises():
     msg = parse_message(raw)
     assert msg.subject.startswith("中") and msg.text.startswith("中")
     assert decode_bytes(b"\xe4\xb8\xad\xff", "idna").startswith("中")
+

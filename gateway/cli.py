@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import peewee
+
 from config.settings import ConfigError, load_settings
 from gateway.bootstrap import Context, build_context
 from gateway.delivery import make_transport
@@ -36,8 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = build_context(settings)
     except Exception as exc:  # the database or a config file cannot be opened
-        print(f"liuhen: cannot start: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL if args.func is cmd_ingest else EX_CONFIG
+        print(f"liuhen: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        # A database that is down (or a full disk) is temporary: 75 tells a supervisor or an
+        # MTA to try again later; 78 (EX_CONFIG), often marked do-not-restart, is for a
+        # configuration that cannot work.
+        temporary = isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, OSError))
+        return EX_TEMPFAIL if temporary or args.func is cmd_ingest else EX_CONFIG
     return args.func(args, ctx)
 
 

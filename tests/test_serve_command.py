@@ -163,3 +163,20 @@ def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0
     assert b"starting it again" in err
+
+
+def test_serve_with_the_database_down_exits_75_so_a_supervisor_restarts_it(tmp_path):
+    # issue 9: it exited 78 (EX_CONFIG), which systemd units often mark as do-not-restart;
+    # a database that is down is temporary (EX_TEMPFAIL). A broken configuration stays 78.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"postgresql://postgres@127.0.0.1:{closed.getsockname()[1]}/test"  # nothing listens
+        done = subprocess.run(_serve_argv(tmp_path, free_port()), cwd=ROOT, capture_output=True, timeout=60,
+                              env=_env() | {"LIUHEN_DATABASE_URL": down})
+    assert done.returncode == 75, done.stderr.decode()
+    assert b"cannot start" in done.stderr and b"Traceback" not in done.stderr
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[gateway\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(bad), "serve"], cwd=ROOT,
+                          capture_output=True, timeout=60, env=_env())
+    assert done.returncode == 78

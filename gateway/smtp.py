@@ -2,13 +2,14 @@
 
 RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown local parts
 get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool (by the group-commit
-writer's thread), and only then does the client hear 250; if that fails the answer is 451 so
-the sender retries.
+writer's thread), and only then does the client hear 250; if that fails the answer is 451 (452
+for a full disk) so the sender retries.
 aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from gateway.spool import SpoolWriter
 log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try again later"
+NO_SPACE = "452 4.3.1 Insufficient system storage, message not accepted; please try again later"
 
 
 class IntakeHandler:
@@ -44,7 +46,10 @@ class IntakeHandler:
         try:
             queue_id = await self.spool.store(raw, envelope.mail_from or "", list(envelope.rcpt_tos),
                                               self.ctx.clock.now())
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                log.warning("spool disk full: a message from %s answered 452", envelope.mail_from)
+                return NO_SPACE
             log.warning("could not spool a message from %s; answered 451", envelope.mail_from)
             return TEMPFAIL
         return f"250 2.0.0 OK: queued as {queue_id}"

@@ -18,6 +18,7 @@ bytes one after the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 MAX_MAILS_PER_FILE = 32
+STALE_TMP_SECONDS = 600  # a file in tmp/ this old belongs to no write in progress, whatever its pid
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,22 @@ class Spool:
         self.tmp = folder / "tmp"
         self.new.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.clean_tmp()
+
+    def clean_tmp(self) -> None:
+        """Remove what writes cut short (a crash, a kill) left in `tmp/`. The processor child,
+        which opens the spool too, and other processes may be writing now: a file goes only
+        when the process named in it has ended, or when it is stale. Should a live write lose
+        its file all the same (a reused pid, a stalled disk), its rename fails and the sender
+        hears 451 and retries."""
+        stale_before = time.time() - STALE_TMP_SECONDS
+        with os.scandir(self.tmp) as entries:
+            for entry in entries:
+                _, _, pid = entry.name.rpartition(".")
+                with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+                    if (pid.isdigit() and not _process_exists(int(pid))) or entry.stat().st_mtime < stale_before:
+                        os.unlink(entry.path)
+                        log.info("removed %s, left in the spool by an interrupted write", entry.path)
 
     def write_file(self, mails: list[SpooledMail]) -> str:
         """Store mails durably in one file (named after the first queue id) and return its
@@ -62,13 +80,19 @@ class Spool:
         head = json.dumps({"mails": [{"id": m.queue_id, "from": m.envelope_from, "to": m.envelope_to,
                                       "at": m.received_at.isoformat(), "size": len(m.raw)} for m in mails]})
         name = mails[0].queue_id
-        tmp_path = self.tmp / name
-        with open(tmp_path, "wb") as fh:
-            fh.write(b"".join([head.encode(), b"\n", *(m.raw for m in mails)]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Appear complete or not at all (maildir's tmp → new), and make the rename durable.
-        os.rename(tmp_path, self.new / name)
+        tmp_path = self.tmp / f"{name}.{os.getpid()}"  # the writer's pid: see clean_tmp
+        try:
+            with open(tmp_path, "wb") as fh:
+                fh.write(b"".join([head.encode(), b"\n", *(m.raw for m in mails)]))
+                fh.flush()
+                os.fsync(fh.fileno())
+            # Appear complete or not at all (maildir's tmp → new), and make the rename durable.
+            os.rename(tmp_path, self.new / name)
+        except BaseException:
+            # A full disk fails the write or the fsync: the empty or partial file must not stay.
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.new, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -135,7 +159,7 @@ class SpoolWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        stopping = False
+        stopping, failing = False, False
         while not stopping:
             batch = [self._queue.get()]
             while batch[-1] is not None and len(batch) < MAX_MAILS_PER_FILE:
@@ -151,9 +175,15 @@ class SpoolWriter:
             error: Exception | None = None
             try:
                 self.spool.write_file([mail for mail, _, _ in batch])
-            except Exception as exc:  # the sessions answer 451; the thread goes on
-                log.exception("could not spool %d mail(s)", len(batch))
-                error = exc
+            except Exception as exc:  # the sessions answer 4xx; the thread goes on
+                if not failing:  # once per outage: a full disk fails every write until it has space
+                    log.error("could not spool mail (%s); answering 4xx until a write succeeds", exc,
+                              exc_info=not isinstance(exc, OSError))
+                failing, error = True, exc
+            else:
+                if failing:
+                    log.info("spool writes succeed again")
+                failing = False
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, loop, done in batch:
                 by_loop.setdefault(loop, []).append(done)
@@ -167,6 +197,16 @@ class SpoolWriter:
                     self.on_stored()
                 except Exception:  # the mails are safe on disk; the processor finds them on its next look
                     log.exception("could not wake the processor")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _settle(futures: list[asyncio.Future], error: Exception | None) -> None:

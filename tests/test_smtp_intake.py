@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import smtplib
+import threading
 
 import pytest
 
@@ -141,3 +144,30 @@ def test_a_spool_file_left_after_import_does_not_process_twice(ctx):
         running.stop()
     assert spool.pending() == []
     assert InboundMessage.select().count() == 1 and Record.select().count() == 1
+
+
+def test_a_full_disk_answers_452_leaves_no_partial_file_and_mail_is_accepted_once_there_is_space(
+        ctx, gateway, monkeypatch):
+    disk_full = True
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        # The data is written but cannot reach the disk: what ext4 or XFS report on a full disk.
+        if disk_full and threading.current_thread().name == "liuhen-spool":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    raw = make_mail(PROJECT_BODY)
+    for _ in range(3):
+        with _client(ctx) as client:
+            client.mail("chen.jing@liuhen.localhost")
+            client.rcpt(f"project@{DOMAIN}")
+            code, answer = client.data(crlf(raw))
+        assert (code, answer[:5]) == (452, b"4.3.1")
+    spool_tmp = ctx.settings.data_path / "spool" / "tmp"
+    assert list(spool_tmp.iterdir()) == []
+    assert InboundMessage.select().count() == 0
+    disk_full = False  # space again: the sender's MTA retries
+    assert wait_processed(smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")).state == "processed"
+    assert list(spool_tmp.iterdir()) == []

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime, timezone
 
 from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, spool_mail, wait_idle, wait_processed
 from gateway.serve import GatewayThread
-from gateway.spool import Spool, SpooledMail, SpoolWriter
+from gateway.spool import Spool, SpooledMail, SpoolWriter, new_queue_id
 from store.models import InboundMessage, Record
 
 AT = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
@@ -113,3 +117,21 @@ def test_the_processor_stops_when_the_process_that_wakes_it_is_gone(ctx):
     send.close()  # as when `liuhen serve` is killed: the processor child must not linger
     loop.join(10)
     assert not loop.is_alive()
+
+
+def test_files_left_in_tmp_by_an_ended_process_are_removed_at_start_but_not_a_write_in_progress(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    torn = spool.tmp / f"{new_queue_id()}.{ended.pid}"  # a write cut short when its process was killed
+    torn.write_bytes(b'{"mails": [{"id": "17F0')
+    old_format = spool.tmp / "17F00000000ABCDEF"  # named without a pid, an hour old
+    old_format.write_bytes(b"")
+    an_hour_ago = time.time() - 3600
+    os.utime(old_format, (an_hour_ago, an_hour_ago))
+    # Another process writing now, as the processor child (which opens the spool too) may be.
+    being_written = spool.tmp / f"{new_queue_id()}.{os.getppid()}"
+    being_written.write_bytes(b"{}")
+    Spool(tmp_path / "spool")
+    assert list(spool.tmp.iterdir()) == [being_written]
+    assert spool.pending() == []

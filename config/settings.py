@@ -114,9 +114,14 @@ class ImapSettings:
 
 @dataclass(frozen=True)
 class SecuritySettings:
-    # The authserv-id your own MX writes in Authentication-Results (RFC 8601). When set, a
-    # sign-off whose DMARC or DKIM verdict from that host is "fail" is refused.
+    # The authserv-id your own MX writes in Authentication-Results (RFC 8601). When set, the
+    # topmost such header decides who sent a mail — if the mail came through that MX (piped,
+    # from an IMAP mailbox, or over SMTP from one of `trusted_relays`). When empty, the
+    # gateway checks DKIM and DMARC itself (DNS lookups of the sender's domain).
     trusted_authserv_id: str = ""
+    trusted_relays: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # networks your MX connects from
+    check_dkim: bool = True  # without a trusted MX: verify DKIM/DMARC ourselves (off: every verdict is "none")
+    dns_timeout_seconds: float = 2.0
 
 
 @dataclass(frozen=True)

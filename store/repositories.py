@@ -55,6 +55,20 @@ def finish_inbound(inbound_id: int, state: str, reason: str, now: datetime, reco
     return cursor.rowcount == 1
 
 
+def record_authentication(inbound_id: int, verdict: dict) -> None:
+    """Keep who sent a mail, as far as we could tell, with the mail (its `auth` column)."""
+    InboundMessage.update(auth=verdict).where(InboundMessage.id == inbound_id).execute()
+
+
+def held_signoffs(record_id: int) -> list[Participant]:
+    """Key recipients whose sign-off was held (it failed sender authentication) and who have
+    not signed since."""
+    held = {e.data.get("participant_id") for e in Event.select(Event.data).where(
+        (Event.record_id == record_id) & (Event.kind == "signoff_held"))}
+    return [p for p in Participant.select().where((Participant.record == record_id) & Participant.id.in_(list(held)))
+            .order_by(Participant.id) if p.signed_at is None] if held else []
+
+
 def next_record_ref(prefix: str, year: int) -> str:
     """PRJ-2026-0001: a sequence per prefix and year. The UPDATE locks the counter row until
     commit, so concurrent gateways on PostgreSQL hand out distinct numbers."""

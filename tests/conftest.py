@@ -33,6 +33,48 @@ TZ = ZoneInfo("Asia/Shanghai")
 # Every test lives on Friday 2026-11-27 10:00 in Shanghai, so fixture dates stay in the future.
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)
 PG_URL = os.environ.get("LIUHEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+DKIM_KEY = (FIXTURES / "dkim" / "test.key").read_bytes()
+DKIM_RECORD = "v=DKIM1; k=rsa; p=" + (FIXTURES / "dkim" / "test.pub.b64").read_text().strip()
+
+
+class StubDns:
+    """A DNS zone of TXT records for sender authentication, instead of the network."""
+
+    def __init__(self) -> None:
+        self.txt: dict[str, str] = {}
+
+    def __call__(self, name: bytes | str, timeout: float | None = None) -> bytes | str | None:
+        key = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        value = self.txt.get(key)
+        if value is None:
+            return None
+        return value.encode() if isinstance(name, bytes) else value
+
+    def publish_dkim(self, domain: str, selector: str = "test") -> None:
+        self.txt[f"{selector}._domainkey.{domain}"] = DKIM_RECORD
+
+    def publish_dmarc(self, domain: str, policy: str = "reject") -> None:
+        self.txt[f"_dmarc.{domain}"] = f"v=DMARC1; p={policy}"
+
+
+@pytest.fixture(autouse=True)
+def dns_zone(monkeypatch: pytest.MonkeyPatch) -> StubDns:
+    """Every test answers sender-authentication lookups from its own empty zone."""
+    from gateway import authentication
+
+    zone = StubDns()
+    monkeypatch.setattr(authentication, "_dns", zone)
+    return zone
+
+
+def dkim_signed(raw: bytes, domain: str, selector: str = "test") -> bytes:
+    """The mail with a valid DKIM signature of `domain` (key in tests/fixtures/dkim)."""
+    import dkim
+
+    raw = crlf(raw)
+    signature = dkim.sign(raw, selector.encode(), domain.encode(), DKIM_KEY,
+                          include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    return signature + raw
 
 
 def _postgres_available() -> bool:

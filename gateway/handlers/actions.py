@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
 from gateway.outbox import Draft
 from gateway.scheduler import first_reminder
@@ -19,6 +20,7 @@ from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
 from store.archive import archive_record
+from store.repositories import held_signoffs
 from store.models import (ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow,
                           Record)
 
@@ -368,32 +370,55 @@ def confirm(act: Act) -> None:
     notice = act.record.form == "notice"
     if not notice and act.record.status != "confirming":
         raise Refused("nothing_to_sign", detail=act.record.ref)
-    verdict = _authentication(act)
-    Participant.update(signed_at=act.now, response="confirmed" if notice else act.participant.response,
-                       responded_at=act.now, next_reminder_at=None).where(Participant.id == act.participant.id).execute()
-    act.event("signed", inbound_id=act.row.id, token=act.token, via=act.via, authentication=verdict,
-              notice=notice)
+    verdict = sender_verdict(act.ctx, act.row, act.msg)
+    if _doubtful(verdict):
+        _hold_signoff(act, verdict)
+        return
+    _sign(act, act.participant, verdict.as_json(), notice)
+
+
+def _doubtful(verdict: Verdict) -> bool:
+    """A signature counts unless the sender's domain says the mail is not theirs (DMARC
+    fail), or our own MX, which vouches for every genuine mail, did not vouch for this one."""
+    return verdict.result == "fail" or (verdict.result == "none" and verdict.method == "trusted-mta")
+
+
+def _hold_signoff(act: Act, verdict: Verdict) -> None:
+    """The signature is kept aside, not dropped: the initiator, who knows the signer, may
+    accept it (认可签字) — a forger cannot, having no token of the initiator."""
+    act.event("signoff_held", participant_id=act.participant.id, authentication=verdict.as_json())
+    act.notes.append(act.ctx.renderer.problem_text(act.lang, "signoff_held", value=verdict.evidence[:200]))
+    for initiator in act.participants("initiator"):
+        act.update(initiator, act.zh_en(f"{act.participant.name} 的签字未通过发件人验证，待您认可",
+                                        f"{act.participant.name}'s sign-off failed sender authentication"),
+                   act.text, (act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator",
+                                                             value=act.participant.name, detail=verdict.evidence[:300]),),
+                   keywords_for="initiator")
+
+
+def accept_signoff(act: Act) -> None:
+    """认可签字: the initiator accepts a sign-off held because its mail failed authentication;
+    the text names the signer (name or address) when more than one is held."""
+    held = held_signoffs(act.record.id)
+    wanted = act.text.strip().lower()
+    chosen = [p for p in held if not wanted or wanted in (p.name.lower(), p.email)]
+    if len(chosen) != 1:
+        raise Refused("no_held_signoff", value=act.text.strip(), detail="、".join(p.name for p in held) or "—")
+    _sign(act, chosen[0], {"result": "accepted", "method": "initiator", "evidence": act.participant.email},
+          act.record.form == "notice")
+
+
+def _sign(act: Act, signer: Participant, authentication: dict, notice: bool) -> None:
+    Participant.update(signed_at=act.now, response="confirmed" if notice else signer.response,
+                       responded_at=act.now, next_reminder_at=None).where(Participant.id == signer.id).execute()
+    act.event("signed", inbound_id=act.row.id, token=act.token, via=act.via, authentication=authentication,
+              notice=notice, signer=signer.email)
     missing = _unsigned(act)
     if missing:
         act.notes.append(act.zh_en(f"还待签字：{'、'.join(p.name for p in missing)}",
                                    f"Still to sign: {', '.join(p.name for p in missing)}"))
         return
     _archive(act)
-
-
-def _authentication(act: Act) -> str:
-    """The Authentication-Results verdict of our own MX for this mail (RFC 8601); a configured
-    MX that says DMARC or DKIM failed makes the signature worthless."""
-    trusted = act.ctx.settings.security.trusted_authserv_id
-    header = act.msg.headers.get("authentication-results", "")
-    if not trusted:
-        return header or "not checked"
-    if header.split(";", 1)[0].strip().lower() != trusted.lower():
-        raise Refused("auth_failed", value="no Authentication-Results from " + trusted)
-    results = dict(re.findall(r"\b(dkim|dmarc|spf)=(\w+)", header.lower()))
-    if results.get("dmarc") == "fail" or results.get("dkim") == "fail":
-        raise Refused("auth_failed", value=header.split(";", 1)[-1].strip()[:200])
-    return header
 
 
 def _unsigned(act: Act) -> list[Participant]:
@@ -493,4 +518,5 @@ ACTIONS: dict[str, Callable[[Act], None]] = {
     "comment": comment, "agree": agree, "need_info": need_info, "propose": propose, "progress": progress,
     "delay": delay, "meeting": meeting, "minutes": minutes, "result": result, "confirm": confirm,
     "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
+    "accept_signoff": accept_signoff,
 }

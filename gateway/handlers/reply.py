@@ -4,8 +4,11 @@ they must be, then hand the new text to the action its keyword names.
 Matching, strongest first: the signed `reply+TOKEN@` address (the sender must be the
 participant it was issued to), then In-Reply-To/References naming one of our Message-IDs,
 then an `[ID]` tag in the subject (for these two the sender must be a participant of the
-record). `Reply-To` is never trusted for identity. Anything that fails changes nothing, is
-recorded as rejected with the reason, and gets at most one polite answer a day.
+record). Only the token decides: a mail without one is trusted by nothing but its From
+header, which anyone can write, so it never changes a record's state — at most it adds a
+comment, and only when the sender's domain vouches for it (gateway/authentication.py).
+`Reply-To` is never trusted for identity. Anything that fails changes nothing, is recorded
+as rejected with the reason, and gets at most one polite answer a day.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.authentication import sender_verdict
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
@@ -60,6 +64,8 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         return refuse(ctx, row, msg, match, record_ref(ctx, token, record))
     text = new_text(msg.text)
     keyword = match_keyword(text, ctx.keywords)
+    if match.via != "token":
+        return _without_token(ctx, row, msg, match, text, keyword.action or "comment")
     if keyword.ambiguous:
         return refuse(ctx, row, msg, Refused("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh")
                                                                                   for a in keyword.ambiguous)),
@@ -87,6 +93,30 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     act.receipt(_label(ctx, action, act.lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
+
+
+def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match: Matched, text: str,
+                   action: str) -> Outcome:
+    """A participant's reply that lost its personal address. Whatever keyword it carries, it
+    is a comment at most (the whole text, so nothing of it is lost), recorded only when the
+    sender is authenticated; it changes no state and stops no reminder. The sender hears
+    once per record, at the address the record knows, how to reply so that it counts."""
+    record, person = match.record, match.participant
+    if record.status == "archived":
+        return refuse(ctx, row, msg, Refused("reply_closed", detail=record.ref), record.ref, record.id, person)
+    verdict = sender_verdict(ctx, row, msg)
+    if not verdict.passed:
+        return refuse(ctx, row, msg, Refused("reply_unverified", detail=record.ref), record.ref, record.id, person,
+                      once_per_record=True)
+    act = Act(ctx=ctx, record=record, participant=person, text=text, msg=msg, row=row, via=match.via, token="")
+    ACTIONS["comment"](act)
+    act.events[-1]["data"].update(authentication=verdict.as_json(), keyword=action)
+    if claim_sent_key(f"tokenless:{msg.from_addr}:{record.ref}", ctx.clock.now()):
+        act.notes.append(ctx.renderer.problem_text(act.lang, "reply_comment_only", value=_label(ctx, action, act.lang)))
+        act.receipt(_label(ctx, "comment", act.lang))
+    queue_mails(ctx, act.drafts)
+    return Outcome("processed", f"comment without a reply token by {msg.from_addr} on {record.ref} "
+                                f"(sender authenticated: {verdict.method})", record.id, act.events)
 
 
 _ROLE_NAMES = {"initiator": "发起人", "recipient": "接收人", "head": "部门负责人", "lead": "裁定人", "any": "参与人"}
@@ -141,12 +171,14 @@ def record_ref(ctx: Context, token: str | None, record: Record | None) -> str:
 
 
 def refuse(ctx: Context, row: InboundMessage, msg: ParsedMessage, refused: Refused, ref: str,
-           record_id: int | None = None, participant: Participant | None = None) -> Outcome:
+           record_id: int | None = None, participant: Participant | None = None,
+           once_per_record: bool = False) -> Outcome:
     """Change nothing; answer once a day per sender and reason (never a robot: the pipeline
     has already dropped auto-generated mail). A genuine participant's answer carries their
     reply address, so they can simply try again."""
     reason = f"{refused.code}: {ctx.renderer.problem_text('en', refused.code, **refused.values())}"
-    key = f"refuse:{msg.from_addr}:{refused.code}:{ref}:{ctx.local_now().date().isoformat()}"
+    period = "" if once_per_record else ":" + ctx.local_now().date().isoformat()
+    key = f"refuse:{msg.from_addr}:{refused.code}:{ref}{period}"
     if claim_sent_key(key, ctx.clock.now()):
         lang = detect_language(f"{msg.subject}\n{msg.text}")
         queue_mails(ctx, [Draft(

@@ -12,7 +12,7 @@ from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
-from gateway.outbox import Draft, queue_mails
+from gateway.outbox import Draft, new_message_id, queue_mails
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from parsers.dates import parse_datetime
@@ -138,7 +138,7 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     record, participants = create_record(
         ref=ref, form=form.key, subject=sub.subject, priority=sub.priority, lang=sub.lang,
         initiator_email=sub.initiator.email, initiator_name=sub.initiator.name,
-        fields=sub.values, due_at=sub.due_at, thread_id=f"<{ref.lower()}@{s.gateway.domain}>",
+        fields=sub.values, due_at=sub.due_at, thread_id=new_message_id(s.gateway.domain),
         inbound_id=row.id, now=now, participants=people,
         milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email,
                                  first_reminder(m.due_at, before, now)) for m in sub.milestones])

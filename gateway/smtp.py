@@ -4,16 +4,18 @@ RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown
 get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool (by the group-commit
 writer's thread), and only then does the client hear 250; if that fails the answer is 451 (452
 for a full disk) so the sender retries.
-aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow).
+aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow). At a stop, open sessions
+hear 421 4.3.2 (`IntakeSessions.close_sessions`) rather than a silent disconnect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
-from typing import Any, Callable
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from gateway.bootstrap import Context
 from gateway.pipeline import known_local_part
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try again later"
 NO_SPACE = "452 4.3.1 Insufficient system storage, message not accepted; please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
+SHUTDOWN_GRACE_SECONDS = 10.0  # how long a mail being received at a stop may take to finish
+CLOSE_SECONDS = 2.0  # for a 421 to be written before the connection is cut
 
 
 class IntakeHandler:
@@ -60,8 +65,84 @@ class IntakeHandler:
         return TEMPFAIL
 
 
-def smtp_factory(ctx: Context, handler: IntakeHandler) -> Callable[[], Any]:
-    def make() -> SMTP:
-        return SMTP(handler, data_size_limit=ctx.settings.smtp.max_message_bytes, enable_SMTPUTF8=True,
-                    decode_data=False, hostname=ctx.settings.gateway.domain, ident="liuhen")
-    return make
+class IntakeSMTP(SMTP):
+    """An aiosmtpd session that registers with its `IntakeSessions`, so that a shutdown can
+    answer it, and that says 421 after its DATA when the shutdown came meanwhile."""
+
+    def __init__(self, sessions: IntakeSessions, handler: IntakeHandler, **options: Any):
+        super().__init__(handler, **options)
+        self.sessions = sessions
+        self.in_data = False
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.sessions.live.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.sessions.live.discard(self)
+        self.closed.set()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        self.in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+        if self.sessions.closing:  # the client has its 250 (or refusal); now the goodbye
+            self.say_shutting_down()
+
+    def say_shutting_down(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()  # after the 421 has been written
+
+
+class IntakeSessions:
+    """The SMTP protocol factory for `loop.create_server`, which knows the sessions it made."""
+
+    def __init__(self, ctx: Context, handler: IntakeHandler):
+        self.ctx = ctx
+        self.handler = handler
+        self.live: set[IntakeSMTP] = set()
+        self.closing = False
+
+    def __call__(self) -> IntakeSMTP:
+        return IntakeSMTP(self, self.handler, data_size_limit=self.ctx.settings.smtp.max_message_bytes,
+                          enable_SMTPUTF8=True, decode_data=False, hostname=self.ctx.settings.gateway.domain,
+                          ident="liuhen")
+
+    async def close_sessions(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Answer 421 4.3.2 to every open session, once the server accepts no more connections.
+        A session waiting for a command hears it at once; one in DATA may finish its mail within
+        `grace_seconds` and hear 250 (after the spool write) first. RFC 5321 §3.8: the sender's
+        MTA keeps what was not answered 250 and retries."""
+        self.closing = True
+        receiving = [session for session in self.live if session.in_data]
+        if self.live:
+            log.info("closing %d SMTP session(s), %d receiving a mail", len(self.live), len(receiving))
+        for session in self.live - set(receiving):
+            session.say_shutting_down()
+        await _wait_closed(receiving, grace_seconds)
+        for session in list(self.live):
+            session.say_shutting_down()
+        unclosed = await _wait_closed(list(self.live), CLOSE_SECONDS)
+        for session in unclosed:  # a peer that reads nothing must not hold up the stop
+            if session.transport is not None:
+                session.transport.abort()
+
+
+async def _wait_closed(sessions: list[IntakeSMTP], timeout: float) -> list[IntakeSMTP]:
+    """Wait until these sessions' connections are closed, at most `timeout`; those still open."""
+    waiting = [asyncio.create_task(s.closed.wait()) for s in sessions]
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout)
+        for task in waiting:
+            task.cancel()
+    return [s for s in sessions if not s.closed.is_set()]
+
+
+def smtp_factory(ctx: Context, handler: IntakeHandler) -> IntakeSessions:
+    return IntakeSessions(ctx, handler)

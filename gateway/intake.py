@@ -11,13 +11,13 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from peewee import Database
 
 from gateway.spool import Spool
 from store.models import InboundMessage
-from store.repositories import insert_rows
+from store.repositories import insert_rows, rearm_failed
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,14 @@ def _insert_inbound(rows: list[dict]) -> list[Stored]:
     return stored
 
 
-def pending_ids(db: Database, limit: int | None = None) -> list[int]:
+def pending_ids(db: Database, limit: int | None = None, now: datetime | None = None) -> list[int]:
     """Mails stored but not yet taken to a terminal state (piped in by `liuhen ingest`
-    without a running gateway, or the process died), oldest first."""
-    return [r.id for r in InboundMessage.select(InboundMessage.id)
-            .where(InboundMessage.state == "received").order_by(InboundMessage.id).limit(limit)]
+    without a running gateway, or the process died), new mail first: a mail whose processing
+    was begun before (it failed, or the process died on it) goes behind the rest. Failed
+    mails whose next attempt is due rejoin the line here."""
+    ids = [r.id for r in InboundMessage.select(InboundMessage.id).where(InboundMessage.state == "received")
+           .order_by(InboundMessage.attempts, InboundMessage.id).limit(limit)]
+    if limit is None or len(ids) < limit:
+        due = rearm_failed(now or datetime.now(timezone.utc), None if limit is None else limit - len(ids))
+        ids += due
+    return ids

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
@@ -26,12 +26,16 @@ from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
 from store.archive import mark_for_index
 from store.models import InboundMessage
-from store.repositories import add_events, finish_inbound
+from store.repositories import add_events, begin_attempts, fail_inbound, finish_inbound
 
 log = logging.getLogger(__name__)
 
 # Local parts that are ours but are not intake addresses: kept, shown to operators, not answered.
 OPERATOR_ADDRESSES = ("postmaster", "abuse")
+# A mail whose processing fails is tried again after these pauses, then given up (state
+# 'error', shown by `liuhen inbox list`). The pauses let a fix or a recovered dependency in.
+RETRY_DELAYS = (60, 600, 3600, 6 * 3600)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 GENERIC_INTAKE = "requests"
 
 
@@ -105,12 +109,20 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
     states = {i: "missing" for i in inbound_ids}
     if rows is None:
         rows = list(InboundMessage.select().where(InboundMessage.id.in_(inbound_ids)))
-    pending = []
+    pending, failed = [], []
     for row in rows:
         states[row.id] = row.state
-        if row.state == "received":
+        if row.state != "received":
+            continue
+        if row.attempts >= MAX_ATTEMPTS:
+            failed.append(row.id)  # begun this often and never finished: it takes the process down
+        else:
             pending.append(row)
-    failed = []
+    if pending:
+        with ctx.db.atomic():
+            begin_attempts([row.id for row in pending])
+        for row in pending:
+            row.attempts += 1
     now = ctx.clock.now()
     try:
         with ctx.db.atomic():
@@ -187,12 +199,19 @@ def route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Comman
 
 
 def _fail(ctx: Context, inbound_id: int) -> str:
-    """An internal error: keep the mail (state 'error', retried by `liuhen inbox retry`) and tell
-    the sender once that it is safe — never silence, never a stack trace."""
+    """An internal error: keep the mail (state 'error') and try it again later, behind new
+    mail, with growing pauses; after MAX_ATTEMPTS only `liuhen inbox retry` takes it up. The
+    sender is told once that it is safe — never silence, never a stack trace."""
     row = InboundMessage.get_by_id(inbound_id)
+    now = ctx.clock.now()
+    tried = max(row.attempts, 1)
+    retry_at = now + timedelta(seconds=RETRY_DELAYS[tried - 1]) if tried < MAX_ATTEMPTS else None
     with ctx.db.atomic():
-        finish_inbound(inbound_id, "error", "internal error while processing; see the gateway log",
-                       ctx.clock.now())
+        if not fail_inbound(inbound_id, f"internal error while processing (attempt {tried} of {MAX_ATTEMPTS}"
+                                        f"{'' if retry_at else ', given up'}); see the gateway log", now, retry_at):
+            return InboundMessage.get_by_id(inbound_id).state
+        if tried > 1:
+            return "error"
         try:
             msg = parse_message(bytes(row.raw))
         except Exception:

@@ -55,6 +55,32 @@ def finish_inbound(inbound_id: int, state: str, reason: str, now: datetime, reco
     return cursor.rowcount == 1
 
 
+def begin_attempts(inbound_ids: list[int]) -> None:
+    """Count a processing attempt before it starts, in its own commit: a mail that kills the
+    process (memory, a hang) is then known to have been tried, and waits behind new mail."""
+    InboundMessage.update(attempts=InboundMessage.attempts + 1).where(
+        InboundMessage.id.in_(inbound_ids) & (InboundMessage.state == "received")).execute()
+
+
+def rearm_failed(now: datetime, limit: int | None) -> list[int]:
+    """Failed mails whose next attempt is due go back to 'received'; returns their ids."""
+    due = [r.id for r in InboundMessage.select(InboundMessage.id).where(
+        (InboundMessage.state == "error") & InboundMessage.next_attempt_at.is_null(False)
+        & (InboundMessage.next_attempt_at <= now)).order_by(InboundMessage.next_attempt_at).limit(limit)]
+    if not due:
+        return []
+    InboundMessage.update(state="received", next_attempt_at=None).where(
+        InboundMessage.id.in_(due) & (InboundMessage.state == "error")).execute()
+    return due
+
+
+def fail_inbound(inbound_id: int, reason: str, now: datetime, retry_at: datetime | None) -> bool:
+    """A mail that could not be processed: 'error', kept, tried again at `retry_at` (None:
+    given up — only an operator's `liuhen inbox retry` takes it up again)."""
+    return InboundMessage.update(state="error", reason=reason[:4000], processed_at=now, next_attempt_at=retry_at).where(
+        (InboundMessage.id == inbound_id) & (InboundMessage.state == "received")).execute() == 1
+
+
 def record_authentication(inbound_id: int, verdict: dict) -> None:
     """Keep who sent a mail, as far as we could tell, with the mail (its `auth` column)."""
     InboundMessage.update(auth=verdict).where(InboundMessage.id == inbound_id).execute()

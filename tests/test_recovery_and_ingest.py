@@ -61,6 +61,54 @@ def test_an_internal_error_keeps_the_mail_and_tells_the_sender(ctx, monkeypatch)
     assert process_inbound(ctx, stored.inbound_id) == "processed"
 
 
+def test_a_failing_mail_is_retried_later_behind_new_mail_and_then_given_up(ctx, clock, monkeypatch):
+    # issue 9: a mail whose processing raised stayed first in line; now it waits, with pauses.
+    import gateway.pipeline as pipeline
+    from gateway.intake import pending_ids
+
+    real = pipeline.handle_submission
+
+    def broken_for_one(ctx, row, msg, form):
+        if "坏" in msg.subject:
+            raise RuntimeError("simulated bug")
+        return real(ctx, row, msg, form)
+
+    monkeypatch.setattr(pipeline, "handle_submission", broken_for_one)
+    bad = store_raw(ctx.db, make_mail(PROJECT_BODY, subject="坏邮件-硬件方案评审"), source="ingest",
+                    envelope_from="chen.jing@liuhen.localhost", envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert process_inbound(ctx, bad.inbound_id) == "error"
+    failed = InboundMessage.get_by_id(bad.inbound_id)
+    assert failed.attempts == 1 and failed.next_attempt_at > NOW and "attempt 1 of" in failed.reason
+    good = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                     envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert pending_ids(ctx.db, limit=16, now=clock.now()) == [good.inbound_id]  # not due yet: not in line
+    assert process_inbound(ctx, good.inbound_id) == "processed"
+    for attempt in range(2, pipeline.MAX_ATTEMPTS + 1):
+        clock.advance(hours=7)
+        assert pending_ids(ctx.db, limit=16, now=clock.now()) == [bad.inbound_id]
+        assert process_inbound(ctx, bad.inbound_id) == "error"
+    given_up = InboundMessage.get_by_id(bad.inbound_id)
+    assert given_up.next_attempt_at is None and "given up" in given_up.reason
+    clock.advance(days=30)
+    assert pending_ids(ctx.db, limit=16, now=clock.now()) == []
+    assert OutboundMessage.select().where(OutboundMessage.kind == "error_notice").count() == 1  # told once
+
+
+def test_a_mail_that_took_the_process_down_waits_behind_new_mail_and_is_given_up(ctx):
+    from gateway.intake import pending_ids
+    from gateway.pipeline import MAX_ATTEMPTS
+
+    crashed = store_raw(ctx.db, make_mail(PROJECT_BODY, subject="第一封-硬件方案评审"), source="ingest",
+                        envelope_from="chen.jing@liuhen.localhost", envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    InboundMessage.update(attempts=1).where(InboundMessage.id == crashed.inbound_id).execute()  # begun, never ended
+    new = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                    envelope_to=[f"project@{DOMAIN}"], now=NOW)
+    assert pending_ids(ctx.db, limit=16) == [new.inbound_id, crashed.inbound_id]
+    InboundMessage.update(attempts=MAX_ATTEMPTS).where(InboundMessage.id == crashed.inbound_id).execute()
+    assert process_inbound(ctx, crashed.inbound_id) == "error"
+    assert Record.select().count() == 0 and "given up" in InboundMessage.get_by_id(crashed.inbound_id).reason
+
+
 def _liuhen(tmp_path: Path, ctx, *args: str, stdin: bytes | None = None, db_url: str | None = None):
     config = tmp_path / "liuhen.toml"
     config.write_text(f"""

@@ -15,7 +15,7 @@ from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure
 from gateway.clock import Clock, SystemClock
 from gateway.worktime import WorkingTime, parse_clock
 from mail_templates import Renderer
-from store.db import open_database
+from store.db import DatabaseHealth, open_database
 from store.search import ensure_search_schema
 
 
@@ -25,6 +25,7 @@ class Context:
 
     settings: Settings
     db: Database
+    db_health: DatabaseHealth  # shared by the loops of this process that use `db`
     directory: Directory
     forms: dict[str, FormDef]
     rules: Rules
@@ -62,6 +63,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     return Context(
         settings=settings,
         db=db,
+        db_health=DatabaseHealth(db),
         directory=Directory.load(settings.directory_path),
         forms=load_forms(settings.forms_path),
         rules=load_rules(settings.rules_path),

@@ -22,6 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from config.settings import ImapSettings
 from gateway.bootstrap import Context
 from gateway.intake import store_raw
+from store.db import DATABASE_ERRORS, drop_connection
 from store.models import ImapState
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,19 @@ class Poller:
                 self.stopping.wait(delay)
             finally:
                 self._logout()
-        self.ctx.db.close()
+        drop_connection(self.ctx.db)
 
     def _serve(self, client: IMAPClient) -> None:
         idle = b"IDLE" in client.capabilities()
+        health = self.ctx.db_health
         while not self.stopping.is_set():
-            fetch_new(self.ctx, self.box, client, self.on_stored)
+            try:
+                health.attempt(fetch_new, self.ctx, self.box, client, self.on_stored)
+            except DATABASE_ERRORS:
+                # Logged once per outage. The mailbox stays open: the messages wait in it,
+                # and are fetched when the database is back.
+                self.stopping.wait(health.retry_delay())
+                continue
             if idle:
                 client.idle()
                 try:

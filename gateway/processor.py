@@ -16,6 +16,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 
 from config.settings import Settings
@@ -24,13 +25,14 @@ from gateway.intake import import_spooled, pending_ids
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
 from store.archive import index_pending
+from store.db import DATABASE_ERRORS, drop_connection
 
 log = logging.getLogger(__name__)
 
 BATCH = 16  # stored mails per transaction at most
 SPOOL_FILES = 8  # spool files per transaction; each holds the mails of one group commit (usually 1–4)
 IDLE_SECONDS = 5.0  # look again this often even without a wake-up (mail stored by `liuhen ingest`)
-RETRY_SECONDS = 30.0  # after the database failed
+RETRY_SECONDS = 30.0  # after an error that is not the database's
 _WAKE, _STOP, _READY = b"w", b"q", b"r"
 
 
@@ -39,27 +41,41 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
     database being unavailable leaves the mails where they are, to be taken up again."""
     while True:
         try:
-            spooled = spool.pending()[:SPOOL_FILES]
-            stored = [] if spooled else pending_ids(ctx.db, limit=BATCH)
-            if not spooled and not stored:
-                # Idle: catch up with the search index, then sleep until woken.
-                if _index(ctx) == 0 and _wait(signals, IDLE_SECONDS):
-                    break
-                continue
-            if spooled:
-                imported = [s.row for s in import_spooled(ctx.db, spool, spooled) if s.row is not None]
-                spool.remove(spooled)
-                process_batch(ctx, [row.id for row in imported], imported)
-            else:
-                process_batch(ctx, stored)
+            worked = ctx.db_health.attempt(_round, ctx, spool)
+        except DATABASE_ERRORS:
+            # Logged once per outage (db_health). New mail does not bring the next try
+            # sooner: under load it would be a connection attempt per mail.
+            if _pause(signals, ctx.db_health.retry_delay()):
+                break
+            continue
         except Exception:
             log.exception("could not import/process mail; it stays spooled or 'received'; retrying in %ss "
                           "or when new mail arrives", RETRY_SECONDS)
             if _wait(signals, RETRY_SECONDS):
                 break
-        if _drain(signals):
+            continue
+        if not worked:
+            if _wait(signals, IDLE_SECONDS):  # idle: sleep until woken
+                break
+        elif _drain(signals):
             break
-    ctx.db.close()
+    drop_connection(ctx.db)
+
+
+def _round(ctx: Context, spool: Spool) -> bool:
+    """One batch of spooled mail, else of stored mail, else some catching up with the search
+    index; False when there was nothing to do."""
+    spooled = spool.pending()[:SPOOL_FILES]
+    if spooled:
+        imported = [s.row for s in import_spooled(ctx.db, spool, spooled) if s.row is not None]
+        spool.remove(spooled)
+        process_batch(ctx, [row.id for row in imported], imported)
+        return True
+    stored = pending_ids(ctx.db, limit=BATCH)
+    if stored:
+        process_batch(ctx, stored)
+        return True
+    return _index(ctx) > 0
 
 
 INDEX_BATCH = 10  # records indexed per idle moment: new mail never waits long behind indexing
@@ -68,9 +84,20 @@ INDEX_BATCH = 10  # records indexed per idle moment: new mail never waits long b
 def _index(ctx: Context) -> int:
     try:
         return index_pending(limit=INDEX_BATCH)
+    except DATABASE_ERRORS:
+        raise  # an outage, not a problem of indexing
     except Exception:
         log.exception("search indexing failed; it is retried when idle again")
         return 0
+
+
+def _pause(signals: Connection, seconds: float) -> bool:
+    """Sleep `seconds`, whatever wake-ups arrive meanwhile; True when told to stop."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if _wait(signals, left):
+            return True
+    return False
 
 
 def _wait(signals: Connection, seconds: float) -> bool:

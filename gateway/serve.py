@@ -26,6 +26,7 @@ from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
 from gateway.smtp import IntakeHandler, smtp_factory
 from gateway.spool import Spool, SpoolWriter
+from store.db import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,12 @@ async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolE
     loop = asyncio.get_running_loop()
     while True:
         try:
-            while await loop.run_in_executor(executor, deliver_due, ctx, transport):
+            # In the worker thread: the connection a failure drops is that thread's own.
+            while await loop.run_in_executor(executor, ctx.db_health.attempt, deliver_due, ctx, transport):
                 pass
+        except DATABASE_ERRORS:
+            await asyncio.sleep(ctx.db_health.retry_delay())  # logged once per outage
+            continue
         except Exception:
             log.exception("outbox delivery round failed; retrying")
         await asyncio.sleep(OUTBOX_POLL_SECONDS)
@@ -120,7 +125,9 @@ async def _sweep(ctx: Context, executor: ThreadPoolExecutor) -> None:
     """Reminders, escalations and digests: what is due is read from the store, so a missed
     or doubled run changes nothing (each mail has its key)."""
     try:
-        await asyncio.get_running_loop().run_in_executor(executor, sweep, ctx)
+        await asyncio.get_running_loop().run_in_executor(executor, ctx.db_health.attempt, sweep, ctx)
+    except DATABASE_ERRORS:
+        pass  # logged once per outage; the next sweep catches up
     except Exception:
         log.exception("reminder sweep failed; the next one catches up")
 

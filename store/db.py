@@ -3,21 +3,33 @@
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed row survives power loss,
 which is what lets the SMTP server answer 250 right after the commit. Write transactions
 start ``IMMEDIATE`` so two writers queue on the lock instead of failing half-way.
+
+The database may go away under a running gateway (PostgreSQL restarted, SQLite locked or
+its disk failing). Each loop that uses it runs its rounds through ``DatabaseHealth.attempt``,
+which drops the dead connection so that the next round opens a new one; the loop then waits
+``retry_delay()`` and tries again, and the log says once that the database went away and
+once that it is back.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 from urllib.parse import urlparse
 
-from typing import Callable
-
-from peewee import Database, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, InterfaceError, OperationalError, PeeweeException, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as migrate_schema
 
 from store.models import MODELS, Milestone, SchemaVersion
+
+log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
 SCHEMA_VERSION = 3
@@ -105,3 +117,96 @@ def migrate(db: Database) -> None:
 
 def is_postgres(db: Database) -> bool:
     return isinstance(db, PostgresqlDatabase)
+
+
+# What peewee raises for a database that cannot be reached or used right now (the driver's
+# errors wrapped): connection refused or lost, "database is locked", disk I/O errors. Other
+# errors (IntegrityError, a bug) are about one piece of work, not an outage.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def drop_connection(db: Database) -> None:
+    """Forget this thread's connection (peewee keeps one per thread) so that the next
+    statement opens a new one. A connection that died inside a transaction cannot be closed
+    the polite way; it is discarded."""
+    try:
+        db.close()
+    except PeeweeException:
+        db.dispose()
+
+
+class DatabaseHealth:
+    """Whether this process can use its database, as the loops using it find out — shared
+    by them, so that an outage is logged once however many loops run into it."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # monotonic
+        self.unavailable_since: datetime | None = None
+        self.error = ""
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def attempt(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run one round of a loop's work in this thread. On a database error the connection
+        is dropped and the error raised, for the loop to wait `retry_delay()`; while the
+        database is known to be fine, a lost connection (this thread's one died in a restart
+        it did not see) is replaced and the round done again at once."""
+        try:
+            result = work(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            drop_connection(self.db)
+            if not self.available:
+                raise
+            first = exc
+        else:
+            self.came_back()
+            return result
+        try:
+            result = work(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            drop_connection(self.db)
+            self.went_down(exc)
+            raise
+        log.info("the database connection was lost (%s); reconnected", _one_line(first))
+        return result
+
+    def went_down(self, error: BaseException | str) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+            self.unavailable_since = datetime.now(UTC)
+            self.error = _one_line(error)
+        log.warning("database unavailable (%s); mail waits in the spool and the queues, retrying until "
+                    "it is back", self.error)
+
+    def came_back(self) -> None:
+        if self._down_since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self._down_since is None:
+                return
+            seconds = time.monotonic() - self._down_since
+            self._down_since, self.unavailable_since, self.error = None, None, ""
+        log.warning("database available again after %.0f s", seconds)
+
+    def retry_delay(self) -> float:
+        """How long a loop waits before its next try: half the outage so far, between 0.5 s
+        and 30 s — backoff that needs no count per loop."""
+        down_since = self._down_since
+        if down_since is None:
+            return RETRY_MIN_SECONDS
+        return min(RETRY_MAX_SECONDS, max(RETRY_MIN_SECONDS, (time.monotonic() - down_since) / 2))
+
+
+def _one_line(error: BaseException | str) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

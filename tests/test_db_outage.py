@@ -1,0 +1,158 @@
+"""The database goes away under load and comes back: every database user (processor, outbox,
+sweeps, IMAP) reconnects by itself, the log says so once per outage, and nothing waits for a
+restart of `serve`.
+
+A PostgreSQL restart is played by a TCP relay between the gateway and the test PostgreSQL:
+cutting it kills every open connection (as the server's shutdown does) and refuses new ones
+until it is restored. The machine's PostgreSQL itself keeps running for the other tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from conftest import DOMAIN, PROJECT_BODY, free_port, make_mail, smtp_send, test_settings, wait_processed
+from gateway.bootstrap import Context, build_context
+from gateway.clock import FixedClock
+from gateway.delivery import MaildirTransport
+from gateway.serve import GatewayThread
+from store.models import OutboundMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+class CuttableRelay:
+    """A TCP relay to a server that a test can cut — every relayed connection dies and new
+    ones are refused, as while PostgreSQL restarts — and restore on the same port."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.port = free_port()
+        self._lock = threading.Lock()  # a connection is relayed entirely, or not at all, around a cut
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            assert self._listener is not None
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(): new connections are refused
+            self._listener.close()
+            self._listener = None
+            for s in self._sockets:
+                _close(s)
+            self._sockets = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    _close(client)
+                    _close(server)
+                    continue
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+def _through(relay: CuttableRelay, url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{relay.port}"))
+
+
+@pytest.fixture
+def relay(db_url: str) -> CuttableRelay:
+    parts = urlsplit(db_url)
+    return CuttableRelay((parts.hostname or "127.0.0.1", parts.port or 5432))
+
+
+@pytest.fixture
+def relayed_ctx(tmp_path: Path, db_url: str, relay: CuttableRelay, clock: FixedClock) -> Iterator[Context]:
+    context = build_context(test_settings(tmp_path, _through(relay, db_url)), clock=clock)
+    yield context
+    context.db.close()
+
+
+def _outage_lines(records: list[logging.LogRecord]) -> tuple[list[str], list[str]]:
+    messages = [r.getMessage() for r in records]
+    return ([m for m in messages if "database unavailable" in m],
+            [m for m in messages if "database available again" in m])
+
+
+@postgres_only
+def test_mail_arriving_while_postgres_restarts_is_processed_and_answered_once_it_is_back(
+        relayed_ctx: Context, relay: CuttableRelay, caplog: pytest.LogCaptureFixture):
+    ctx = relayed_ctx
+    caplog.set_level(logging.INFO)
+    gateway = GatewayThread(ctx, MaildirTransport(ctx.settings.maildir_path)).start()
+    try:
+        before = wait_processed(smtp_send(ctx, make_mail(PROJECT_BODY), f"project@{DOMAIN}"))
+        assert before.state == "processed"
+        ctx.db.close()  # this test's own connection: it would die with the others
+        relay.cut()
+        # SMTP keeps answering 250: the spool holds the mail.
+        during = [smtp_send(ctx, make_mail(PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{i}")),
+                            f"project@{DOMAIN}") for i in range(3)]
+        time.sleep(3)  # the processor and the outbox try, and fail, several times
+        relay.restore()
+        states = [wait_processed(queue_id, timeout=60).state for queue_id in during]
+        assert states == ["processed"] * 3
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and OutboundMessage.select().where(
+                OutboundMessage.status != "sent").exists():
+            time.sleep(0.1)
+        assert OutboundMessage.select().where(OutboundMessage.status != "sent").count() == 0
+        assert OutboundMessage.select().count() == 4 * 4  # ack, two requests, the head's copy for each
+    finally:
+        gateway.stop()
+    down, up = _outage_lines(caplog.records)
+    assert len(down) == 1 and len(up) == 1, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"

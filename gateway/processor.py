@@ -25,7 +25,7 @@ from gateway.intake import import_spooled, pending_ids
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
 from store.archive import index_pending
-from store.db import DATABASE_ERRORS, drop_connection
+from store.db import DATABASE_ERRORS, DatabaseHealth, drop_connection
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ BATCH = 16  # stored mails per transaction at most
 SPOOL_FILES = 8  # spool files per transaction; each holds the mails of one group commit (usually 1–4)
 IDLE_SECONDS = 5.0  # look again this often even without a wake-up (mail stored by `liuhen ingest`)
 RETRY_SECONDS = 30.0  # after an error that is not the database's
-_WAKE, _STOP, _READY = b"w", b"q", b"r"
+_WAKE, _STOP, _READY = b"w", b"q", b"r"  # parent → child, and child → parent once it is ready
+_DOWN, _UP = b"d", b"u"  # child → parent: the database went away (+ the error), is back
 
 
 def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
@@ -150,9 +151,10 @@ class ThreadProcessor(_Processor):
 class ChildProcessor(_Processor):
     START_SECONDS = 60.0
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, db_health: DatabaseHealth | None = None):
         super().__init__()
         self._settings = settings
+        self._db_health = db_health  # the parent's: the child's outages are logged there, once with its own
         self._mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or connections
         self._life = threading.Lock()  # a restart and a stop do not cross
         self._stopping = False
@@ -169,14 +171,30 @@ class ChildProcessor(_Processor):
         ready_in_child.close()  # only the child writes to it: a child that dies early reads as EOF
         try:
             if ready.poll(self.START_SECONDS) and ready.recv_bytes() == _READY:
+                threading.Thread(target=self._hear_db_health, args=(ready,), name="liuhen-processor-news",
+                                 daemon=True).start()
                 return
         except EOFError:  # the child ended before it was ready
             pass
-        finally:
-            ready.close()
+        ready.close()
         self.process.kill()
         self.process.join()
         raise RuntimeError("the mail processor could not start; its error is in the log above")
+
+    def _hear_db_health(self, news: Connection) -> None:
+        """What the child finds about the database, until it ends."""
+        with news:
+            while True:
+                try:
+                    message = news.recv_bytes()
+                except (EOFError, OSError):
+                    return
+                if self._db_health is None:
+                    continue
+                if message == _UP:
+                    self._db_health.came_back()
+                else:
+                    self._db_health.went_down(message[len(_DOWN):].decode())
 
     def ensure_running(self) -> None:
         """Start the child again if it has died (it never ends by itself: a crash or a kill).
@@ -195,7 +213,7 @@ class ChildProcessor(_Processor):
             self.process.join()
 
 
-def _child_main(settings: Settings, signals: Connection, ready: Connection) -> None:
+def _child_main(settings: Settings, signals: Connection, to_parent: Connection) -> None:
     # The parent owns shutdown: Ctrl-C and SIGTERM reach the whole process group, and the
     # child must finish its batch and leave when the parent says so, not half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -203,6 +221,13 @@ def _child_main(settings: Settings, signals: Connection, ready: Connection) -> N
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = build_context(settings)
     spool = Spool(settings.data_path / "spool")
-    ready.send_bytes(_READY)
-    ready.close()
+
+    def tell_parent(error: str | None) -> None:
+        try:
+            to_parent.send_bytes(_UP if error is None else _DOWN + error.encode())
+        except OSError:  # the parent is gone; the signals pipe tells the loop to end
+            pass
+
+    ctx.db_health.tell = tell_parent
+    to_parent.send_bytes(_READY)
     processor_loop(ctx, spool, signals)

@@ -52,7 +52,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
         started.callback(executor.shutdown, wait=True)
         spool = Spool(ctx.settings.data_path / "spool")
-        processor = ChildProcessor(ctx.settings) if separate_process else ThreadProcessor(ctx, spool)
+        processor = ChildProcessor(ctx.settings, ctx.db_health) if separate_process else ThreadProcessor(ctx, spool)
         stuck_sending_reset(ctx.clock.now())
         processor.start()
         started.push_async_callback(loop.run_in_executor, None, processor.stop)

@@ -150,6 +150,9 @@ class DatabaseHealth:
         self._down_since: float | None = None  # monotonic
         self.unavailable_since: datetime | None = None
         self.error = ""
+        # Set in a child process: its outages are told to the parent (the error, or None when
+        # the database is back), which logs them once with its own, instead of logged here.
+        self.tell: Callable[[str | None], None] | None = None
 
     @property
     def available(self) -> bool:
@@ -186,6 +189,9 @@ class DatabaseHealth:
             self._down_since = time.monotonic()
             self.unavailable_since = datetime.now(UTC)
             self.error = _one_line(error)
+        if self.tell is not None:
+            self.tell(self.error)
+            return
         log.warning("database unavailable (%s); mail waits in the spool and the queues, retrying until "
                     "it is back", self.error)
 
@@ -197,6 +203,9 @@ class DatabaseHealth:
                 return
             seconds = time.monotonic() - self._down_since
             self._down_since, self.unavailable_since, self.error = None, None, ""
+        if self.tell is not None:
+            self.tell(None)
+            return
         log.warning("database available again after %.0f s", seconds)
 
     def retry_delay(self) -> float:

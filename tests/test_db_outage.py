@@ -10,7 +10,11 @@ until it is restored. The machine's PostgreSQL itself keeps running for the othe
 from __future__ import annotations
 
 import logging
+import signal
+import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ from gateway.clock import FixedClock
 from gateway.delivery import MaildirTransport
 from gateway.serve import GatewayThread
 from store.models import OutboundMessage
+from test_serve_command import _env, _request_due_ahead, _wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -156,3 +161,43 @@ def test_mail_arriving_while_postgres_restarts_is_processed_and_answered_once_it
     down, up = _outage_lines(caplog.records)
     assert len(down) == 1 and len(up) == 1, [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"
+
+
+def _wait_files(folder: Path, count: int, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (len(list(folder.glob("*"))) if folder.exists() else 0) < count:
+        time.sleep(0.1)
+    return len(list(folder.glob("*"))) if folder.exists() else 0
+
+
+@postgres_only
+def test_serve_with_its_processor_child_recovers_from_a_postgres_restart_without_a_restart(
+        tmp_path: Path, db_url: str, relay: CuttableRelay):
+    port = free_port()
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n'
+                      f'[database]\nurl = "{_through(relay, db_url)}"\n[reminders]\nsweep_seconds = 1\n',
+                      encoding="utf-8")
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
+                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    maildir = tmp_path / "var" / "outbox-maildir" / "new"
+    try:
+        _wait_port(port)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead())
+        assert _wait_files(maildir, 4) == 4  # ack, two requests, the head's copy
+        relay.cut()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            for i in range(3):  # accepted: the spool holds them
+                assert client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead(
+                    PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{i}"))) == {}
+        time.sleep(3)  # the processor child, the outbox and the sweeps try, and fail, several times
+        relay.restore()
+        assert _wait_files(maildir, 16) == 16  # every mail processed and answered, nothing restarted
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    log = err.decode()
+    assert server.returncode == 0, log
+    assert "Traceback" not in log
+    assert log.count("database unavailable") == 1 and log.count("database available again") == 1, log

@@ -4,8 +4,9 @@ RCPT: mail for other domains is refused (we are not a relay, 550 5.7.1); unknown
 get 550 5.1.1. DATA: the raw bytes are written and fsync'd to the spool (by the group-commit
 writer's thread), and only then does the client hear 250; if that fails the answer is 451 (452
 for a full disk) so the sender retries.
-aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow). At a stop, open sessions
-hear 421 4.3.2 (`IntakeSessions.close_sessions`) rather than a silent disconnect.
+aiosmtpd enforces the size limit (SIZE in EHLO, 552 on overflow). Lines may be far longer than
+RFC 5322's 998 bytes and end in bare LF; only <CRLF>.<CRLF> ends the data. At a stop, open
+sessions hear 421 4.3.2 (`IntakeSessions.close_sessions`) rather than a silent disconnect.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Any
+import re
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
@@ -25,6 +27,15 @@ log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem, message not accepted; please try again later"
 NO_SPACE = "452 4.3.1 Insufficient system storage, message not accepted; please try again later"
+TOO_BIG = "552 5.3.4 Message too big for system"
+# Postfix passes lines of up to 2,048 bytes and splits longer ones; RFC 5322 allows 998. Mail
+# programs write longer ones (HTML generators, 8-bit text), and parsing a long line costs no
+# more than many short ones, so only what no mail program writes is refused — permanently,
+# saying why, rather than split or cut.
+LINE_LENGTH_LIMIT = 65_536
+LINE_TOO_LONG = (f"500 5.5.2 Line too long: a line of the message has more than {LINE_LENGTH_LIMIT} bytes "
+                 "(RFC 5322 allows 998)")
+STUFFED_AFTER_BARE_LF = re.compile(rb"(?<=[^\r]\n)\.(?=\.)")
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
 SHUTDOWN_GRACE_SECONDS = 10.0  # how long a mail being received at a stop may take to finish
 CLOSE_SECONDS = 2.0  # for a 421 to be written before the connection is cut
@@ -47,7 +58,9 @@ class IntakeHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
+        raw = _unstuff_after_bare_lf(envelope.original_content or b"")
+        if max(map(len, raw.split(b"\n"))) > LINE_LENGTH_LIMIT + 1:  # + 1: the CR of a CRLF
+            return LINE_TOO_LONG
         try:
             queue_id = await self.spool.store(raw, envelope.mail_from or "", list(envelope.rcpt_tos),
                                               self.ctx.clock.now())
@@ -65,12 +78,34 @@ class IntakeHandler:
         return TEMPFAIL
 
 
+# aiosmtpd's own refusals, with the enhanced status codes (RFC 3463) that tell a sender's MTA why.
+ENHANCED = {
+    "552 Error: message size exceeds fixed maximum message size": TOO_BIG,  # SIZE= on MAIL FROM
+    "552 Error: Too much mail data": TOO_BIG,
+    # A run without CRLF longer than the reader's limit, which is above the size limit.
+    "500 Line too long (see RFC5321 4.5.3.1.6)": TOO_BIG,
+    "500 Command line too long": "500 5.5.2 Command line too long",
+}
+
+
+def _unstuff_after_bare_lf(raw: bytes) -> bytes:
+    """aiosmtpd removes the transparency dot (RFC 5321 §4.5.2) after CRLF only, but clients
+    that send bare LF line ends (scripts: smtplib, for one) double a leading dot after those
+    too, as Postfix expects. Only a doubled dot is taken as stuffed: a client that does not
+    stuff there keeps its single dot."""
+    return STUFFED_AFTER_BARE_LF.sub(b"", raw) if b"\n.." in raw else raw
+
+
 class IntakeSMTP(SMTP):
     """An aiosmtpd session that registers with its `IntakeSessions`, so that a shutdown can
     answer it, and that says 421 after its DATA when the shutdown came meanwhile."""
 
-    def __init__(self, sessions: IntakeSessions, handler: IntakeHandler, **options: Any):
-        super().__init__(handler, **options)
+    def __init__(self, sessions: IntakeSessions, handler: IntakeHandler, data_size_limit: int, **options: Any):
+        # aiosmtpd reads DATA up to each CRLF and refuses a "line" longer than this with a bare
+        # 500. A mail with bare LF line ends is one such line from start to end, so the reader
+        # may take a whole mail; the size limit (552) bounds it, and handle_DATA the real lines.
+        self.line_length_limit = data_size_limit + 1024
+        super().__init__(handler, data_size_limit=data_size_limit, **options)
         self.sessions = sessions
         self.in_data = False
         self.closed = asyncio.Event()
@@ -93,6 +128,9 @@ class IntakeSMTP(SMTP):
             self.in_data = False
         if self.sessions.closing:  # the client has its 250 (or refusal); now the goodbye
             self.say_shutting_down()
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(ENHANCED.get(status, status) if isinstance(status, str) else status)
 
     def say_shutting_down(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import smtplib
+import socket
 import threading
 
 import pytest
@@ -57,7 +58,7 @@ def test_size_limit_is_announced_and_enforced(ctx, gateway):
         # Like Postfix or Exchange, smtplib declares SIZE= on MAIL FROM when the server offers it.
         with pytest.raises(smtplib.SMTPSenderRefused) as refused:
             client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], big)
-    assert refused.value.smtp_code == 552
+    assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (552, b"5.3.4")
     assert InboundMessage.select().count() == 0
 
 
@@ -66,8 +67,8 @@ def test_oversized_data_without_declared_size_is_refused_permanently(ctx, gatewa
     with _client(ctx) as client:
         client.mail("chen.jing@liuhen.localhost")
         client.rcpt(f"project@{DOMAIN}")
-        code, _ = client.data(crlf(big))
-    assert code == 552
+        code, answer = client.data(crlf(big))
+    assert (code, answer[:5]) == (552, b"5.3.4")
     assert InboundMessage.select().count() == 0
 
 
@@ -171,3 +172,74 @@ def test_a_full_disk_answers_452_leaves_no_partial_file_and_mail_is_accepted_onc
     disk_full = False  # space again: the sender's MTA retries
     assert wait_processed(smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost")).state == "processed"
     assert list(spool_tmp.iterdir()) == []
+
+
+def _raw_smtp_send(ctx, data: bytes) -> tuple[int, bytes]:
+    """One mail over a plain socket, its bytes sent exactly as given (smtplib would rewrite
+    them); the answer to DATA."""
+    with socket.create_connection(("127.0.0.1", ctx.settings.smtp.port), timeout=10) as sock:
+        replies = sock.makefile("rb")
+
+        def answer() -> tuple[int, bytes]:
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            return int(line[:3]), line[4:].rstrip()
+
+        answer()
+        for command in (b"EHLO client.example.cn", b"MAIL FROM:<chen.jing@liuhen.localhost>",
+                        f"RCPT TO:<project@{DOMAIN}>".encode(), b"DATA"):
+            sock.sendall(command + b"\r\n")
+            assert answer()[0] in (250, 354)
+        sock.sendall(data + b"\r\n.\r\n")
+        return answer()
+
+
+def _8bit_mail(body: str) -> bytes:
+    """A request mail whose body is sent as written (8bit), so its lines stay as they are."""
+    headers = make_mail("x").split(b"\n\n", 1)[0].replace(b"base64", b"8bit")
+    return headers + b"\n\n" + body.encode()
+
+
+def test_lines_longer_than_rfc_5322s_998_bytes_are_accepted_and_kept(ctx, gateway):
+    # HTML generators and 8-bit mail often exceed 998; Postfix passes up to 2,048 and splits longer.
+    long_line, longer_line = "长" * 500, "x" * 20_000  # 1,500 and 20,000 bytes
+    raw = _8bit_mail(PROJECT_BODY + long_line + "\n" + longer_line + "\n")
+    row = wait_processed(smtp_send(ctx, raw, f"project@{DOMAIN}", "chen.jing@liuhen.localhost"))
+    assert row.state == "processed"
+    stored = bytes(row.raw)
+    assert long_line.encode() + b"\r\n" in stored and longer_line.encode() + b"\r\n" in stored
+
+
+def test_a_mail_with_bare_lf_line_ends_is_accepted_and_kept(ctx, gateway):
+    # Written by a script and sent as it is: LF line ends, only the final <CRLF>.<CRLF> is SMTP's.
+    padding = "".join(f"第{i}行：这一行只是为了让邮件变长。\n" for i in range(1200))
+    raw = _8bit_mail(PROJECT_BODY + ".点开头的一行\n" + padding)
+    assert b"\r" not in raw and len(raw) > 50_000
+    code, answer = _raw_smtp_send(ctx, raw.replace(b"\n.", b"\n.."))  # dot-stuffed, as clients do
+    assert code == 250, answer
+    row = wait_processed(answer.decode().rsplit("queued as ", 1)[1])
+    assert row.state == "processed"
+    assert bytes(row.raw) == raw + b"\r\n"  # the CRLF before the final dot belongs to the mail
+
+
+def test_an_absurdly_long_line_is_refused_saying_why(ctx, gateway):
+    raw = crlf(_8bit_mail("A" * 100_000 + "\n"))
+    with _client(ctx) as client:
+        client.mail("chen.jing@liuhen.localhost")
+        client.rcpt(f"project@{DOMAIN}")
+        code, answer = client.data(raw)
+    assert code == 500
+    assert answer.startswith(b"5.5.2 ") and b"line" in answer.lower()
+    assert InboundMessage.select().count() == 0
+
+
+def test_a_dot_after_a_bare_lf_does_not_end_the_mail(ctx, gateway):
+    # SMTP smuggling: a receiver that ends DATA at <LF>.<CR><LF> would take what follows as a
+    # second mail, with an envelope of the attacker's choosing.
+    smuggled = (b"\n.\r\nMAIL FROM:<wang.qiang@liuhen.localhost>\r\nRCPT TO:<project@" + DOMAIN.encode()
+                + b">\r\nDATA\r\nSubject: smuggled\r\n\r\nx")
+    code, answer = _raw_smtp_send(ctx, crlf(make_mail(PROJECT_BODY)) + b"hello" + smuggled)
+    assert code == 250, answer
+    wait_idle(ctx)
+    [row] = InboundMessage.select()
+    assert bytes(row.raw).endswith(smuggled + b"\r\n")

@@ -133,7 +133,7 @@ class IntakeSMTP(SMTP):
         await super().push(ENHANCED.get(status, status) if isinstance(status, str) else status)
 
     def say_shutting_down(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
             self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
             self.transport.close()  # after the 421 has been written
 
@@ -168,7 +168,7 @@ class IntakeSessions:
             session.say_shutting_down()
         unclosed = await _wait_closed(list(self.live), CLOSE_SECONDS)
         for session in unclosed:  # a peer that reads nothing must not hold up the stop
-            if session.transport is not None:
+            if isinstance(session.transport, asyncio.WriteTransport):
                 session.transport.abort()
 
 

@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     if args.func is cmd_demo:
         return cmd_demo(args, settings)
+    if args.func is cmd_status:  # it must answer when the database does not
+        return cmd_status(args, settings)
     try:
         ctx = build_context(settings)
     except Exception as exc:  # the database or a config file cannot be opened
@@ -105,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("ref", help="record id, e.g. PRJ-2026-0001")
     s.add_argument("--out", required=True, help="folder to write <ref>/ into")
     s.set_defaults(func=cmd_archive_export)
+
+    s = sub.add_parser("status", help="is the database reachable, how much mail waits (exit 75 when it is down)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("demo", help="scripted walkthrough in a temporary directory")
     s.set_defaults(func=cmd_demo)
@@ -305,6 +311,37 @@ def cmd_archive_export(args: argparse.Namespace, ctx: Context) -> int:
     folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz)
     print(folder)
     return EX_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Any) -> int:
+    from gateway.health import report
+    from store.db import DATABASE_ERRORS, open_database
+
+    try:
+        db = open_database(settings.database_url)
+    except (*DATABASE_ERRORS, OSError) as exc:
+        status = report(settings, None, error=" ".join(str(exc).split()))
+    else:
+        status = report(settings, db)
+        db.close()
+    if args.json:
+        _print_json(status)
+    else:
+        database, spool = status["database"], status["spool"]
+        print(f"database: {'reachable' if database['reachable'] else 'UNREACHABLE'} {database['url']}"
+              + (f" — {database['error']}" if database["error"] else ""))
+        print(f"spool: {spool['waiting_files']} file(s) waiting to be imported"
+              + (f", oldest {spool['oldest_seconds']:.0f} s" if spool["oldest_seconds"] is not None else ""))
+        if status["inbound"] is None:
+            print("inbound, outbox: unknown while the database is unreachable")
+        else:
+            print("inbound: " + (", ".join(f"{state} {n}" for state, n in sorted(status["inbound"].items()))
+                                 or "none"))
+            outbox = dict(status["outbox"])
+            oldest = outbox.pop("oldest_queued_seconds")
+            print("outbox: " + ", ".join(f"{state} {n}" for state, n in outbox.items())
+                  + (f"; oldest queued {oldest:.0f} s" if oldest is not None else ""))
+    return EX_OK if status["ready"] else EX_TEMPFAIL
 
 
 def cmd_demo(args: argparse.Namespace, settings: Any) -> int:

@@ -9,6 +9,8 @@ until it is restored. The machine's PostgreSQL itself keeps running for the othe
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import signal
 import smtplib
@@ -23,10 +25,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import DOMAIN, PROJECT_BODY, free_port, make_mail, smtp_send, test_settings, wait_processed
+from conftest import (DOMAIN, PROJECT_BODY, free_port, make_mail, smtp_send, spool_mail, test_settings,
+                      wait_processed)
 from gateway.bootstrap import Context, build_context
+from gateway.cli import cmd_status
 from gateway.clock import FixedClock
 from gateway.delivery import MaildirTransport
+from gateway.health import health
+from gateway.intake import store_raw
+from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
 from store.models import OutboundMessage
 from test_serve_command import _env, _request_due_ahead, _wait_port
@@ -201,3 +208,48 @@ def test_serve_with_its_processor_child_recovers_from_a_postgres_restart_without
     assert server.returncode == 0, log
     assert "Traceback" not in log
     assert log.count("database unavailable") == 1 and log.count("database available again") == 1, log
+
+
+def test_status_with_the_database_up_counts_what_waits_where(ctx: Context, capsys: pytest.CaptureFixture[str]):
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+    spool_mail(ctx, make_mail(PROJECT_BODY), "chen.jing@liuhen.localhost", [f"project@{DOMAIN}"])
+    assert cmd_status(argparse.Namespace(json=True), ctx.settings) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["ready"] is True and status["database"]["reachable"] is True
+    assert status["spool"]["waiting_files"] == 1
+    assert status["inbound"] == {"processed": 1}
+    assert status["outbox"]["queued"] == 4 and status["outbox"]["failed"] == 0
+    assert status["outbox"]["oldest_queued_seconds"] is not None
+    assert cmd_status(argparse.Namespace(json=False), ctx.settings) == 0
+    text = capsys.readouterr().out
+    assert "database: reachable" in text and "spool: 1 file(s) waiting" in text and "queued 4" in text
+
+
+def test_status_with_the_database_down_says_so_and_exits_75(tmp_path: Path):
+    (tmp_path / "var" / "spool" / "new").mkdir(parents=True)
+    (tmp_path / "var" / "spool" / "new" / "0001").write_bytes(b"{}\n")  # a mail SMTP accepted meanwhile
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{tmp_path / "var"}"\n'
+                      f'[database]\nurl = "postgresql://liuhen:secret@127.0.0.1:{free_port()}/liuhen"\n',
+                      encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "status"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert "database: UNREACHABLE" in done.stdout and "Connection refused" in done.stdout
+    assert "secret" not in done.stdout  # the password is not printed
+    assert "spool: 1 file(s) waiting" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@postgres_only
+def test_health_inside_the_gateway_follows_an_outage(relayed_ctx: Context, relay: CuttableRelay):
+    assert health(relayed_ctx)["ready"] is True
+    relay.cut()
+    down = health(relayed_ctx)
+    assert down["ready"] is False and down["database"]["unavailable_since"] is not None
+    assert down["inbound"] is None
+    relay.restore()
+    up = health(relayed_ctx)
+    assert up["ready"] is True and up["database"]["unavailable_since"] is None and up["inbound"] == {}

@@ -21,6 +21,7 @@ from store.repositories import insert_rows, rearm_failed
 
 log = logging.getLogger(__name__)
 
+OUR_RECEIVED_LINE = re.compile(rb"\AReceived: from \S+ \(\[[^\]]*\]\) by \S+ \(liuhen\)[^\n]*\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -43,6 +44,7 @@ def dedupe_key(raw: bytes) -> tuple[str, str]:
     """(key, Message-ID). Trace headers added by relays on a retry don't change the key:
     it hashes the body, plus the Message-ID that the author's client set. Line ends are
     normalised: SMTP carries CRLF, an MTA pipe hands over LF."""
+    raw = OUR_RECEIVED_LINE.sub(b"", raw, count=1)  # ours differs on every retry
     head, body = split_head(raw)
     body = body.replace(b"\r\n", b"\n").rstrip(b"\n")
     m = _MESSAGE_ID.search(head)

@@ -15,6 +15,8 @@ import asyncio
 import errno
 import logging
 import re
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -61,6 +63,7 @@ class IntakeHandler:
         raw = _unstuff_after_bare_lf(envelope.original_content or b"")
         if max(map(len, raw.split(b"\n"))) > LINE_LENGTH_LIMIT + 1:  # + 1: the CR of a CRLF
             return LINE_TOO_LONG
+        raw = received_line(session, self.ctx.settings.gateway.domain, self.ctx.local_now()) + raw
         try:
             queue_id = await self.spool.store(raw, envelope.mail_from or "", list(envelope.rcpt_tos),
                                               self.ctx.clock.now())
@@ -86,6 +89,18 @@ ENHANCED = {
     "500 Line too long (see RFC5321 4.5.3.1.6)": TOO_BIG,
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
+
+
+def received_line(session: Session, domain: str, now: datetime) -> bytes:
+    """Our trace line on top (RFC 5321 §4.4): who connected. It tells sender authentication
+    whether the mail came from the trusted MX (gateway/authentication.py reads it back)."""
+    peer = session.peer[0] if isinstance(session.peer, tuple) and session.peer else "unknown"
+    helo = SAFE_HELO.sub("", str(session.host_name or ""))[:64] or "unknown"
+    protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    return f"Received: from {helo} ([{peer}]) by {domain} (liuhen) with {protocol}; {format_datetime(now)}\r\n".encode()
+
+
+SAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
 
 def _unstuff_after_bare_lf(raw: bytes) -> bytes:

@@ -31,7 +31,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
-from html.parser import HTMLParser
+from html import unescape
 from io import BytesIO
 
 __all__ = [
@@ -574,12 +574,13 @@ _BLOCK_TAGS = frozenset(
 # Content that is never shown as text.
 _SKIP_TAGS = frozenset({"script", "style", "head", "title"})
 _CELL_TAGS = frozenset({"td", "th"})
-
-# html.parser raises AssertionError on "<![" followed by anything but the keywords it knows
-# (CDATA, MS Office's "<![if ...]>" ...); such text is shown as text by browsers too.
-_BAD_MARKED_SECTION = re.compile(
-    r"<!\[(?!(?:if|else|endif|cdata|temp|ignore|include|rcdata)(?![-_.a-z0-9]))", re.I
-)
+# Nesting is followed this deep and no deeper; the text inside deeper elements is kept. Mail
+# nests tables a few levels; a hostile one nested 100,000 (issue 9).
+_MAX_HTML_DEPTH = 100
+# html_tables gives every open cell the text of the tables nested in it, so its work and its
+# output grow with the nesting depth: tables below this depth are not listed on their own,
+# and their text stays in the innermost cell that is.
+_MAX_TABLE_DEPTH = 8
 
 # CJK ideographs and punctuation, kana, full-width forms: a line break in the HTML source
 # between two of them is no space (CSS Text 3 segment break rules; Hangul keeps it).
@@ -603,7 +604,8 @@ class _Flattener:
         self._has_content = False  # the current line holds more than source whitespace
         self._pending_break = False
         self._cell_start = False
-        self._cells_in_row: list[int] = []  # one counter per open table
+        self._cells_in_row: list[int] = []  # one counter per open table, up to _MAX_HTML_DEPTH
+        self._open_tables = 0
         self._pre = 0
 
     def start(self, tag: str) -> None:
@@ -621,7 +623,9 @@ class _Flattener:
             if tag in ("table", "tr"):
                 self._end_line()
                 if tag == "table":
-                    self._cells_in_row.append(0)
+                    self._open_tables += 1
+                    if self._open_tables <= _MAX_HTML_DEPTH:
+                        self._cells_in_row.append(0)
                 elif self._cells_in_row:
                     self._cells_in_row[-1] = 0
             else:
@@ -635,8 +639,10 @@ class _Flattener:
             self._cell_start = False
         elif tag in ("table", "tr"):
             self._end_line()
-            if tag == "table" and self._cells_in_row:
-                self._cells_in_row.pop()
+            if tag == "table" and self._open_tables:
+                if self._open_tables <= _MAX_HTML_DEPTH:
+                    self._cells_in_row.pop()
+                self._open_tables -= 1
         elif tag in _BLOCK_TAGS:
             self._pending_break = True
             if tag == "pre" and self._pre:
@@ -716,30 +722,39 @@ class _TableCollector:
 
     def __init__(self) -> None:
         self.tables: list[_Table] = []  # in document order of their <table> tags
-        self._open: list[_Table] = []
+        self._open: list[_Table] = []  # up to _MAX_TABLE_DEPTH
+        self._untracked = 0  # tables open below _MAX_TABLE_DEPTH
 
     def _cells(self) -> list[_Flattener]:
         return [table.cell for table in self._open if table.cell is not None]
 
     def start(self, tag: str) -> None:
+        # Rows and cells of a table below the depth limit are only text for the open cells.
+        tracked = self._open and not self._untracked
         # </tr> and </td> are optional in HTML: a new row or cell closes the open one.
-        if self._open and tag == "tr":
+        if tracked and tag == "tr":
             self._open[-1].close_row()
-        elif self._open and tag in _CELL_TAGS:
+        elif tracked and tag in _CELL_TAGS:
             self._open[-1].close_cell()
         # Every open cell sees the event: an outer cell gets the inner table's text.
         for cell in self._cells():
             cell.start(tag)
         if tag == "table":
-            self._open.append(_Table())
-            self.tables.append(self._open[-1])
-        elif self._open and tag == "tr":
+            if self._untracked or len(self._open) == _MAX_TABLE_DEPTH:
+                self._untracked += 1
+            else:
+                self._open.append(_Table())
+                self.tables.append(self._open[-1])
+        elif tracked and tag == "tr":
             self._open[-1].row = []
-        elif self._open and tag in _CELL_TAGS:
+        elif tracked and tag in _CELL_TAGS:
             self._open[-1].cell = _Flattener()
 
     def end(self, tag: str) -> None:
-        if self._open and tag in _CELL_TAGS:
+        if self._untracked:
+            if tag == "table":
+                self._untracked -= 1
+        elif self._open and tag in _CELL_TAGS:
             self._open[-1].close_cell()
         elif self._open and tag == "tr":
             self._open[-1].close_row()
@@ -758,45 +773,139 @@ class _TableCollector:
         return [table.rows for table in self.tables]
 
 
-class _EventParser(HTMLParser):
-    """html.parser front end: drops non-visible elements and passes tag names and text
-    on to a sink (a _Flattener or a _TableCollector)."""
+# html.parser (Python <= 3.13.4) searches the rest of the document again for every "<" that
+# does not start a complete construct, which is quadratic: 100 KB of "<a<a " took 90 s. This
+# tokenizer reads what html.parser read, in one pass: every search either consumes what it
+# found, or fails once and is not repeated (a pattern absent from position p is absent from
+# every later one). A construct left open at the end is text, as html.parser showed it.
+_MARKUP_START = re.compile(r"<(?:(/?)([a-zA-Z][^\t\n\f\r />\x00]*)|(!--)|(!\[)|[!?/])")
+# Attributes up to the ">" (or the end); quoted values may hold ">". Atomic, so a tag without
+# ">" cannot backtrack.
+_ATTRIBUTES = re.compile(
+    r"""(?>[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r /=>]*"""
+    r"""(?:[\t\n\f\r ]*=[\t\n\f\r ]*(?:"[^"]*"|'[^']*'|[^\t\n\f\r >]*))?)*"""
+)
+_COMMENT_END = re.compile(r"--!?>")
+# Marked sections: MS Office writes "<![if !supportLists]>" ... "<![endif]>" around text that
+# is shown; the SGML keywords end with "]]>". Any other "<![" is text (as html.parser had it).
+_MARKED_SECTION = re.compile(r"(?i:(if|else|endif)|cdata|temp|ignore|include|rcdata)(?![-_.a-z0-9])")
+_MS_SECTION_END = re.compile(r"]\s*>")
+_SGML_SECTION_END = re.compile(r"]\s*]\s*>")
+# Elements whose content is raw text, not markup (html.parser's CDATA_CONTENT_ELEMENTS).
+_RAW_TEXT_END = {tag: re.compile(rf"</{tag}(?=[\t\n\f\r />])", re.IGNORECASE) for tag in ("script", "style")}
 
-    def __init__(self, sink: _Flattener | _TableCollector) -> None:
-        super().__init__(convert_charrefs=True)
-        self._sink = sink
-        self._skipping: list[str] = []
+_START, _END, _DATA = 0, 1, 2
 
-    def feed_all(self, html: str) -> None:
-        self.feed(_BAD_MARKED_SECTION.sub("&lt;![", html))
-        self.close()
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "body":
-            self._skipping.clear()  # an unclosed <head> ends where <body> starts
-        elif tag in _SKIP_TAGS:
-            self._skipping.append(tag)
-        elif not self._skipping:
-            self._sink.start(tag)
+class _Scanner:
+    """Finds where each piece of markup ends, remembering failures: a pattern not found from
+    position p is not searched for again from any later position."""
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            if tag in self._skipping:  # also closes skipped elements left open inside
-                while self._skipping.pop() != tag:
+    def __init__(self, html: str) -> None:
+        self._html = html
+        self._absent_from: dict[re.Pattern[str], int] = {}
+        # Quoted attribute values are honoured until one scan for a tag's ">" has run to the
+        # end of the document; after that, a tag ends at its first ">", or every later tag
+        # would be scanned to the end again.
+        self._quoted = True
+
+    def search(self, pattern: re.Pattern[str], start: int) -> re.Match[str] | None:
+        if start >= self._absent_from.get(pattern, len(self._html) + 1):
+            return None
+        found = pattern.search(self._html, start)
+        if found is None:
+            self._absent_from[pattern] = start
+        return found
+
+    def markup_end(self, m: re.Match[str]) -> int:
+        """Where the markup that ``m`` starts ends (after its ">"), or -1 when it is text."""
+        html = self._html
+        _slash, name, comment, marked = m.groups()
+        if name is not None:
+            if self._quoted:
+                attributes = _ATTRIBUTES.match(html, m.end())
+                if attributes is not None and attributes.end() < len(html):  # it always matches
+                    return attributes.end() + 1
+                self._quoted = False
+            return html.find(">", m.end()) + 1
+        if comment is not None:
+            found = self.search(_COMMENT_END, m.start() + 2)  # from "<!" so "<!-->" is closed
+        elif marked is not None:
+            keyword = _MARKED_SECTION.match(html, m.end())
+            if keyword is None:
+                return -1
+            found = self.search(_MS_SECTION_END if keyword.group(1) else _SGML_SECTION_END, m.end())
+        else:  # "<!DOCTYPE ...>", "<?xml ...?>", "</>", "</3>": a bogus comment up to ">"
+            return html.find(">", m.end()) + 1
+        return found.end() if found else -1
+
+
+def _tokens(html: str) -> Iterator[tuple[int, str]]:
+    """(kind, tag name or text) in document order; text has its character references
+    decoded (except in script and style)."""
+    scanner = _Scanner(html)
+    last_gt = html.rfind(">")  # after it, no markup can be complete: the rest is text
+    text_from = pos = 0  # text runs from text_from to the next markup
+    while True:
+        lt = html.find("<", pos)
+        if lt < 0 or lt > last_gt:
+            if text_from < len(html):
+                yield _DATA, unescape(html[text_from:])
+            return
+        m = _MARKUP_START.match(html, lt)
+        end = scanner.markup_end(m) if m else -1
+        if end < 0:
+            pos = lt + 1  # "<" is text ("a < b", an unclosed comment)
+            continue
+        if lt > text_from:
+            yield _DATA, unescape(html[text_from:lt])
+        pos = text_from = end
+        if m is None or m.group(2) is None:
+            continue  # a comment or a declaration
+        name = m.group(2).lower()
+        if m.group(1):
+            yield _END, name
+            continue
+        yield _START, name
+        if html[end - 2] == "/" and end - 1 > m.end():
+            yield _END, name  # "<br/>": html.parser reported an end as well
+        elif name in _RAW_TEXT_END:
+            closing = scanner.search(_RAW_TEXT_END[name], pos)
+            raw_end = closing.start() if closing else len(html)
+            if raw_end > pos:
+                yield _DATA, html[pos:raw_end]
+            pos = text_from = raw_end
+
+
+def _feed(html: str, sink: _Flattener | _TableCollector) -> None:
+    """Pass tag names and text of ``html`` on to ``sink``, without the elements that are
+    never shown."""
+    skipping: list[str] = []  # open elements whose content is not shown, innermost last
+    for kind, value in _tokens(html):
+        if kind == _DATA:
+            if not skipping:
+                sink.data(value)
+        elif kind == _START:
+            if value == "body":
+                skipping.clear()  # an unclosed <head> ends where <body> starts
+            elif value in _SKIP_TAGS:
+                if len(skipping) < _MAX_HTML_DEPTH:
+                    skipping.append(value)
+            elif not skipping:
+                sink.start(value)
+        elif value in _SKIP_TAGS:
+            if value in skipping:  # also closes skipped elements left open inside
+                while skipping.pop() != value:
                     pass
-        elif not self._skipping:
-            self._sink.end(tag)
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self._sink.data(data)
+        elif not skipping:
+            sink.end(value)
 
 
 def html_to_text(html: str) -> str:
     """Readable plain text from an HTML body: one line per block, table cells of a row
     joined by tabs, entities decoded, spaces collapsed, at most one blank line in a row."""
     flattener = _Flattener()
-    _EventParser(flattener).feed_all(html)
+    _feed(html, flattener)
     return flattener.text()
 
 
@@ -805,5 +914,5 @@ def html_tables(html: str) -> list[list[list[str]]]:
     like html_to_text (newlines kept); a cell holding a nested table gets that table's
     text, and the nested table is also listed on its own."""
     collector = _TableCollector()
-    _EventParser(collector).feed_all(html)
+    _feed(html, collector)
     return collector.finish()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -475,3 +477,73 @@ def test_a_charset_whose_codec_refuses_to_decode_never_raises():
     assert msg.subject.startswith("中") and msg.text.startswith("中")
     assert decode_bytes(b"\xe4\xb8\xad\xff", "idna").startswith("中")
 
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile HTML (issue 9): linear time, bounded nesting, the text kept
+
+HOSTILE = EMAILS.parent / "hostile"
+
+
+def _cell_chars(tables: list[list[list[str]]]) -> int:
+    return sum(len(cell) for table in tables for row in table for cell in row)
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_deeply_nested_tables_keep_their_text_and_bounded_work(closed):
+    # Every open cell got the text of the tables inside it, so 2,000 nested tables made
+    # 2,000 ever longer copies (8,000 unclosed ones took 22 s and 305 MB).
+    depth = 2000
+    html = "".join(f"<table><tr><td>c{i}" for i in range(depth))
+    if closed:
+        html += "</td></tr></table>" * depth
+    tables = html_tables(html)
+    assert tables[0][0][0].split("\n")[:2] == ["c0", "c1"]
+    assert tables[-1][0][0].endswith(f"c{depth - 1}")  # the innermost listed cell holds the rest
+    # A bounded number of tables is followed, so the output is a bounded multiple of the input.
+    assert len(tables) <= 16 and _cell_chars(tables) <= 16 * len(html)
+    assert html_to_text(html).split("\n") == [f"c{i}" for i in range(depth)]
+
+
+def test_shallow_nested_tables_are_all_listed():
+    html = "<table><tr><td>a" * 5 + "<table><tr><td>k</td><td>v</td></tr></table>"
+    tables = html_tables(html)
+    assert len(tables) == 6 and tables[-1] == [["k", "v"]]
+    assert tables[0] == [["a\na\na\na\na\nk\tv"]]
+
+
+def test_unclosed_markup_is_text_and_the_tags_after_it_still_count():
+    assert html_to_text("<p>a</p><!-- never closed <p>b</p>") == "a\n<!-- never closed\nb"
+    assert html_to_text("<p>x <y and more") == "x <y and more"
+    assert html_to_text('<a title="1 > 0">link</a>') == "link"
+
+
+_HOSTILE_HTML = {
+    # html.parser searched the rest of the document again for each "<": 90 s for 100 KB.
+    "unclosed_tags": '"<a<a " * 20000',
+    "unclosed_comments": '"<!--x" * 40000',
+    "quotes_hiding_every_gt": '''"<a x='<b>' " * 20000''',
+    "unclosed_nested_tables": '"<table><tr><td>" * 8000',  # issue 9: 120 KB, 22 s
+    "closed_nested_tables": '"<table><tr><td>x" * 10000 + "</td></tr></table>" * 10000',
+}
+
+
+@pytest.mark.parametrize("name", _HOSTILE_HTML)
+def test_hostile_html_is_converted_in_one_pass(name):
+    # Well under a second each; the quadratic converter took minutes. The limit is generous
+    # so that a loaded machine cannot fail it.
+    code = (
+        "from parsers.mime import html_tables, html_to_text\n"
+        f"html = {_HOSTILE_HTML[name]}\n"
+        "html_to_text(html); html_tables(html)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.parametrize("name", ["nested_tables_unclosed.eml", "unclosed_tags.eml"])
+def test_hostile_html_mails_keep_their_text(name):
+    msg = parse_message((HOSTILE / name).read_bytes())
+    assert msg.text.startswith("沟通主题：")
+    if name == "nested_tables_unclosed.eml":
+        assert msg.text.endswith("最内层文字")
+        assert html_tables(msg.html)[-1][0][0].endswith("最内层文字")

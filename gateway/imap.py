@@ -74,6 +74,9 @@ def fetch_new(ctx: Context, box: ImapSettings, client: IMAPClient, on_stored: Ca
     """Store every message not yet taken, then mark it; returns how many were stored.
     `on_stored` wakes the processor after each one, so the first mail of a burst does not wait
     for the last."""
+    # Bring the session's view up to date first: Dovecot does not show another session's
+    # APPEND to a UID SEARCH, and an IDLE begun after it does not report it either.
+    client.noop()
     uidvalidity = client.folder_status(box.folder, [b"UIDVALIDITY"])[b"UIDVALIDITY"]
     state = ImapState.get_or_none(ImapState.mailbox == mailbox_key(box))
     if state is None or state.uidvalidity != uidvalidity:
@@ -145,12 +148,14 @@ class Poller:
         health = self.ctx.db_health
         while not self.stopping.is_set():
             try:
-                health.attempt(fetch_new, self.ctx, self.box, client, self.on_stored)
+                stored = health.attempt(fetch_new, self.ctx, self.box, client, self.on_stored)
             except DATABASE_ERRORS:
                 # Logged once per outage. The mailbox stays open: the messages wait in it,
                 # and are fetched when the database is back.
                 self.stopping.wait(health.retry_delay())
                 continue
+            if stored:
+                continue  # look again before idling: more may have come while these were stored
             if idle:
                 client.idle()
                 try:

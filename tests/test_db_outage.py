@@ -20,12 +20,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import (DOMAIN, PROJECT_BODY, free_port, make_mail, smtp_send, spool_mail, test_settings,
+from config.settings import ImapSettings
+from conftest import (DOMAIN, MEDIUM_BODY, PROJECT_BODY, free_port, make_mail, smtp_send, spool_mail, test_settings,
                       wait_processed)
 from gateway.bootstrap import Context, build_context
 from gateway.cli import cmd_status
@@ -36,6 +38,8 @@ from gateway.intake import store_raw
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
 from store.models import OutboundMessage
+from dovecot import Dovecot
+from test_imap import dovecot  # noqa: F401 (the fixture)
 from test_serve_command import _env, _request_due_ahead, _wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,3 +257,30 @@ def test_health_inside_the_gateway_follows_an_outage(relayed_ctx: Context, relay
     relay.restore()
     up = health(relayed_ctx)
     assert up["ready"] is True and up["database"]["unavailable_since"] is None and up["inbound"] == {}
+
+
+@postgres_only
+def test_imap_intake_waits_out_a_postgres_restart_and_takes_the_mail_after(
+        relayed_ctx: Context, relay: CuttableRelay, dovecot: Dovecot, caplog: pytest.LogCaptureFixture):
+    box = ImapSettings(address=f"project@{DOMAIN}", host="127.0.0.1", port=dovecot.port, security="none",
+                       user="intake", password="s3cret", processed_folder="liuhen-done", poll_seconds=1)
+    ctx = replace(relayed_ctx, settings=replace(relayed_ctx.settings, imap=(box,)))
+    caplog.set_level(logging.INFO)
+    gateway = GatewayThread(ctx, transport=None).start()  # with its IMAP poller
+    try:
+        dovecot.append(make_mail(MEDIUM_BODY))
+        wait_processed(1, timeout=30)
+        ctx.db.close()  # this test's own connection: it would die with the others
+        relay.cut()
+        for i in range(2):
+            dovecot.append(make_mail(MEDIUM_BODY.replace("硬件方案评审", f"硬件方案评审{i}")))
+        time.sleep(3)  # the poller tries to store them, and fails, several times
+        assert dovecot.folder_counts()["INBOX"] == 2  # left where they are meanwhile
+        relay.restore()
+        assert [wait_processed(i, timeout=60).state for i in (2, 3)] == ["processed"] * 2
+    finally:
+        gateway.stop()
+    assert dovecot.folder_counts() == {"INBOX": 0, "liuhen-done": 3}
+    down, up = _outage_lines(caplog.records)
+    assert len(down) == 1 and len(up) == 1, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"

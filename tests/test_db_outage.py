@@ -15,6 +15,7 @@ import logging
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ from gateway.health import health
 from gateway.intake import store_raw
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
+import store.db
 from store.models import OutboundMessage
 from dovecot import Dovecot
 from test_imap import dovecot  # noqa: F401 (the fixture)
@@ -283,4 +285,36 @@ def test_imap_intake_waits_out_a_postgres_restart_and_takes_the_mail_after(
     assert dovecot.folder_counts() == {"INBOX": 0, "liuhen-done": 3}
     down, up = _outage_lines(caplog.records)
     assert len(down) == 1 and len(up) == 1, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"
+
+
+def test_sqlite_locked_by_another_program_is_waited_out_the_same_way(
+        tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    # A program holding a write transaction (a backup, an sqlite3 shell left open) longer
+    # than the busy timeout: 30 s in production, 0.2 s here.
+    monkeypatch.setitem(store.db.SQLITE_PRAGMAS, "busy_timeout", 200)
+    path = tmp_path / "liuhen.db"
+    ctx = build_context(test_settings(tmp_path, f"sqlite:///{path}"), clock=clock)
+    caplog.set_level(logging.INFO)
+    gateway = GatewayThread(ctx, MaildirTransport(ctx.settings.maildir_path)).start()
+    try:
+        assert wait_processed(smtp_send(ctx, make_mail(PROJECT_BODY), f"project@{DOMAIN}")).state == "processed"
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        during = [smtp_send(ctx, make_mail(PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{i}")),
+                            f"project@{DOMAIN}") for i in range(2)]
+        time.sleep(3)  # the processor and the outbox try, and fail, several times
+        other.execute("ROLLBACK")
+        other.close()
+        assert [wait_processed(queue_id, timeout=60).state for queue_id in during] == ["processed"] * 2
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and OutboundMessage.select().where(
+                OutboundMessage.status != "sent").exists():
+            time.sleep(0.1)
+        assert OutboundMessage.select().where(OutboundMessage.status == "sent").count() == 3 * 4
+    finally:
+        gateway.stop()
+        ctx.db.close()
+    down, up = _outage_lines(caplog.records)
+    assert len(down) == 1 and "locked" in down[0] and len(up) == 1, [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"

@@ -3,24 +3,35 @@
 Composition happens here, at delivery time, not in the intake transaction: building MIME is
 ~30x dearer than rendering the text (FACTS.md), and the legacy compat32 classes are ~4x
 faster than ``EmailMessage`` while producing the same RFC 2047/MIME output.
+
+``compose`` is the one place where the headers of a mail we send are written. Their values
+come from senders' mails (names, addresses, subjects, Message-IDs), so each is cleaned of
+control characters and checked before it is folded into a header line.
 """
 
 from __future__ import annotations
 
 import mailbox
+import re
 import smtplib
 import ssl
+from dataclasses import dataclass
 from datetime import datetime
+from email.charset import Charset
 from email.header import Header
+from email.headerregistry import Address
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import format_datetime, formataddr
+from email.policy import compat32
+from email.utils import format_datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 from config.settings import DeliverySettings
 from store.models import OutboundMessage
 
+CRLF = "\r\n"  # the wire form (RFC 5321 §2.3.8); smtplib sends bytes unchanged
 
 class DeliveryError(Exception):
     def __init__(self, message: str, permanent: bool):
@@ -33,29 +44,160 @@ class Transport(Protocol):
         """Deliver or raise DeliveryError."""
 
 
-def _address(name: str, addr: str) -> str:
-    return formataddr((str(Header(name, "utf-8")), addr)) if name else addr
+@dataclass(frozen=True)
+class Composed:
+    raw: bytes
+    recipients: list[str]  # the envelope: To, then each Cc that is an address
+    left_out: list[str]  # Cc entries that are not addresses (not sent to, noted in the trace)
 
 
-def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: datetime, domain: str) -> bytes:
-    msg = MIMEMultipart("alternative")
-    msg["From"] = _address(from_name, from_addr)
-    msg["To"] = _address(mail.to_name, mail.to_addr)
-    if mail.cc:
-        msg["Cc"] = ", ".join(mail.cc)
-    msg["Subject"] = Header(mail.subject, "utf-8")
-    msg["Date"] = format_datetime(date)  # caller passes local time
-    msg["Message-ID"] = mail.message_id
+# C0, DEL, C1 (NEL among them), the line and paragraph separators, and lone surrogates (a
+# sender's undecodable bytes): splitlines() — and so Header.encode — breaks a line at
+# several of these, and in a header a line break ends it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+# Dot-atom names are written as they are; any other name as RFC 2047 encoded words.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9'_-]+(?: [A-Za-z0-9'_-]+)*")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8 ftext
+# A msg-id as we write it: printable ASCII without spaces or angle brackets, of a length any
+# reader keeps; anything else from a sender's References is dropped rather than repaired.
+_MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")
+_MAX_ADDRESS_BYTES = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its <>
+_MAX_FILENAME_BYTES = 200  # as for attachments we receive; keeps the RFC 2231 line short
+# Written by compose itself; an extra header of the same name would make them appear twice.
+_OWN_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
+                          "content-type", "content-transfer-encoding", "x-auto-response-suppress",
+                          "x-liuhen-origin"})
+_UTF8 = Charset("utf-8")
+
+
+def clean(value: str) -> str:
+    """`value` as a header may carry it: each run of control characters becomes one space."""
+    return _CONTROL.sub(" ", value).strip(" ")
+
+
+@lru_cache(maxsize=4096)  # the same few addresses again and again; the RFC 5322 parser is dear
+def checked_address(addr: str, role: str = "the recipient's") -> str:
+    """`addr` as it is written into a header and the SMTP envelope, or a permanent
+    DeliveryError saying why it cannot be. Nothing is repaired — an address with a control
+    character removed is someone else's. A non-ASCII domain behind an ASCII local part is
+    written in its IDNA form (so no SMTPUTF8 is needed); a non-ASCII local part stays as it
+    is and needs SMTPUTF8 (RFC 6531)."""
+    local, at, domain = addr.rpartition("@")
+    if _CONTROL.search(addr) or not (local and at and domain):
+        raise DeliveryError(f"{role} address {addr!r} is not a valid mail address", permanent=True)
+    if local.isascii() and not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise DeliveryError(f"{role} address {addr!r} has a domain that cannot be written in IDNA",
+                                permanent=True) from None
+    address = f"{local}@{domain}"
+    # The stdlib parser knows RFC 5322's addr-spec, not RFC 6532's UTF-8 atext; a non-ASCII
+    # letter stands wherever an ASCII one may, so an ASCII stand-in checks the structure.
+    stand_in = "".join(c if c.isascii() else "a" for c in address)
+    try:
+        Address(addr_spec=stand_in)
+        valid = len(address.encode()) <= _MAX_ADDRESS_BYTES
+    except Exception:  # noqa: BLE001 - the parser raises defects, IndexError, HeaderParseError
+        valid = False
+    if not valid:
+        raise DeliveryError(f"{role} address {addr!r} is not a valid mail address", permanent=True)
+    return address
+
+
+def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: datetime, domain: str) -> Composed:
+    """The bytes of `mail` as they go out, or a permanent DeliveryError when its recipient (or
+    our own From) is not an address."""
+    sender = checked_address(from_addr, "our From")
+    to = checked_address(mail.to_addr)
+    cc: list[str] = []
+    left_out: list[str] = []
+    for entry in mail.cc:
+        try:
+            cc.append(checked_address(entry))
+        except DeliveryError:
+            left_out.append(entry)
+    headers = [("From", _mailbox(from_name, sender, "From")), ("To", _mailbox(mail.to_name, to, "To"))]
+    if cc:
+        headers.append(("Cc", ("," + CRLF + " ").join(cc)))
+    headers += [("Subject", _encoded(mail.subject, "Subject")),
+                ("Date", format_datetime(date)),  # caller passes local time
+                ("Message-ID", clean(mail.message_id))]  # ours: new_message_id
     for name, value in mail.headers.items():
-        msg[name] = value
+        if not _FIELD_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+            raise DeliveryError(f"header name {name!r} cannot be set on a mail", permanent=True)
+        folded = _header_value(name, value)
+        if folded:
+            headers.append((name, folded))
     # RFC 3834 §5 is stamped per mail (auto-generated / auto-replied); Exchange and Outlook
     # honour only their own header for suppressing out-of-office answers.
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Liuhen-Origin"] = domain
-    body = MIMEMultipart("alternative")
-    body.attach(MIMEText(mail.text, "plain", "utf-8"))
-    body.attach(MIMEText(mail.html, "html", "utf-8"))
+    headers += [("X-Auto-Response-Suppress", "All"), ("X-Liuhen-Origin", _plain(domain, "X-Liuhen-Origin"))]
+    head = "".join(f"{name}: {value}{CRLF}" for name, value in headers).encode("utf-8")
+    return Composed(head + _mime(mail), [to, *cc], left_out)
+
+
+def _mailbox(name: str, addr: str, field: str) -> str:
+    name = clean(name)
+    if not name:
+        return addr
+    if len(name) <= 64 and _PLAIN_NAME.fullmatch(name):
+        return f"{name} <{addr}>"
+    # Encoded words of at most 76 characters a line; the address (at most 254 bytes) follows.
+    return f"{_encoded(name, field)} <{addr}>"
+
+
+def _encoded(text: str, field: str) -> str:
+    return Header(clean(text), _UTF8, header_name=field).encode(linesep=CRLF)
+
+
+def _plain(text: str, field: str) -> str:
+    """ASCII text folded at its spaces; anything that would not fit (non-ASCII, a word too
+    long for one line) as encoded words."""
+    text = clean(text)
+    if text.isascii() and all(len(word) <= 900 for word in text.split(" ")):
+        return Header(text, "us-ascii", header_name=field).encode(linesep=CRLF)
+    return _encoded(text, field)
+
+
+def _msg_ids(value: str) -> list[str]:
+    return [word for word in value.split() if _MSG_ID.fullmatch(word)]
+
+
+def _header_value(name: str, value: str) -> str:
+    """The folded value of an extra header ("" when nothing of it is left to write)."""
+    match name.lower():
+        case "reply-to":
+            return checked_address(value, "the Reply-To")
+        case "in-reply-to":
+            return next(iter(_msg_ids(value)), "")
+        case "references":
+            return (CRLF + " ").join(_msg_ids(value))
+        case _:
+            return _plain(value, name)
+
+
+def _filename(name: str) -> str:
+    """An attachment's name, cleaned and cut to whole characters within the byte cap, its
+    extension kept."""
+    name = clean(name) or "attachment"
+    if len(name.encode()) <= _MAX_FILENAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension) > 16:
+        stem, dot, extension = name, "", ""
+    room = _MAX_FILENAME_BYTES - len(dot + extension)
+    return stem.encode()[:room].decode("utf-8", "ignore") + dot + extension
+
+
+def _mime(mail: OutboundMessage) -> bytes:
+    """The MIME structure with its own Content-Type and MIME-Version, which complete the
+    header block that compose writes in front of it."""
+    msg = MIMEMultipart("alternative")
+    alternatives = [MIMEText(mail.text, "plain", "utf-8"), MIMEText(mail.html, "html", "utf-8")]
     if mail.attachments:
+        body = MIMEMultipart("alternative")
+        for alternative in alternatives:
+            body.attach(alternative)
         msg.set_type("multipart/mixed")
         msg.attach(body)
         for item in mail.attachments:
@@ -64,13 +206,12 @@ def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: date
             for param in filter(None, (p.strip() for p in params.split(";"))):
                 name, _, value = param.partition("=")
                 part.set_param(name, value)
-            part.add_header("Content-Disposition", "attachment", filename=item["filename"])
+            part.add_header("Content-Disposition", "attachment", filename=_filename(item["filename"]))
             msg.attach(part)
     else:
-        for part in body.get_payload():
-            msg.attach(part)
-    # CRLF is the wire form (RFC 5321 §2.3.8); smtplib sends bytes unchanged.
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        for alternative in alternatives:
+            msg.attach(alternative)
+    return msg.as_bytes(policy=compat32.clone(linesep=CRLF))
 
 
 class MaildirTransport:

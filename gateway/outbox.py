@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from config.forms import keyword_help
-from gateway.delivery import DeliveryError, Transport, compose
+from gateway.delivery import Composed, DeliveryError, Transport, compose
 from gateway.form_rows import record_rows
 from parsers.mime import parse_message
 from store.models import Event, OutboundMessage, Record
@@ -67,11 +67,11 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["In-Reply-To"] = d.in_reply_to
         if d.references:
             headers["References"] = " ".join(d.references)
-        rows.append(dict(created_at=now, record_id=d.record_id, inbound_id=d.inbound_id, kind=d.kind,
-                         lang=d.lang, to_addr=d.to_addr, to_name=d.to_name, cc=list(d.cc),
-                         subject=ctx.renderer.subject(d.lang, d.template, **d.context), template=d.template,
-                         context=d.context, headers=headers, attachments=list(d.attachments),
-                         message_id=message_id, next_attempt_at=now))
+        rows.append({"created_at": now, "record_id": d.record_id, "inbound_id": d.inbound_id, "kind": d.kind,
+                     "lang": d.lang, "to_addr": d.to_addr, "to_name": d.to_name, "cc": list(d.cc),
+                     "subject": ctx.renderer.subject(d.lang, d.template, **d.context), "template": d.template,
+                     "context": d.context, "headers": headers, "attachments": list(d.attachments),
+                     "message_id": message_id, "next_attempt_at": now})
         ids.append(message_id)
     insert_rows(OutboundMessage, rows)
     return ids
@@ -114,7 +114,7 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     """A queued mail's context, with what it only names filled in: the record's form and the
     reply keywords for the reader's role (kept in one place instead of in every mail)."""
     context = dict(mail.context)
-    if context.pop("form_rows", False):
+    if context.pop("form_rows", False) and mail.record_id is not None:
         context["rows"] = record_rows(ctx.forms, mail.record_id, mail.lang)
     if "keywords_for" in context:
         role = context.pop("keywords_for")
@@ -125,20 +125,37 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
 def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> None:
     s = ctx.settings
     mail.text, mail.html = mail_body(ctx, mail)
-    raw = compose(mail, from_name=s.gateway.from_name, from_addr=s.from_address,
-                  date=ctx.local_now(), domain=s.gateway.domain)
     try:
-        transport.send(raw, s.from_address, [mail.to_addr, *mail.cc])
+        composed = _compose(ctx, mail)
+        if composed.left_out:
+            log.warning("outbound %s: left out Cc that are not addresses: %r", mail.id, composed.left_out)
+        transport.send(composed.raw, s.from_address, composed.recipients)
     except DeliveryError as exc:
         _failed_attempt(ctx, mail, exc)
         return
+    data = {"outbound_id": mail.id, "to": mail.to_addr, "mail_kind": mail.kind, "subject": mail.subject}
+    if composed.left_out:
+        data["left_out"] = composed.left_out
     with ctx.db.atomic():
-        OutboundMessage.update(status="sent", raw=raw, sent_at=ctx.clock.now(),
+        OutboundMessage.update(status="sent", raw=composed.raw, sent_at=ctx.clock.now(),
                                attempts=mail.attempts + 1, last_error="").where(
             OutboundMessage.id == mail.id).execute()
         Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",
-                     actor=s.from_address, data={"outbound_id": mail.id, "to": mail.to_addr,
-                                                 "mail_kind": mail.kind, "subject": mail.subject})
+                     actor=s.from_address, data=data)
+
+
+def _compose(ctx: Context, mail: OutboundMessage) -> Composed:
+    s = ctx.settings
+    try:
+        return compose(mail, from_name=s.gateway.from_name, from_addr=s.from_address,
+                       date=ctx.local_now(), domain=s.gateway.domain)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        # Composing is pure: what failed once fails every time. Ending the mail beats leaving
+        # it 'sending', to be picked up and fail again after every lease.
+        log.exception("outbound %s could not be composed", mail.id)
+        raise DeliveryError(f"the mail could not be composed: {type(exc).__name__}: {exc}", permanent=True) from exc
 
 
 def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> None:
@@ -181,8 +198,8 @@ def _tell_initiator(ctx: Context, mail: OutboundMessage, error: str) -> None:
         kind="delivery_failed", template="initiator/delivery_failed", lang=record.lang,
         to_addr=record.initiator_email, to_name=record.initiator_name, record_id=record.id,
         references=(record.thread_id,),
-        context=dict(record_ref=record.ref, to_addr=mail.to_addr, to_name=mail.to_name,
-                     failed_subject=mail.subject, error=error[:500]),
+        context={"record_ref": record.ref, "to_addr": mail.to_addr, "to_name": mail.to_name,
+                 "failed_subject": mail.subject, "error": error[:500]},
     )])
 
 

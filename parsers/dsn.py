@@ -12,7 +12,7 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.policy import compat32
 
-from parsers.mime import decode_bytes
+from parsers.mime import decode_bytes, limit_mime_depth
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def parse_dsn(raw: bytes, content_type: str | None = None) -> DeliveryReport | N
     if content_type is not None and "multipart/report" not in content_type.lower():
         return None
     try:
-        msg = email.message_from_bytes(raw, policy=compat32)
+        msg = email.message_from_bytes(limit_mime_depth(raw), policy=compat32)
     except Exception:
         return None
     if msg.get_content_type() != "multipart/report" or \

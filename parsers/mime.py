@@ -21,6 +21,7 @@ import email.errors
 import email.header
 import email.utils
 import functools
+import itertools
 import mimetypes
 import re
 import unicodedata
@@ -40,6 +41,7 @@ __all__ = [
     "decode_bytes",
     "html_tables",
     "html_to_text",
+    "limit_mime_depth",
     "parse_message",
 ]
 
@@ -549,9 +551,86 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
     )
 
 
+# The stdlib parser recurses once per multipart or message/* level, in a time that grows
+# with the square of the depth, and fails near 1,000 levels (a hostile mail nested 10,000).
+# Mail nests a few levels (three per message forwarded as an attachment).
+_MAX_MIME_DEPTH = 50
+_NESTING_TYPE = re.compile(rb"(?i)(?:multipart|message)/")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[ \t]")  # the stdlib's test
+_CONTENT_TYPE_NAME = re.compile(rb"(?i)content-type[ \t]*:")
+_BOUNDARY = re.compile(rb'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))')
+
+
+def _nesting(content_type: bytes) -> tuple[str, bytes]:
+    """("multipart", boundary), ("message", b"") or ("", b"") for a Content-Type header line."""
+    value = content_type.partition(b":")[2]
+    ctype = value.split(b";", 1)[0].strip().lower()
+    if ctype.startswith(b"multipart/"):
+        found = _BOUNDARY.search(value)
+        boundary = (found.group(1) if found.group(1) is not None else found.group(2)) if found else b""
+        return ("multipart", boundary.rstrip()) if boundary.strip() else ("", b"")
+    if ctype.startswith(b"message/") and ctype != b"message/delivery-status":
+        return "message", b""  # its body is a message with headers of its own
+    return "", b""
+
+
+def limit_mime_depth(raw: bytes) -> bytes:
+    """``raw`` with every multipart or message/* part nested deeper than _MAX_MIME_DEPTH
+    relabelled text/plain: its content is kept as text and the stdlib parser's recursion
+    stays bounded. Follows the stdlib's reading of headers and boundary lines, closely
+    enough to count depth; a mail that names fewer nesting types is returned as it is."""
+    if sum(1 for _ in itertools.islice(_NESTING_TYPE.finditer(raw), _MAX_MIME_DEPTH + 1)) <= _MAX_MIME_DEPTH:
+        return raw
+    open_parts: list[bytes] = []  # boundaries of the enclosing multiparts, b"" for message/*
+    too_deep: list[int] = []  # offsets of the Content-Type headers to relabel
+    in_headers = True
+    content_type, content_type_at, continuing = b"", -1, False
+    for line in _LINE.finditer(raw + b"\n"):
+        text = line.group().rstrip(b"\r\n")
+        if in_headers:
+            if text and _HEADER_LINE.match(text):
+                if text[0] in b" \t":
+                    if continuing:  # a folded Content-Type
+                        content_type += text
+                else:
+                    continuing = content_type_at < 0 and _CONTENT_TYPE_NAME.match(text) is not None
+                    if continuing:
+                        content_type, content_type_at = text, line.start()
+                continue
+            in_headers = False
+            kind, boundary = _nesting(content_type)
+            if kind and len(open_parts) >= _MAX_MIME_DEPTH:
+                too_deep.append(content_type_at)
+            elif kind:
+                open_parts.append(boundary)
+                in_headers = kind == "message"
+            content_type, content_type_at, continuing = b"", -1, False
+            if in_headers or not text:
+                continue
+        if text.startswith(b"--") and open_parts:
+            marker = text[2:].rstrip(b" \t")
+            closes = marker.endswith(b"--") and marker[:-2] in open_parts
+            boundary = marker[:-2] if closes else marker
+            if boundary and boundary in open_parts:
+                innermost = len(open_parts) - 1 - open_parts[::-1].index(boundary)
+                del open_parts[innermost + (0 if closes else 1):]
+                in_headers = not closes
+    if not too_deep:
+        return raw
+    pieces, start = [], 0
+    for offset in too_deep:
+        newline = b"\r\n" if raw.find(b"\r\n", offset, offset + 4096) >= 0 else b"\n"
+        pieces += [raw[start:offset], b"Content-Type: text/plain" + newline + b"X-Too-Deep-"]
+        start = offset
+    pieces.append(raw[start:])
+    return b"".join(pieces)
+
+
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse one raw message. Never raises on malformed input."""
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
+    raw = limit_mime_depth(raw)
     try:
         return _build(email.message_from_bytes(raw, policy=compat32), linesep)
     except Exception:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from parsers.mime import ParsedMessage, decode_bytes, html_tables, html_to_text, parse_message
+from parsers.dsn import parse_dsn
+from parsers.mime import (
+    ParsedMessage,
+    decode_bytes,
+    html_tables,
+    html_to_text,
+    limit_mime_depth,
+    parse_message,
+)
 
 EMAILS = Path(__file__).parent / "fixtures" / "emails"
 CST = timezone(timedelta(hours=8))
@@ -547,3 +555,53 @@ def test_hostile_html_mails_keep_their_text(name):
     if name == "nested_tables_unclosed.eml":
         assert msg.text.endswith("最内层文字")
         assert html_tables(msg.html)[-1][0][0].endswith("最内层文字")
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile MIME structure (issue 9)
+
+
+def _nested_multipart(depth: int, inner: bytes) -> bytes:
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (level, level) for level in range(depth)
+    )
+    return opening + inner + b"".join(b"\r\n--b%d--\r\n" % level for level in reversed(range(depth)))
+
+
+def test_ten_thousand_nested_multiparts_keep_the_structure_above_the_depth_limit():
+    # The stdlib parser recursed once per level and hit RecursionError; the mail then fell
+    # back to its headers, losing the attachment next to the nesting.
+    raw = (
+        b'From: a@example.cn\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary="top"\r\n\r\n'
+        b'--top\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="a.pdf"\r\n\r\n'
+        b"%PDF-1.4\r\n--top\r\n"
+        + _nested_multipart(10_000, b"Content-Type: text/plain\r\n\r\nthe innermost text\r\n")
+        + b"\r\n--top--\r\n"
+    )
+    msg = parse_message(raw)
+    assert [a.filename for a in msg.attachments] == ["a.pdf"]
+    assert "the innermost text" in msg.text  # kept, as the text of the part at the limit
+    assert msg.text.startswith("--b49")  # the first 49 levels were read as structure
+
+
+def test_many_sibling_messages_are_not_too_deep():
+    parts = b"".join(
+        b"--top\r\nContent-Type: message/rfc822\r\n\r\nSubject: m%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(200)
+    )
+    raw = b'Subject: digest\r\nContent-Type: multipart/mixed; boundary="top"\r\n\r\n' + parts + b"--top--\r\n"
+    assert limit_mime_depth(raw) == raw
+    attached = parse_message(raw).attached_messages
+    assert len(attached) == 200 and parse_message(attached[-1]).subject == "m199"
+
+
+def test_a_bounce_returning_a_deeply_nested_mail_is_still_read():
+    # The returned original nested 5,000 deep: RecursionError, and the bounce was ignored.
+    raw = (
+        b'Subject: Undelivered\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.cn\r\n\r\n"
+        b"Final-Recipient: rfc822; wang.qiang@example.cn\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"--B\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <abc@liuhen.localhost>\r\n"
+        + _nested_multipart(5_000, b"\r\nx\r\n") + b"--B--\r\n"
+    )
+    report = parse_dsn(raw)
+    assert report is not None and [f.address for f in report.failed] == ["wang.qiang@example.cn"]

@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 from config.forms import load_forms, load_keywords
 from parsers.dates import find_datetime, parse_datetime
 from parsers.dsn import parse_dsn
-from parsers.fields import extract_fields, find_template_hint, labelled_values, request_lines
+from parsers.fields import (
+    extract_fields,
+    find_template_hint,
+    labelled_values,
+    request_lines,
+)
 from parsers.forwarded import find_forward, unwrap
 from parsers.keywords import match_keyword, parse_command
 from parsers.mime import decode_bytes, html_tables, html_to_text, parse_message

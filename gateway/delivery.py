@@ -235,15 +235,22 @@ class SmtpTransport:
 
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         s = self.settings
+        # A UTF-8 local part (RFC 6531) can only be relayed with SMTPUTF8; the headers of such
+        # a mail are UTF-8 as well (compose), so without it the mail cannot go at all.
+        international = not all(addr.isascii() for addr in (sender, *recipients))
         try:
             with smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds) as smtp:
                 smtp.ehlo()
                 if s.starttls:
                     smtp.starttls(context=ssl.create_default_context(cafile=s.ca_file or None))
                     smtp.ehlo()
+                if international and not smtp.has_extn("smtputf8"):
+                    raise DeliveryError("the recipient's address needs SMTPUTF8, which the smarthost does not offer",
+                                        permanent=True)
                 if s.user:
                     smtp.login(s.user, s.password)
-                refused = smtp.sendmail(sender, recipients, raw)
+                refused = smtp.sendmail(sender, recipients, raw,
+                                        mail_options=["SMTPUTF8", "BODY=8BITMIME"] if international else [])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(_describe(exc.recipients), permanent=all(c >= 500 for c in codes)) from exc

@@ -1,5 +1,6 @@
 """Outbox delivery through a real SMTP smarthost (aiosmtpd on loopback): STARTTLS, AUTH,
-retry with backoff on 4xx, permanent failure on 5xx reported to the initiator."""
+retry with backoff on 4xx, permanent failure on 5xx reported to the initiator, SMTPUTF8 for
+addresses that are not ASCII."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import email
 import ssl
 import subprocess
 from dataclasses import replace
+from email import policy
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-
-from gateway.outbox import mail_body
 from conftest import PROJECT_BODY, free_port, make_mail
+
 from gateway.delivery import SmtpTransport
 from gateway.intake import store_raw
-from gateway.outbox import deliver_due
+from gateway.outbox import Draft, deliver_due, mail_body, queue_mails
 from gateway.pipeline import process_inbound
 from store.models import Event, OutboundMessage
 
@@ -29,6 +30,7 @@ class Smarthost:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.answers: dict[str, str] = {}
         self.logins: list[str] = []
+        self.smtputf8: list[bool] = []  # per mail: whether the client asked for SMTPUTF8
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         answer = self.answers.get(address, "250 OK")
@@ -38,6 +40,7 @@ class Smarthost:
 
     async def handle_DATA(self, server, session, envelope):
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.smtputf8.append(envelope.smtp_utf8)
         return "250 OK"
 
 
@@ -51,7 +54,8 @@ def _authenticator(host: Smarthost):
 
 
 @pytest.fixture
-def smarthost(tmp_path: Path):
+def smarthost(request: pytest.FixtureRequest, tmp_path: Path):
+    """Parametrize indirectly with Controller options, e.g. {"enable_SMTPUTF8": False}."""
     host = Smarthost()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
@@ -60,7 +64,7 @@ def smarthost(tmp_path: Path):
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(str(cert), str(key))
     controller = Controller(host, hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
-                            authenticator=_authenticator(host), auth_required=True)
+                            authenticator=_authenticator(host), auth_required=True, **getattr(request, "param", {}))
     controller.start()
     host.port, host.ca_file = controller.port, str(cert)
     yield host
@@ -68,8 +72,8 @@ def smarthost(tmp_path: Path):
 
 
 def _transport(ctx, host: Smarthost, **overrides) -> SmtpTransport:
-    options = dict(mode="smtp", host="127.0.0.1", port=host.port, starttls=True, ca_file=host.ca_file,
-                   user="liuhen", password="s3cret", timeout_seconds=5) | overrides
+    options = {"mode": "smtp", "host": "127.0.0.1", "port": host.port, "starttls": True, "ca_file": host.ca_file,
+               "user": "liuhen", "password": "s3cret", "timeout_seconds": 5} | overrides
     settings = replace(ctx.settings.delivery, **options)
     return SmtpTransport(settings)
 
@@ -150,3 +154,46 @@ def test_delivery_gives_up_after_the_configured_attempts(ctx, smarthost, clock):
     statuses = {m.to_addr: m.status for m in OutboundMessage.select()}
     assert statuses["wang.qiang@liuhen.localhost"] == "failed"
     assert OutboundMessage.select().where(OutboundMessage.kind == "delivery_failed").count() == 2
+
+
+# --- RFC 6531/6532: addresses that are not ASCII --------------------------------------------
+
+NO_SMTPUTF8 = pytest.mark.parametrize("smarthost", [{"enable_SMTPUTF8": False}], indirect=True)
+
+
+def _queue_to(ctx, addr: str) -> None:
+    queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang="zh", to_addr=addr, to_name="李娜",
+                            context={"inbound_id": 1, "original_subject": "智能手表项目"})])
+
+
+def test_a_non_ascii_address_goes_out_with_smtputf8_when_the_smarthost_offers_it(ctx, smarthost):
+    # issue 9: formataddr raised on the address, and the mail stayed 'sending'.
+    _queue_to(ctx, "jdöe@mächine.example")
+    deliver_due(ctx, _transport(ctx, smarthost))
+    assert OutboundMessage.get().status == "sent"
+    [(_, rcpts, raw)] = smarthost.received
+    assert rcpts == ["jdöe@mächine.example"] and smarthost.smtputf8 == [True]
+    sent = email.message_from_string(raw.decode("utf-8"), policy=policy.default)  # RFC 6532: UTF-8 headers
+    [to] = sent["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("李娜", "jdöe@mächine.example")
+
+
+@NO_SMTPUTF8
+def test_a_non_ascii_address_fails_clearly_when_the_smarthost_has_no_smtputf8(ctx, smarthost):
+    _queue_to(ctx, "jdöe@mächine.example")
+    deliver_due(ctx, _transport(ctx, smarthost))
+    failed = OutboundMessage.get()
+    assert failed.status == "failed"
+    assert failed.last_error == "the recipient's address needs SMTPUTF8, which the smarthost does not offer"
+    assert smarthost.received == []
+    assert Event.get(Event.kind == "mail_failed").data["to"] == "jdöe@mächine.example"
+
+
+@NO_SMTPUTF8
+def test_a_non_ascii_domain_alone_is_written_in_idna(ctx, smarthost):
+    _queue_to(ctx, "wang@mächine.example")
+    deliver_due(ctx, _transport(ctx, smarthost))
+    assert OutboundMessage.get().status == "sent"
+    [(_, rcpts, raw)] = smarthost.received
+    assert rcpts == ["wang@xn--mchine-bua.example"] and smarthost.smtputf8 == [False]
+    assert email.message_from_bytes(raw, policy=policy.default)["To"].addresses[0].domain == "xn--mchine-bua.example"

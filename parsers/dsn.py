@@ -7,6 +7,7 @@ we sent, the record should know that a participant is unreachable. Pure: bytes i
 from __future__ import annotations
 
 import email
+import re
 from dataclasses import dataclass
 from email.header import Header, decode_header
 from email.message import Message
@@ -81,5 +82,9 @@ def _field(block: Message, name: str) -> str:
 
 
 def _message_id(headers: Message | None) -> str:
-    value = (headers.get("Message-ID") or "") if headers is not None else ""
-    return "".join(value.split())
+    value = _field(headers, "Message-ID") if headers is not None else ""
+    found = _MESSAGE_ID.search(value)  # a comment may follow: "<id> (已退信)"
+    return "".join((found.group() if found else value).split())
+
+
+_MESSAGE_ID = re.compile(r"<[^<>]*>")

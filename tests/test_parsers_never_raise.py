@@ -165,3 +165,16 @@ def test_no_text_makes_a_text_parser_raise(text: str):
     parse_datetime(text, NOW)
     find_datetime(text, NOW)
     auto_reply_reason({"auto-submitted": text, "precedence": text, "content-type": text}, text, text, text)
+
+
+# ---------------------------------------------------------------------------------------
+# What the property test found, each kept as a fixture under tests/fixtures/hostile/
+
+HOSTILE = FIXTURES / "hostile"
+
+
+def test_a_bounce_returning_an_8bit_message_id_is_read():
+    report = parse_dsn((HOSTILE / "dsn_8bit_message_id.eml").read_bytes())
+    assert report is not None
+    assert report.original_message_id == "<abc@liuhen.localhost>"
+    assert [f.address for f in report.failed] == ["wang.qiang@liuhen.localhost"]

@@ -11,15 +11,21 @@ Every mail is stamped as auto-generated (RFC 3834) so other systems' robots leav
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from peewee import Expression
+
 from config.forms import keyword_help
 from gateway.delivery import Composed, DeliveryError, Transport, compose
 from gateway.form_rows import record_rows
 from parsers.mime import parse_message
+from store.db import DATABASE_ERRORS, drop_connection
 from store.models import Event, OutboundMessage, Record
 from store.repositories import insert_rows
 
@@ -77,22 +83,43 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
     return ids
 
 
-def _claim(row_id: int) -> bool:
-    """Take a queued mail for sending; False when another worker was quicker."""
-    return OutboundMessage.update(status="sending").where(
-        (OutboundMessage.id == row_id) & (OutboundMessage.status == "queued")).execute() == 1
+# Until when a claim is ours: longer than a delivery can take — every SMTP step may wait up
+# to the timeout — plus the retries of its 'sent' update. Another node takes over after that.
+_LEASE_STEPS = 10
+_LEASE_MARGIN_SECONDS = 60
+# Waits between attempts of the 'sent' update of a mail that went out (a locked or full
+# database, a connection lost in a restart): short, within the delivery worker.
+SENT_UPDATE_RETRY_SECONDS = (0.2, 1.0, 3.0)
+
+
+def node_id() -> str:
+    """Who claims a mail: this host and process (a restart is a new claimant)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claimable(now: datetime) -> Expression:
+    return (((OutboundMessage.status == "queued") & (OutboundMessage.next_attempt_at <= now)) |
+            ((OutboundMessage.status == "sending") & OutboundMessage.lease_until.is_null(False) &
+             (OutboundMessage.lease_until < now)))
+
+
+def _claim(ctx: Context, row_id: int, now: datetime) -> bool:
+    """Take a due mail (or one whose claimant's lease ran out) for sending; False when
+    another worker was quicker."""
+    lease = timedelta(seconds=_LEASE_STEPS * ctx.settings.delivery.timeout_seconds + _LEASE_MARGIN_SECONDS)
+    return OutboundMessage.update(status="sending", claimed_by=node_id(), lease_until=now + lease).where(
+        (OutboundMessage.id == row_id) & _claimable(now)).execute() == 1
 
 
 def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
     """Send up to `limit` mails that are due now; returns how many were attempted."""
     now = ctx.clock.now()
-    due = list(OutboundMessage.select(OutboundMessage.id)
-               .where((OutboundMessage.status == "queued") & (OutboundMessage.next_attempt_at <= now))
+    due = list(OutboundMessage.select(OutboundMessage.id).where(_claimable(now))
                .order_by(OutboundMessage.next_attempt_at, OutboundMessage.id).limit(limit))
     attempted = 0
     for ref in due:
         with ctx.db.atomic():
-            if not _claim(ref.id):
+            if not _claim(ctx, ref.id, now):
                 continue
         attempted += 1
         _deliver_one(ctx, transport, OutboundMessage.get_by_id(ref.id))
@@ -133,15 +160,32 @@ def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> N
     except DeliveryError as exc:
         _failed_attempt(ctx, mail, exc)
         return
+    # It went out: from here on, losing the 'sent' update means sending it twice.
+    for delay in (*SENT_UPDATE_RETRY_SECONDS, None):
+        try:
+            _mark_sent(ctx, mail, composed)
+            return
+        except DATABASE_ERRORS as exc:
+            if delay is None:
+                log.error("outbound %s was delivered, but its 'sent' update failed %d times (%s); it stays "
+                          "'sending' and goes out again when its lease ends", mail.id,
+                          len(SENT_UPDATE_RETRY_SECONDS) + 1, exc)
+                raise
+            log.warning("outbound %s was delivered; its 'sent' update failed (%s), retrying", mail.id, exc)
+            drop_connection(ctx.db)  # a lost connection is replaced by the next statement
+            time.sleep(delay)
+
+
+def _mark_sent(ctx: Context, mail: OutboundMessage, composed: Composed) -> None:
     data = {"outbound_id": mail.id, "to": mail.to_addr, "mail_kind": mail.kind, "subject": mail.subject}
     if composed.left_out:
         data["left_out"] = composed.left_out
     with ctx.db.atomic():
         OutboundMessage.update(status="sent", raw=composed.raw, sent_at=ctx.clock.now(),
-                               attempts=mail.attempts + 1, last_error="").where(
+                               attempts=mail.attempts + 1, last_error="", lease_until=None).where(
             OutboundMessage.id == mail.id).execute()
         Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",
-                     actor=s.from_address, data=data)
+                     actor=ctx.settings.from_address, data=data)
 
 
 def _compose(ctx: Context, mail: OutboundMessage) -> Composed:
@@ -204,7 +248,29 @@ def _tell_initiator(ctx: Context, mail: OutboundMessage, error: str) -> None:
 
 
 def stuck_sending_reset(now: datetime) -> int:
-    """Mails left 'sending' by a process that died mid-delivery go back to the queue.
+    """At start: mails left 'sending' by a delivery that can no longer finish go back to the
+    queue — those whose lease ran out (or that were claimed before leases existed), and those
+    claimed on this host by a process that is gone (the one before a restart). A live lease
+    of another node, or of another process here (`liuhen outbox flush`), is left alone.
     (They may have gone out; a duplicate beats a lost mail.)"""
-    return OutboundMessage.update(status="queued", next_attempt_at=now).where(
-        OutboundMessage.status == "sending").execute()
+    claimants = {row.claimed_by for row in OutboundMessage.select(OutboundMessage.claimed_by)
+                 .where(OutboundMessage.status == "sending").distinct()}
+    gone = [claimant for claimant in claimants if _gone_from_this_host(claimant)]
+    expired = OutboundMessage.lease_until.is_null() | (OutboundMessage.lease_until <= now)
+    return OutboundMessage.update(status="queued", next_attempt_at=now, claimed_by="", lease_until=None).where(
+        (OutboundMessage.status == "sending") & (expired | OutboundMessage.claimed_by.in_(gone))).execute()
+
+
+def _gone_from_this_host(claimant: str) -> bool:
+    host, _, pid = claimant.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # our own pid from before a restart (a container's pid 1); nothing is in flight yet
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False

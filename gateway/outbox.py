@@ -6,6 +6,10 @@ body is rendered at delivery, outside the transaction that holds the write lock 
 was a quarter of the time spent processing a request). ``deliver_due`` composes and sends,
 retrying temporary failures with backoff and reporting permanent ones to the initiator.
 Every mail is stamped as auto-generated (RFC 3834) so other systems' robots leave it alone.
+
+A mail being sent is claimed by one process (node) for a lease. Only that claim moves it
+on from 'sending' — to sent, queued or failed — and a bounce ('bounced') is final: a
+report processed before our own 'sent' update is not overwritten by it.
 """
 
 from __future__ import annotations
@@ -180,12 +184,24 @@ def _mark_sent(ctx: Context, mail: OutboundMessage, composed: Composed) -> None:
     data = {"outbound_id": mail.id, "to": mail.to_addr, "mail_kind": mail.kind, "subject": mail.subject}
     if composed.left_out:
         data["left_out"] = composed.left_out
+    now = ctx.clock.now()
     with ctx.db.atomic():
-        OutboundMessage.update(status="sent", raw=composed.raw, sent_at=ctx.clock.now(),
-                               attempts=mail.attempts + 1, last_error="", lease_until=None).where(
-            OutboundMessage.id == mail.id).execute()
-        Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_sent",
+        if not OutboundMessage.update(status="sent", raw=composed.raw, sent_at=now, attempts=mail.attempts + 1,
+                                      last_error="", lease_until=None).where(_by_this_claim(mail)).execute():
+            # The mail is no longer ours to mark: its bounce was processed first, or our lease
+            # ran out and another claim has it. A bounce stays; it keeps what went out.
+            OutboundMessage.update(raw=composed.raw, sent_at=now).where(
+                (OutboundMessage.id == mail.id) & (OutboundMessage.status == "bounced") &
+                OutboundMessage.raw.is_null()).execute()
+        Event.create(at=now, record_id=mail.record_id, kind="mail_sent",
                      actor=ctx.settings.from_address, data=data)
+
+
+def _by_this_claim(mail: OutboundMessage) -> Expression:
+    """The row as long as it is still in the claim this delivery holds: a mail's status
+    after 'sending' is written only by its claimant — or by a bounce, which is final."""
+    return ((OutboundMessage.id == mail.id) & (OutboundMessage.status == "sending") &
+            (OutboundMessage.claimed_by == mail.claimed_by) & (OutboundMessage.lease_until == mail.lease_until))
 
 
 def _compose(ctx: Context, mail: OutboundMessage) -> Composed:
@@ -208,10 +224,13 @@ def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> 
     give_up = exc.permanent or attempts >= ctx.settings.delivery.max_attempts
     now = ctx.clock.now()
     with ctx.db.atomic():
-        OutboundMessage.update(
+        if not OutboundMessage.update(
             status="failed" if give_up else "queued", attempts=attempts, last_error=str(exc)[:2000],
-            next_attempt_at=now + timedelta(seconds=delays[min(attempts - 1, len(delays) - 1)]),
-        ).where(OutboundMessage.id == mail.id).execute()
+            next_attempt_at=now + timedelta(seconds=delays[min(attempts - 1, len(delays) - 1)]), lease_until=None,
+        ).where(_by_this_claim(mail)).execute():
+            log.warning("delivery of outbound %s failed after its claim was lost (%s); left to the claim that "
+                        "has it", mail.id, exc)
+            return
         Event.create(at=now, record_id=mail.record_id, kind="mail_failed" if give_up else "mail_deferred",
                      actor=ctx.settings.from_address,
                      data={"outbound_id": mail.id, "to": mail.to_addr, "error": str(exc)[:500],
@@ -223,7 +242,8 @@ def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> 
 
 
 def report_undeliverable(ctx: Context, mail: OutboundMessage, error: str) -> None:
-    """A mail we delivered came back (a DSN): mark it failed, keep the trace, tell the initiator."""
+    """A mail we delivered came back (a DSN): mark it bounced — whatever its status, and for
+    good (see _by_this_claim) — keep the trace, tell the initiator."""
     OutboundMessage.update(status="bounced", last_error=error[:2000]).where(OutboundMessage.id == mail.id).execute()
     Event.create(at=ctx.clock.now(), record_id=mail.record_id, kind="mail_bounced", actor=mail.to_addr,
                  data={"outbound_id": mail.id, "to": mail.to_addr, "error": error[:500]})

@@ -1,10 +1,12 @@
 """Outbox claims and their leases (issue 9, "Faults"): a delivered mail whose 'sent' update
 failed (database full, locked, restarting) stayed 'sending' until a restart and then went out
 a second time; a restart requeued every 'sending' mail, also one that another gateway node
-was delivering at that moment."""
+was delivering at that moment; a bounce processed before the 'sent' update was overwritten
+by it."""
 
 from __future__ import annotations
 
+import email
 import os
 import socket
 import subprocess
@@ -12,10 +14,15 @@ import sys
 from datetime import timedelta
 
 import pytest
+from conftest import DOMAIN, MEDIUM_BODY, make_mail
 from peewee import OperationalError
+from test_bounces import dsn
 
 from gateway import outbox
+from gateway.delivery import DeliveryError
+from gateway.intake import store_raw
 from gateway.outbox import Draft, deliver_due, queue_mails, stuck_sending_reset
+from gateway.pipeline import process_inbound
 from store.models import Event, OutboundMessage
 
 
@@ -120,3 +127,53 @@ def test_a_lease_that_expired_is_taken_over_without_a_restart(ctx, clock):
     deliver_due(ctx, transport)
     assert transport.sent == [["stuck@other.example"]]
     assert OutboundMessage.get().status == "sent"
+
+
+# --- status updates are conditional: a bounce stays a bounce -----------------------------
+
+def _submit_request(ctx) -> None:
+    stored = store_raw(ctx.db, make_mail(MEDIUM_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+
+
+class BouncedWhileSending(Recording):
+    """The recipient's server rejects the mail after accepting it, and its report is
+    processed before our 'sent' update commits."""
+
+    def __init__(self, ctx, bounced_addr: str):
+        super().__init__()
+        self.ctx, self.bounced_addr = ctx, bounced_addr
+
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        super().send(raw, sender, recipients)
+        if recipients[0] == self.bounced_addr:
+            message_id = email.message_from_bytes(raw)["Message-ID"]
+            stored = store_raw(self.ctx.db, dsn(message_id, self.bounced_addr), source="ingest", envelope_from="",
+                               envelope_to=[f"liuhen@{DOMAIN}"], now=self.ctx.clock.now())
+            assert process_inbound(self.ctx, stored.inbound_id) == "processed"
+
+
+def test_a_bounce_processed_before_the_sent_update_is_not_overwritten(ctx):
+    _submit_request(ctx)
+    deliver_due(ctx, BouncedWhileSending(ctx, "zhao.lei@liuhen.localhost"))
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "zhao.lei@liuhen.localhost"))
+    assert request.status == "bounced" and "User unknown" in request.last_error
+    assert request.raw is not None  # what went out stays in the trace
+    assert OutboundMessage.select().where(OutboundMessage.kind == "delivery_failed").count() == 1
+
+
+def test_a_late_failure_of_a_claim_that_was_taken_over_does_not_requeue_the_mail(ctx, clock):
+    _queue(ctx, "wang.qiang@liuhen.localhost")
+
+    class Slow(Recording):
+        def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+            # Our lease ran out; another node took the mail over and delivered it meanwhile.
+            OutboundMessage.update(status="sent", claimed_by="mx2.example:4242").execute()
+            raise DeliveryError("451 4.4.2 timeout", permanent=False)
+
+    deliver_due(ctx, Slow())
+    mail = OutboundMessage.get()
+    assert mail.status == "sent" and mail.claimed_by == "mx2.example:4242"
+    assert not Event.select().where(Event.kind == "mail_deferred").exists()

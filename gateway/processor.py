@@ -219,7 +219,11 @@ def _child_main(settings: Settings, signals: Connection, to_parent: Connection) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx = build_context(settings)
+    try:
+        ctx = build_context(settings)
+    except DATABASE_ERRORS as exc:  # gone since the parent started: it starts a new child later
+        log.error("the mail processor cannot reach the database: %s", " ".join(str(exc).split()))
+        raise SystemExit(75) from None  # EX_TEMPFAIL
     spool = Spool(settings.data_path / "spool")
 
     def tell_parent(error: str | None) -> None:

@@ -26,7 +26,7 @@ from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
 from gateway.smtp import IntakeHandler, smtp_factory
 from gateway.spool import Spool, SpoolWriter
-from store.db import DATABASE_ERRORS
+from store.db import DATABASE_ERRORS, RETRY_MAX_SECONDS, DatabaseHealth
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         processor.start()
         started.push_async_callback(loop.run_in_executor, None, processor.stop)
         if isinstance(processor, ChildProcessor):
-            started.push_async_callback(_cancel, asyncio.create_task(_watch(processor)))
+            started.push_async_callback(_cancel, asyncio.create_task(_watch(processor, ctx.db_health)))
         writer = SpoolWriter(spool, processor.wake)
         started.push_async_callback(loop.run_in_executor, None, writer.close)
         for box in ctx.settings.imap:
@@ -82,14 +82,21 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     log.info("liuhen stopped")
 
 
-async def _watch(processor: ChildProcessor) -> None:
+async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
     """Bring the processor child back should it die (killed, out of memory): intake goes on
     spooling meanwhile, and nothing would process the mail until a restart otherwise."""
     loop = asyncio.get_running_loop()
+    delay = WATCH_SECONDS
     while True:
-        await asyncio.sleep(WATCH_SECONDS)
+        await asyncio.sleep(delay)
+        if not db_health.available:
+            continue  # a new child could not connect either: it is started once the database is back
         try:
             await loop.run_in_executor(None, processor.ensure_running)
+            delay = WATCH_SECONDS
+        except RuntimeError as exc:  # the child's own error is in the log
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            log.error("%s; trying again in %.0f s", exc, delay)
         except Exception:
             log.exception("the mail processor could not be started again; retrying")
 

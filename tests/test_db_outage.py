@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import smtplib
 import socket
@@ -270,6 +271,9 @@ def test_imap_intake_waits_out_a_postgres_restart_and_takes_the_mail_after(
     caplog.set_level(logging.INFO)
     gateway = GatewayThread(ctx, transport=None).start()  # with its IMAP poller
     try:
+        # Idling first: a message appended between the poller's first look and its IDLE
+        # waits for the next IDLE (Dovecot does not report it to an IDLE begun after it).
+        time.sleep(1)
         dovecot.append(make_mail(MEDIUM_BODY))
         wait_processed(1, timeout=30)
         ctx.db.close()  # this test's own connection: it would die with the others
@@ -318,3 +322,37 @@ def test_sqlite_locked_by_another_program_is_waited_out_the_same_way(
     down, up = _outage_lines(caplog.records)
     assert len(down) == 1 and "locked" in down[0] and len(up) == 1, [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"
+
+
+def _processor_child(pid: int) -> int:
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    [child] = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
+    return child
+
+
+@postgres_only
+def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
+        tmp_path: Path, db_url: str, relay: CuttableRelay):
+    port = free_port()
+    config = tmp_path / "liuhen.toml"
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n'
+                      f'[database]\nurl = "{_through(relay, db_url)}"\n', encoding="utf-8")
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
+                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    maildir = tmp_path / "var" / "outbox-maildir" / "new"
+    try:
+        _wait_port(port)
+        relay.cut()
+        os.kill(_processor_child(server.pid), signal.SIGKILL)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead()) == {}
+        time.sleep(6)  # the child is started again, and cannot connect, more than once
+        relay.restore()
+        assert _wait_files(maildir, 4) == 4
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    log = err.decode()
+    assert server.returncode == 0, log
+    assert "Traceback" not in log, log
+    assert log.count("database unavailable") == 1 and log.count("database available again") == 1, log

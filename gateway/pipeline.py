@@ -20,6 +20,8 @@ from gateway.handlers.command import COMMANDS, handle_command
 from gateway.handlers.reply import handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
+from gateway.refusals import Refusal, may_answer
+from gateway.refusals import answer as answer_refusal
 from parsers.dsn import parse_dsn
 from parsers.keywords import Command, parse_command
 from parsers.mime import ParsedMessage, parse_message
@@ -169,7 +171,15 @@ def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
 
 
 def route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command | None) -> Outcome:
-    """Where the mail goes; `command` is what its subject asks for (parse_command), if anything."""
+    """Where the mail goes; `command` is what its subject asks for (parse_command), if anything.
+    A handler that refuses the mail raises Refusal: answered (or not) in one place."""
+    try:
+        return _route(ctx, row, msg, command)
+    except Refusal as refusal:
+        return answer_refusal(ctx, row, msg, refusal)
+
+
+def _route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command | None) -> Outcome:
     s = ctx.settings
     report = parse_dsn(bytes(row.raw), msg.headers.get("content-type", ""))
     if report is not None:
@@ -218,7 +228,7 @@ def _fail(ctx: Context, inbound_id: int) -> str:
             return "error"
         if msg.from_addr and not auto_reply_reason(msg.headers, msg.subject, row.envelope_from,
                                                    msg.from_addr, (ctx.settings.from_address,),
-                                                   ctx.settings.gateway.domain):
+                                                   ctx.settings.gateway.domain) and may_answer(ctx, msg.from_addr):
             queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang=detect_language(msg.subject + msg.text),
                                     to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=inbound_id,
                                     in_reply_to=msg.message_id, auto_submitted="auto-replied",

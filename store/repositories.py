@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -186,6 +186,26 @@ def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str
 
 def add_events(events: Iterable[dict], now: datetime) -> None:
     insert_rows(Event, [dict(at=now, data={}, actor="", record_id=None, inbound_id=None) | e for e in events])
+
+
+def bump_daily_count(key: str, day: date) -> int:
+    """Count one more of something per day (answers to an address); returns the new count.
+    The row is locked until commit, so concurrent gateways count right."""
+    name = hashlib.sha1(f"{key}:{day.isoformat()}".encode()).hexdigest()[:32]  # Counter names hold 32
+    bump = 'UPDATE "counter" SET "value" = "value" + 1 WHERE "name" = ? RETURNING "value"'
+    row = _execute(bump, name).fetchone()
+    if row is None:
+        _execute('INSERT INTO "counter" ("name", "value") VALUES (?, 0) ON CONFLICT DO NOTHING', name)
+        row = _execute(bump, name).fetchone()
+    return int(row[0])
+
+
+def is_participant(address: str, record_id: int | None = None) -> bool:
+    """Whether `address` takes part in the record (in any record, when None)."""
+    query = Participant.select(Participant.id).where(Participant.email == address.lower())
+    if record_id is not None:
+        query = query.where(Participant.record == record_id)
+    return query.exists()
 
 
 def claim_sent_key(key: str, now: datetime) -> bool:

@@ -57,6 +57,41 @@ class StubDns:
         self.txt[f"_dmarc.{domain}"] = f"v=DMARC1; p={policy}"
 
 
+REFUSAL_CODES_SEEN: set[str] = set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _watch_refusal_codes() -> Iterator[None]:
+    """Note every problem text the gateway renders, for the check in pytest_sessionfinish."""
+    from mail_templates import Renderer
+
+    original = Renderer.problem_text
+
+    def noting(self: Renderer, lang: str, code: str, **values: str) -> str:
+        REFUSAL_CODES_SEEN.add(code)
+        return original(self, lang, code, **values)
+
+    Renderer.problem_text = noting  # type: ignore[method-assign]
+    yield
+    Renderer.problem_text = original  # type: ignore[method-assign]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The refusal registry (gateway/refusals.py) is walked by the whole suite: each code must
+    be said by some test. Checked only when the whole suite ran and passed."""
+    from gateway.refusals import CODES
+
+    option = session.config.option
+    whole = not option.keyword and not option.markexpr and not getattr(option, "lf", False) and \
+        all(Path(a).resolve() in (Path(__file__).parent, Path(__file__).parent.parent) for a in session.config.args)
+    if exitstatus != 0 or not whole or session.testsfailed:
+        return
+    unsaid = sorted(set(CODES) - REFUSAL_CODES_SEEN)
+    if unsaid:
+        print(f"\nrefusal codes no test triggers (gateway/refusals.py): {', '.join(unsaid)}")
+        session.exitstatus = 1
+
+
 @pytest.fixture(autouse=True)
 def dns_zone(monkeypatch: pytest.MonkeyPatch) -> StubDns:
     """Every test answers sender-authentication lookups from its own empty zone."""

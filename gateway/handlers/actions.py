@@ -1,6 +1,6 @@
 """What each reply keyword does to a record. One function per action; each reads the new
 text of the reply, changes the record, adds trace events and queues the mails it causes —
-or raises ``Refused`` and nothing happens. They run inside the pipeline's transaction.
+or raises ``Refusal`` and nothing happens. They run inside the pipeline's transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Callable
 from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
 from gateway.outbox import Draft
+from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from parsers.dates import find_datetime, parse_datetime
@@ -26,17 +27,6 @@ from store.models import (ActionItem, Dispute, InboundMessage, Meeting, Mileston
 
 URL = re.compile(r"https?://\S+")
 KEY_ROLES = ("recipient", "external")  # who signs the result
-
-
-class Refused(Exception):
-    """The reply cannot be carried out; `code` names the answer in mail_templates/problems.toml."""
-
-    def __init__(self, code: str, value: str = "", detail: str = ""):
-        super().__init__(code)
-        self.code, self.value, self.detail = code, value, detail
-
-    def values(self) -> dict[str, str]:
-        return dict(label="", value=self.value, detail=self.detail)
 
 
 @dataclass
@@ -115,7 +105,7 @@ class Act:
 
     def require_text(self, keyword: str, example: str) -> None:
         if not self.text.strip():
-            raise Refused("need_text", value=keyword, detail=example)
+            raise Refusal("need_text", value=keyword, detail=example)
 
 
 def _tell_initiator(act: Act, headline: str) -> None:
@@ -154,7 +144,7 @@ def propose(act: Act) -> None:
         if found:
             changes.append({"line": line, "new_date": found[0].isoformat()})
     if not changes:
-        raise Refused("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
+        raise Refusal("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
     _tell_initiator(act, act.zh_en(f"{act.participant.name} 建议调整节点", f"{act.participant.name} proposes new dates"))
@@ -197,7 +187,7 @@ def delay(act: Act) -> None:
     example = "延期：\n节点：样机测试\n原因：供应商芯片延迟到货\n新计划：2026-12-20 18:00 完成测试"
     new_date = find_datetime(values.get("plan", ""), act.ctx.local_now())
     if not values.get("reason") or new_date is None:
-        raise Refused("delay_incomplete", detail=example)
+        raise Refusal("delay_incomplete", detail=example)
     milestone = _owned_milestone(act, values.get("milestone", ""))
     old = milestone.due_at
     Milestone.update(due_at=new_date[0], delayed_from=old, next_reminder_at=first_reminder(
@@ -226,7 +216,7 @@ def _owned_milestone(act: Act, named: str) -> Milestone:
         milestones = [m for m in milestones if m.owner_email == act.participant.email]
     if len(milestones) != 1:
         names = "、".join(m.name for m in Milestone.select().where(Milestone.record == act.record.id))
-        raise Refused("delay_which", value=named, detail=names or "—")
+        raise Refusal("delay_which", value=named, detail=names or "—")
     return milestones[0]
 
 
@@ -240,7 +230,7 @@ def meeting(act: Act) -> None:
     start = find_datetime(values.get("time", act.text), act.ctx.local_now())
     link = URL.search(act.text)
     if start is None or link is None or start[0] < act.now:
-        raise Refused("meeting_incomplete", detail="会议：\n时间：2026-12-03 14:00\n时长：60分钟\n"
+        raise Refusal("meeting_incomplete", detail="会议：\n时间：2026-12-03 14:00\n时长：60分钟\n"
                                                    "链接：https://meeting.example.cn/j/123456\n议程：方案评审")
     minutes = _minutes_of(values.get("duration", ""))
     ends = start[0] + timedelta(minutes=minutes)
@@ -324,7 +314,7 @@ def minutes(act: Act) -> None:
             continue
         items.append((parts[0], owner, due))
     if problems:
-        raise Refused("minutes_problems", detail="；".join(problems))
+        raise Refusal("minutes_problems", detail="；".join(problems))
     open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()) \
         .order_by(Meeting.starts_at.desc()).first()
     if open_meeting is not None:
@@ -369,7 +359,7 @@ def confirm(act: Act) -> None:
     and archives the record."""
     notice = act.record.form == "notice"
     if not notice and act.record.status != "confirming":
-        raise Refused("nothing_to_sign", detail=act.record.ref)
+        raise Refusal("nothing_to_sign", detail=act.record.ref)
     verdict = sender_verdict(act.ctx, act.row, act.msg)
     if _doubtful(verdict):
         _hold_signoff(act, verdict)
@@ -403,7 +393,7 @@ def accept_signoff(act: Act) -> None:
     wanted = act.text.strip().lower()
     chosen = [p for p in held if not wanted or wanted in (p.name.lower(), p.email)]
     if len(chosen) != 1:
-        raise Refused("no_held_signoff", value=act.text.strip(), detail="、".join(p.name for p in held) or "—")
+        raise Refusal("no_held_signoff", value=act.text.strip(), detail="、".join(p.name for p in held) or "—")
     _sign(act, chosen[0], {"result": "accepted", "method": "initiator", "evidence": act.participant.email},
           act.record.form == "notice")
 
@@ -449,7 +439,7 @@ def _archive(act: Act) -> None:
 def reject(act: Act) -> None:
     """驳回: a key recipient refuses the result with a reason; the record goes back to open."""
     if act.record.status != "confirming":
-        raise Refused("nothing_to_sign", detail=act.record.ref)
+        raise Refusal("nothing_to_sign", detail=act.record.ref)
     act.require_text("驳回", "驳回：成本测算缺少模具费用")
     Participant.update(signed_at=None, chain_due_at=None, next_reminder_at=None).where(
         Participant.record == act.record.id).execute()
@@ -484,7 +474,7 @@ def ruling(act: Act) -> None:
     item = Dispute.select().where((Dispute.record == act.record.id) & Dispute.ruled_at.is_null()) \
         .order_by(Dispute.opened_at.desc()).first()
     if item is None:
-        raise Refused("no_dispute", detail=act.record.ref)
+        raise Refusal("no_dispute", detail=act.record.ref)
     act.require_text("裁定", "裁定：按研发意见，上市推迟两周")
     Dispute.update(ruled_by=act.participant.email, ruling=act.text, ruled_at=act.now).where(
         Dispute.id == item.id).execute()
@@ -507,10 +497,10 @@ def close(act: Act) -> None:
         act.notes.append(act.zh_en("该事项已归档。", "The record is already archived."))
         return
     if act.record.form != "notice" and act.record.status != "confirming":
-        raise Refused("close_no_result", detail=act.record.ref)
+        raise Refusal("close_no_result", detail=act.record.ref)
     missing = _unsigned(act)
     if missing:
-        raise Refused("close_unsigned", detail="、".join(f"{p.name} <{p.email}>" for p in missing))
+        raise Refusal("close_unsigned", detail="、".join(f"{p.name} <{p.email}>" for p in missing))
     _archive(act)
 
 

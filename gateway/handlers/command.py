@@ -10,6 +10,7 @@ from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
+from gateway.refusals import known_sender, may_answer
 from gateway.scheduler import digest_preference
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
@@ -34,8 +35,16 @@ def visible_record_ids(ctx: Context, email: str) -> set[int] | None:
 
 def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command) -> Outcome:
     lang = detect_language(f"{msg.subject}\n{msg.text}")
-    title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
-                   "digest_on": _digest_on, "digest_off": _digest_off}[command.name](ctx, msg, command.argument, lang)
+    known = known_sender(ctx, msg.from_addr)
+    if not may_answer(ctx, msg.from_addr, known):
+        return Outcome("ignored", f"command {command.name}: daily answer limit for this sender reached; not answered")
+    if command.name == "help" and not known:
+        # A stranger (perhaps a forged From) gets the short page: no blank forms.
+        title, text = _help(ctx, msg, command.argument, lang, with_forms=False)
+    else:
+        title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
+                       "digest_on": _digest_on, "digest_off": _digest_off}[command.name](ctx, msg, command.argument,
+                                                                                          lang)
     queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
                             to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=row.id,
                             in_reply_to=msg.message_id, auto_submitted="auto-replied",
@@ -43,7 +52,7 @@ def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, comman
     return Outcome("processed", f"command {command.name} {command.argument}".strip())
 
 
-def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str, with_forms: bool = True) -> tuple[str, str]:
     domain = ctx.settings.gateway.domain
     en = lang == "en"
     lines = ["How to use liuhen" if en else "留痕 liuhen 使用说明", ""]
@@ -57,9 +66,10 @@ def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[s
     for k in ctx.keywords:
         words = " / ".join(k.en if en else k.zh + k.en)
         lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
-    lines += ["", "Blank forms:" if en else "空白表单："]
-    for form in ctx.forms.values():
-        lines += ["", *_template(ctx, msg, form.key, lang)]
+    if with_forms:
+        lines += ["", "Blank forms:" if en else "空白表单："]
+        for form in ctx.forms.values():
+            lines += ["", *_template(ctx, msg, form.key, lang)]
     return ("liuhen help" if en else "留痕 使用说明"), "\n".join(lines)
 
 

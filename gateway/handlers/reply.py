@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from gateway.authentication import sender_verdict
 from gateway.bootstrap import Context
-from gateway.checks import detect_language
 from gateway.handlers import Outcome
-from gateway.handlers.actions import ACTIONS, Act, Refused
-from gateway.outbox import Draft, queue_mails
-from gateway.tokens import parse_token, reply_address
+from gateway.handlers.actions import ACTIONS, Act
+from gateway.outbox import queue_mails
+from gateway.refusals import SAME_TEXT_DAILY, Refusal, may_acknowledge, repeated_today
+from gateway.tokens import parse_token
 from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
@@ -59,38 +59,44 @@ def referenced_record(ctx: Context, msg: ParsedMessage) -> Record | None:
 
 def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: str | None = None,
                  record: Record | None = None) -> Outcome:
+    """Carry the reply out, or raise Refusal (nothing recorded)."""
     match = _match(ctx, msg, token, record)
-    if isinstance(match, Refused):
-        return refuse(ctx, row, msg, match, record_ref(ctx, token, record))
     text = new_text(msg.text)
+    over = repeated_today(ctx, msg.from_addr, match.record.id, text)
+    if over:
+        events = [dict(record_id=match.record.id, inbound_id=row.id, kind="repetition_ignored", actor=msg.from_addr,
+                       data={"note": "the same text again today; not recorded, not answered"})] if over == 1 else []
+        return Outcome("ignored", f"the same text from {msg.from_addr} on {match.record.ref} more than "
+                                  f"{SAME_TEXT_DAILY} times today (an auto-responder?); not recorded, not answered",
+                       match.record.id, events)
     keyword = match_keyword(text, ctx.keywords)
     if match.via != "token":
         return _without_token(ctx, row, msg, match, text, keyword.action or "comment")
     if keyword.ambiguous:
-        return refuse(ctx, row, msg, Refused("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh")
-                                                                                  for a in keyword.ambiguous)),
-                      match.record.ref, match.record.id, match.participant)
+        raise Refusal("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh") for a in keyword.ambiguous),
+                      record=match.record, participant=match.participant)
     action = keyword.action or "comment"
     if match.record.status == "archived" and action != "retro":
-        return refuse(ctx, row, msg, Refused("reply_closed", detail=match.record.ref), match.record.ref,
-                      match.record.id, match.participant)
+        raise Refusal("reply_closed", detail=match.record.ref, record=match.record, participant=match.participant)
     participant = _participant_for(match, action, ctx)
     if participant is None:
         allowed = next(k for k in ctx.keywords if k.action == action).roles
-        return refuse(ctx, row, msg, Refused("reply_role", value=_label(ctx, action, "zh"),
-                                             detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed)),
-                      match.record.ref, match.record.id, match.participant)
+        raise Refusal("reply_role", value=_label(ctx, action, "zh"),
+                      detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed),
+                      record=match.record, participant=match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
               via=match.via, token=match.token)
     try:
-        ACTIONS[action](act)
-    except Refused as refused:
-        return refuse(ctx, row, msg, refused, match.record.ref, match.record.id, participant)
+        with ctx.db.atomic():  # an action refused half-way leaves nothing behind
+            ACTIONS[action](act)
+    except Refusal as refusal:
+        raise refusal.about(match.record, participant) from None
     if act.record.status == "open":
         # Any answer stops this person's reminders at once (a comment is an answer too); a
         # sign-off chain, once a result is out, stops only with the signature.
         Participant.update(next_reminder_at=None).where(Participant.id == participant.id).execute()
-    act.receipt(_label(ctx, action, act.lang))
+    if may_acknowledge(ctx, msg.from_addr, match.record.id):
+        act.receipt(_label(ctx, action, act.lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
 
@@ -103,11 +109,10 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
     once per record, at the address the record knows, how to reply so that it counts."""
     record, person = match.record, match.participant
     if record.status == "archived":
-        return refuse(ctx, row, msg, Refused("reply_closed", detail=record.ref), record.ref, record.id, person)
+        raise Refusal("reply_closed", detail=record.ref, record=record, participant=person)
     verdict = sender_verdict(ctx, row, msg)
     if not verdict.passed:
-        return refuse(ctx, row, msg, Refused("reply_unverified", detail=record.ref), record.ref, record.id, person,
-                      once_per_record=True)
+        raise Refusal("reply_unverified", detail=record.ref, record=record, participant=person, once_per_record=True)
     act = Act(ctx=ctx, record=record, participant=person, text=text, msg=msg, row=row, via=match.via, token="")
     ACTIONS["comment"](act)
     act.events[-1]["data"].update(authentication=verdict.as_json(), keyword=action)
@@ -122,22 +127,22 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
 _ROLE_NAMES = {"initiator": "发起人", "recipient": "接收人", "head": "部门负责人", "lead": "裁定人", "any": "参与人"}
 
 
-def _match(ctx: Context, msg: ParsedMessage, token: str | None, record: Record | None) -> Matched | Refused:
+def _match(ctx: Context, msg: ParsedMessage, token: str | None, record: Record | None) -> Matched:
     if token is not None:
         ids = parse_token(ctx.settings.gateway.secret, token)
         participant = Participant.get_or_none((Participant.id == ids[1]) & (Participant.record == ids[0])) \
             if ids else None
         if participant is None:
-            return Refused("reply_forged")
+            raise Refusal("reply_forged")
         if participant.email != msg.from_addr:
             # Never name the owner: a forger would only learn whose From to forge.
-            return Refused("reply_foreign", value=msg.from_addr)
+            raise Refusal("reply_foreign", value=msg.from_addr, ref=participant.record.ref)
         return Matched(participant.record, participant, "token", token)
     assert record is not None
     mine = list(Participant.select().where((Participant.record == record.id) &
                                            (Participant.email == msg.from_addr)))
     if not mine:
-        return Refused("reply_not_participant", value=msg.from_addr, detail=record.ref)
+        raise Refusal("reply_not_participant", value=msg.from_addr, detail=record.ref, ref=record.ref)
     mine.sort(key=lambda p: ROLE_PRECEDENCE.index(p.role) if p.role in ROLE_PRECEDENCE else 99)
     return Matched(record, mine[0], "references" if msg.in_reply_to or msg.references else "subject")
 
@@ -160,34 +165,3 @@ def _label(ctx: Context, action: str, lang: str) -> str:
         return "comment" if lang == "en" else "留言"
     keyword = next(k for k in ctx.keywords if k.action == action)
     return keyword.en[0] if lang == "en" else keyword.zh[0]
-
-
-def record_ref(ctx: Context, token: str | None, record: Record | None) -> str:
-    if record is not None:
-        return record.ref
-    ids = parse_token(ctx.settings.gateway.secret, token) if token else None
-    found = Record.get_or_none(Record.id == ids[0]) if ids else None
-    return found.ref if found else ""
-
-
-def refuse(ctx: Context, row: InboundMessage, msg: ParsedMessage, refused: Refused, ref: str,
-           record_id: int | None = None, participant: Participant | None = None,
-           once_per_record: bool = False) -> Outcome:
-    """Change nothing; answer once a day per sender and reason (never a robot: the pipeline
-    has already dropped auto-generated mail). A genuine participant's answer carries their
-    reply address, so they can simply try again."""
-    reason = f"{refused.code}: {ctx.renderer.problem_text('en', refused.code, **refused.values())}"
-    period = "" if once_per_record else ":" + ctx.local_now().date().isoformat()
-    key = f"refuse:{msg.from_addr}:{refused.code}:{ref}{period}"
-    if claim_sent_key(key, ctx.clock.now()):
-        lang = detect_language(f"{msg.subject}\n{msg.text}")
-        queue_mails(ctx, [Draft(
-            kind="refusal", template="sender/refusal", lang=lang, to_addr=msg.from_addr, to_name=msg.from_name,
-            inbound_id=row.id, record_id=record_id, in_reply_to=msg.message_id, auto_submitted="auto-replied",
-            reply_to=reply_address(ctx.settings.gateway.secret, ctx.settings.gateway.domain, record_id,
-                                   participant.id) if participant and record_id else "",
-            context=dict(ref=ref, original_subject=msg.subject,
-                         text=ctx.renderer.problem_text(lang, refused.code, **refused.values())))])
-    else:
-        reason += " (answered already today)"
-    return Outcome("rejected", reason, record_id)

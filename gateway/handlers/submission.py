@@ -3,7 +3,6 @@ dispatch the record or answer once with every problem."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import timedelta
 
@@ -13,6 +12,7 @@ from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, new_message_id, queue_mails
+from gateway.refusals import INVALID_REQUEST, Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from parsers.dates import parse_datetime
@@ -20,7 +20,7 @@ from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables
 from store.models import InboundMessage, Participant, Record
-from store.repositories import (NewMilestone, NewParticipant, claim_sent_key, create_record, next_record_ref,
+from store.repositories import (NewMilestone, NewParticipant, create_record, next_record_ref,
                                 save_attachments)
 
 SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
@@ -45,7 +45,7 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
     if form is None:
         form = choose_form(ctx, msg, find_template_hint(msg.text, tables))
     if form is None:
-        return reject(ctx, row, msg, None, lang, [Problem("", "no_template")], {})
+        raise Refusal(INVALID_REQUEST, problems=[Problem("", "no_template")])
     sender = ctx.directory.by_email(msg.from_addr, msg.from_name)
     client = forwarded_client(form, msg, sender)
     if client is not None:
@@ -61,7 +61,7 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
     result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],
                       lang, ctx.rules, ctx.directory, ctx.local_now())
     if isinstance(result, list):
-        return reject(ctx, row, msg, form, lang, result, values)
+        raise Refusal(INVALID_REQUEST, problems=result, form=form, fields=values)
     return dispatch(ctx, row, msg, result, client)
 
 
@@ -73,38 +73,6 @@ def forwarded_client(form: FormDef, msg: ParsedMessage, sender: Person) -> Forwa
     if forward is None or not forward.sender_addr or forward.sender_addr == sender.email:
         return None
     return forward
-
-
-def reject(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef | None, lang: str,
-           problems: list[Problem], values: dict[str, str]) -> Outcome:
-    """One reply listing every problem — at most once a day for the same sender and the same
-    set of problems, so a robot that resends the same mail cannot start a loop."""
-    codes = ",".join(sorted(f"{p.field}:{p.code}" for p in problems))
-    reason = "invalid request: " + codes
-    today = ctx.local_now().date().isoformat()
-    key = f"reject:{msg.from_addr}:{hashlib.sha1(codes.encode()).hexdigest()[:12]}:{today}"
-    if not claim_sent_key(key, ctx.clock.now()):
-        return Outcome("rejected", reason + " (same answer already sent today; not repeated)")
-    items = []
-    for p in problems:
-        f = form.field(p.field) if form and p.field else None
-        label = f.label_for(lang) if f else ""
-        example = f.example_for(lang, ctx.local_now().date()) if f and p.code != "attachment_name" else ""
-        items.append(dict(label=label, example=example,
-                          text=ctx.renderer.problem_text(lang, p.code, label=label, value=p.value,
-                                                         detail=p.detail)))
-    queue_mails(ctx, [Draft(
-        kind="rejection", template="sender/rejection", lang=lang, to_addr=msg.from_addr,
-        to_name=msg.from_name, inbound_id=row.id, in_reply_to=msg.message_id,
-        references=(msg.message_id,) if msg.message_id else (), auto_submitted="auto-replied",
-        context=dict(problems=items, rows=_rows(form, values, lang) if form else [],
-                     form_name=form.name_for(lang) if form else "", original_subject=msg.subject),
-    )])
-    return Outcome("rejected", reason)
-
-
-def _rows(form: FormDef, values: dict[str, str], lang: str) -> list[tuple[str, str]]:
-    return [(f.label_for(lang), values[f.key]) for f in form.fields if values.get(f.key)]
 
 
 def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submission,

@@ -25,7 +25,6 @@ numbers and exits 0 (1 only if Dovecot or a server cannot be started).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sqlite3
 import sys
@@ -40,9 +39,24 @@ sys.path[:0] = [str(BENCH)]
 sys.path.append(str(REPO / "tests"))  # dovecot.py (imports conftest.free_port; needs pytest)
 
 import ingest  # noqa: E402  (bench/ingest.py: mails, Server, SMTP clients, read-only DB queries)
-from ingest import (CLIENTS, DOMAIN, HOST, POLL_SECONDS, RCPT, Server, blast,  # noqa: E402
-                    build_messages, count_dispatched, count_records, count_terminal, db_summary, free_port, open_ro,
-                    refused, sample_reasons)
+from ingest import (  # noqa: E402
+    CLIENTS,
+    DOMAIN,
+    HOST,
+    POLL_SECONDS,
+    RCPT,
+    Server,
+    blast,
+    build_messages,
+    count_dispatched,
+    count_records,
+    count_terminal,
+    db_summary,
+    free_port,
+    open_ro,
+    refused,
+    sample_reasons,
+)
 
 IMAP_USER, IMAP_PASSWORD = "intake", "s3cret"
 DONE_FOLDER = "liuhen-done"

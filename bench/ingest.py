@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid
@@ -126,7 +126,7 @@ class Server:
 
     def __init__(self, name: str, argv: list[str], port: int, log_path: Path):
         self.name, self.port, self.log_path = name, port, log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 
@@ -450,7 +450,7 @@ def phase_latency(workdir: Path, messages: list[bytes], rate: float, report: lis
         for queue_id, created in conn.execute(
                 "SELECT i.queue_id, max(o.created_at) FROM record r JOIN inboundmessage i ON i.id = r.source_inbound_id "
                 "JOIN outboundmessage o ON o.record_id = r.id GROUP BY i.queue_id"):
-            queued_at[queue_id] = datetime.fromisoformat(created).replace(tzinfo=timezone.utc).timestamp()
+            queued_at[queue_id] = datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp()
         summary = db_summary(conn)
         reasons = sample_reasons(conn)
         conn.close()

@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.policy import compat32
 from pathlib import Path
 
@@ -30,13 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from ingest import DOMAIN, RCPT, SENDER, build_messages  # noqa: E402
+
 from config.settings import load_settings  # noqa: E402
 from gateway.bootstrap import build_context  # noqa: E402
 from gateway.intake import import_spooled  # noqa: E402
 from gateway.pipeline import process_batch  # noqa: E402
 from gateway.processor import BATCH  # noqa: E402
 from gateway.spool import Spool, SpooledMail, new_queue_id  # noqa: E402
-
 
 REFERENCE_ROUNDS = 5
 
@@ -59,7 +59,7 @@ def one_run(messages: list[bytes]) -> tuple[float, float, set[str]]:
                           f'[database]\nurl = "sqlite:///{workdir / "liuhen.db"}"\n', encoding="utf-8")
         ctx = build_context(load_settings(config, env={}))
         spool = Spool(workdir / "spool")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for raw in messages:  # one file per mail, as intake writes them under light load
             spool.write_file([SpooledMail(new_queue_id(), raw, SENDER, [RCPT], now)])
         files = spool.pending()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +127,8 @@ class Tally:
         self.exact_policy += other.exact_policy
 
     def line(self, label: str) -> str:
-        pct: Callable[[int], str] = lambda n: f"{100 * n / self.count:5.1f}%"
+        def pct(n: int) -> str:
+            return f"{100 * n / self.count:5.1f}%"
         return (f"{label:<28} {self.count:>4}   {pct(self.detected)}   {pct(self.exact)}"
                 f"   {pct(self.exact_policy)}")
 

@@ -34,16 +34,16 @@ import tempfile
 import time
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peewee import Database  # noqa: E402
+from peewee import Database
 
-from store.db import open_database  # noqa: E402
-from store.search import RANK_WINDOW, IndexEntry, ensure_search_schema, index_records, search  # noqa: E402
+from store.db import open_database
+from store.search import RANK_WINDOW, IndexEntry, ensure_search_schema, index_records, search
 
 PG_URL = os.environ.get("LIUHEN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SEED = 20240525
@@ -54,34 +54,18 @@ RAREST_RANK = 8000
 VISIBLE_RECORDS = 1000
 
 # Domain vocabulary of a hardware company's project, customer and notice records.
-ZH2 = """成本 续航 合同 进度 风险 质量 方案 评审 测试 样机 供应 物料 采购 交期 模具 良率 功耗 芯片 主板 天线
-屏幕 电池 外观 结构 软件 固件 版本 需求 客户 市场 竞品 价格 预算 报价 发票 付款 审批 会议 纪要 结论 复盘 问题
-原因 对策 责任 节点 延期 计划 目标 资源 人力 法务 条款 签字 确认 归档 培训 通知 制度 流程 规范 安全 事故 故障
-投诉 升级 部署 服务 运维 数据 接口 协议 认证 专利 包装 物流 仓储 库存 订单 发货 验收 交付 售后 维修 退货 渠道
-门店 推广 品牌 设计 工艺 材料 表壳 表带 心率 血氧 睡眠 运动 蓝牙 充电 防水 散热 噪声 性能 兼容 稳定 效率 优化
-调整 变更 评估 分析 汇总 反馈 沟通 协调 支持 配合 跟进 落实 检查 整改 考核 绩效 招聘 财务 审计 税务 报销 差旅
-行政 采集 标注 模型 算法 平台 系统 账号 权限 日志 备份 迁移 上线 灰度 回滚 样品 试产 量产 排期 器件 选型""".split()
-ZH3 = """供应商 时间表 负责人 可行性 里程碑 说明书 合格率 路线图 工作量 成本价 主控板 显示屏 充电器 数据库 服务器 小程序
-生产线 试产线 物料单 竞争力 满意度 知识库 电路板 传感器 产品线 研发部 市场部 财务部 法务部 采购部 质检部 项目组
-委员会 说明会 发布会 协议书 报价单 验收单 不锈钢 铝合金 硅胶带 扬声器 麦克风 陀螺仪 加速度 气压计 指南针 表盘页
-""".split()
-ZH4 = """智能手表 硬件方案 样机测试 量产计划 物料清单 供应链路 用户体验 产品需求 关键器件 风险评估 成本控制 质量管理 进度安排
-资源协调 结果确认 复盘总结 会议纪要 技术评审 市场调研 竞品分析 售后服务 客户满意 合同审核 付款条件 交付周期 验收标准
-模具费用 良率提升 功耗测算 天线性能 续航能力 防水等级 整机厚度 结构设计 软件升级 固件版本 数据迁移 系统上线 安全事故
-应急预案 检测报告 操作系统 佩戴舒适 主板布局 试产排期 专题会议 书面材料""".split()
-EN = """BOM cost schedule review prototype supplier deadline milestone risk budget firmware battery sensor display
-antenna PCB MCU Bluetooth launch sample quality yield test report contract invoice payment delivery shipment
-forecast roadmap feature release bug issue fix update version design meeting minutes action owner approval
-EVT DVT PVT NPI ECN KPI SLA API SDK iOS Android OTA GPS NFC Wi-Fi USB-C lead-time tooling mold""".split()
-FILLER = """的 了 和 在 对 将 需 已 与 及 由 为 按 请 本次 目前 尚未 需要 已经 进一步 根据 关于 如果 因为 所以 同时 以及 并且
-但是 完成 提供 明确 确定 要求 相关 主要 重点 预计 建议 各方 双方 本周 下周 本月 今天 明天""".split()
-ENGLISH_FILLER = "the and of to for in on with is are be will we please".split()
+ZH2 = ["成本", "续航", "合同", "进度", "风险", "质量", "方案", "评审", "测试", "样机", "供应", "物料", "采购", "交期", "模具", "良率", "功耗", "芯片", "主板", "天线", "屏幕", "电池", "外观", "结构", "软件", "固件", "版本", "需求", "客户", "市场", "竞品", "价格", "预算", "报价", "发票", "付款", "审批", "会议", "纪要", "结论", "复盘", "问题", "原因", "对策", "责任", "节点", "延期", "计划", "目标", "资源", "人力", "法务", "条款", "签字", "确认", "归档", "培训", "通知", "制度", "流程", "规范", "安全", "事故", "故障", "投诉", "升级", "部署", "服务", "运维", "数据", "接口", "协议", "认证", "专利", "包装", "物流", "仓储", "库存", "订单", "发货", "验收", "交付", "售后", "维修", "退货", "渠道", "门店", "推广", "品牌", "设计", "工艺", "材料", "表壳", "表带", "心率", "血氧", "睡眠", "运动", "蓝牙", "充电", "防水", "散热", "噪声", "性能", "兼容", "稳定", "效率", "优化", "调整", "变更", "评估", "分析", "汇总", "反馈", "沟通", "协调", "支持", "配合", "跟进", "落实", "检查", "整改", "考核", "绩效", "招聘", "财务", "审计", "税务", "报销", "差旅", "行政", "采集", "标注", "模型", "算法", "平台", "系统", "账号", "权限", "日志", "备份", "迁移", "上线", "灰度", "回滚", "样品", "试产", "量产", "排期", "器件", "选型"]
+ZH3 = ["供应商", "时间表", "负责人", "可行性", "里程碑", "说明书", "合格率", "路线图", "工作量", "成本价", "主控板", "显示屏", "充电器", "数据库", "服务器", "小程序", "生产线", "试产线", "物料单", "竞争力", "满意度", "知识库", "电路板", "传感器", "产品线", "研发部", "市场部", "财务部", "法务部", "采购部", "质检部", "项目组", "委员会", "说明会", "发布会", "协议书", "报价单", "验收单", "不锈钢", "铝合金", "硅胶带", "扬声器", "麦克风", "陀螺仪", "加速度", "气压计", "指南针", "表盘页"]
+ZH4 = ["智能手表", "硬件方案", "样机测试", "量产计划", "物料清单", "供应链路", "用户体验", "产品需求", "关键器件", "风险评估", "成本控制", "质量管理", "进度安排", "资源协调", "结果确认", "复盘总结", "会议纪要", "技术评审", "市场调研", "竞品分析", "售后服务", "客户满意", "合同审核", "付款条件", "交付周期", "验收标准", "模具费用", "良率提升", "功耗测算", "天线性能", "续航能力", "防水等级", "整机厚度", "结构设计", "软件升级", "固件版本", "数据迁移", "系统上线", "安全事故", "应急预案", "检测报告", "操作系统", "佩戴舒适", "主板布局", "试产排期", "专题会议", "书面材料"]
+EN = ["BOM", "cost", "schedule", "review", "prototype", "supplier", "deadline", "milestone", "risk", "budget", "firmware", "battery", "sensor", "display", "antenna", "PCB", "MCU", "Bluetooth", "launch", "sample", "quality", "yield", "test", "report", "contract", "invoice", "payment", "delivery", "shipment", "forecast", "roadmap", "feature", "release", "bug", "issue", "fix", "update", "version", "design", "meeting", "minutes", "action", "owner", "approval", "EVT", "DVT", "PVT", "NPI", "ECN", "KPI", "SLA", "API", "SDK", "iOS", "Android", "OTA", "GPS", "NFC", "Wi-Fi", "USB-C", "lead-time", "tooling", "mold"]
+FILLER = ["的", "了", "和", "在", "对", "将", "需", "已", "与", "及", "由", "为", "按", "请", "本次", "目前", "尚未", "需要", "已经", "进一步", "根据", "关于", "如果", "因为", "所以", "同时", "以及", "并且", "但是", "完成", "提供", "明确", "确定", "要求", "相关", "主要", "重点", "预计", "建议", "各方", "双方", "本周", "下周", "本月", "今天", "明天"]
+ENGLISH_FILLER = ["the", "and", "of", "to", "for", "in", "on", "with", "is", "are", "be", "will", "we", "please"]
 
 
 SURNAMES = "张王李赵陈刘杨黄周吴徐孙马朱胡郭何林罗高"
 GIVEN = "伟强磊静敏丽军杰涛明华芳勇艳娜超秀英平刚"
-COMPANY_HEADS = "华星 东方 瑞达 金盛 宏图 恒通 新元 联创 正泰 博远 天成 安信".split()
-COMPANY_TAILS = "科技 电子 精密 通信 光电 材料 物流 智能".split()
+COMPANY_HEADS = ["华星", "东方", "瑞达", "金盛", "宏图", "恒通", "新元", "联创", "正泰", "博远", "天成", "安信"]
+COMPANY_TAILS = ["科技", "电子", "精密", "通信", "光电", "材料", "物流", "智能"]
 
 
 class Corpus:
@@ -234,9 +218,9 @@ def measure(db: Database, postgres: bool, corpus: Corpus, n: int, repeat: int, s
     for category, words in corpus.categories.items():
         for term in pick_terms(corpus, words):
             search(db, term)  # warm the pages this term touches, as a live server would have them
-            index_ms = [timed(lambda: search(db, term))[0] for _ in range(repeat)]
-            visible_ms = [timed(lambda: search(db, term, visible_record_ids=visible))[0] for _ in range(repeat)]
-            scans = [timed(lambda: scan(db, postgres, term)) for _ in range(scan_repeat)]
+            index_ms = [timed(lambda term=term: search(db, term))[0] for _ in range(repeat)]
+            visible_ms = [timed(lambda term=term: search(db, term, visible_record_ids=visible))[0] for _ in range(repeat)]
+            scans = [timed(lambda term=term: scan(db, postgres, term)) for _ in range(scan_repeat)]
             # The scan's substring matches are a subset of the index's, so hits must exist.
             assert search(db, term) or not scans[0][1], f"the index missed {term!r}"
             results.append(TermResult(category, term, scans[0][1], index_ms, visible_ms, [ms for ms, _ in scans]))

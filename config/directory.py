@@ -55,7 +55,7 @@ class Directory:
                 self._departments[_norm(d.name_en)] = d
 
     @classmethod
-    def load(cls, path: str | Path) -> "Directory":
+    def load(cls, path: str | Path) -> Directory:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         people = [Person(name=p["name"], email=p["email"].lower(), department=p.get("department", ""),
                          title=p.get("title", "")) for p in data.get("people", [])]

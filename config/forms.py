@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import date, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 FIELD_TYPES = {"text", "person", "priority", "datetime", "people", "milestones"}

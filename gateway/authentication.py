@@ -21,10 +21,11 @@ import ipaddress
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import authheaders
 import authres

@@ -210,7 +210,7 @@ def check_datetime(c: _Check, f: FieldDef, value: str) -> datetime | None:
 def check_people(c: _Check, f: FieldDef, value: str) -> list[Recipient]:
     """One line per person or group: `研发部/王强 — 职责`, or a list `王强、张喆`."""
     recipients: dict[str, Recipient] = {}
-    for line in (l.strip(" ;；") for l in value.splitlines()):
+    for line in (raw.strip(" ;；") for raw in value.splitlines()):
         if not line:
             continue
         who, _, what = (p.strip() for p in _split_once(WHO_WHAT, line))
@@ -231,7 +231,7 @@ def check_people(c: _Check, f: FieldDef, value: str) -> list[Recipient]:
 def check_milestones(c: _Check, f: FieldDef, value: str) -> list[PlannedMilestone]:
     """One line per milestone: `方案评审 — 2026-12-10 14:00 [— 负责人]`."""
     milestones = []
-    for number, line in enumerate((l.strip() for l in value.splitlines() if l.strip()), start=1):
+    for number, line in enumerate((raw.strip() for raw in value.splitlines() if raw.strip()), start=1):
         found = find_datetime(line, c.now)
         if found is None:
             c.add(f, "vague_value" if any(c.is_vague(w) for w in WHO_WHAT.split(line)) else "bad_milestone",

@@ -98,7 +98,7 @@ def checked_address(addr: str, role: str = "the recipient's") -> str:
     try:
         Address(addr_spec=stand_in)
         valid = len(address.encode()) <= _MAX_ADDRESS_BYTES
-    except Exception:  # noqa: BLE001 - the parser raises defects, IndexError, HeaderParseError
+    except Exception:
         valid = False
     if not valid:
         raise DeliveryError(f"{role} address {addr!r} is not a valid mail address", permanent=True)

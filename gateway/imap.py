@@ -14,7 +14,7 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -117,7 +117,7 @@ class Poller:
         self.thread = threading.Thread(target=self._run, name=f"liuhen-imap-{box.address}", daemon=True)
         self._client: IMAPClient | None = None
 
-    def start(self) -> "Poller":
+    def start(self) -> Poller:
         self.thread.start()
         return self
 

@@ -1,8 +1,9 @@
 """Intake: keep the raw mail durably before anyone is told it arrived.
 
 `liuhen ingest` (and IMAP) call ``store_raw`` and only then answer their MTA or mark the
-message; SMTP answers after the spool write and ``import_spooled`` brings the mail in. A mail that comes twice (a sender retrying after a lost 250, the same file piped
-again) is recognised by Message-ID plus a hash of its content and stored once.
+message; SMTP answers after the spool write and ``import_spooled`` brings the mail in. A
+mail that comes twice (a sender retrying after a lost 250, the same file piped again) is
+recognised by Message-ID plus a hash of its content and stored once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import Database
 
@@ -110,6 +111,6 @@ def pending_ids(db: Database, limit: int | None = None, now: datetime | None = N
     ids = [r.id for r in InboundMessage.select(InboundMessage.id).where(InboundMessage.state == "received")
            .order_by(InboundMessage.attempts, InboundMessage.id).limit(limit)]
     if limit is None or len(ids) < limit:
-        due = rearm_failed(now or datetime.now(timezone.utc), None if limit is None else limit - len(ids))
+        due = rearm_failed(now or datetime.now(UTC), None if limit is None else limit - len(ids))
         ids += due
     return ids

@@ -229,7 +229,8 @@ def _fail(ctx: Context, inbound_id: int) -> str:
         if msg.from_addr and not auto_reply_reason(msg.headers, msg.subject, row.envelope_from,
                                                    msg.from_addr, (ctx.settings.from_address,),
                                                    ctx.settings.gateway.domain) and may_answer(ctx, msg.from_addr):
-            queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang=detect_language(msg.subject + msg.text),
+            lang = detect_language(msg.subject + msg.text)
+            queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang=lang,
                                     to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=inbound_id,
                                     in_reply_to=msg.message_id, auto_submitted="auto-replied",
                                     context=dict(inbound_id=inbound_id, original_subject=msg.subject))])

@@ -167,7 +167,8 @@ def _rejection(ctx: Context, row: InboundMessage, msg: ParsedMessage, refusal: R
         example = f.example_for(lang, today) if f and p.code != "attachment_name" else ""
         items.append(dict(label=label, example=example,
                           text=ctx.renderer.problem_text(lang, p.code, label=label, value=p.value, detail=p.detail)))
-    rows = [(f.label_for(lang), refusal.fields[f.key]) for f in form.fields if refusal.fields.get(f.key)] if form else []
+    fields = form.fields if form else ()
+    rows = [(f.label_for(lang), refusal.fields[f.key]) for f in fields if refusal.fields.get(f.key)]
     return Draft(
         kind="rejection", template="sender/rejection", lang=lang, to_addr=msg.from_addr,
         to_name=msg.from_name, inbound_id=row.id, in_reply_to=msg.message_id,

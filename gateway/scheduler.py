@@ -26,8 +26,17 @@ from datetime import datetime, time, timedelta
 from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
 from gateway.tokens import reply_address
-from store.models import (ActionItem, DigestPreference, Event, Meeting, Milestone, Participant, Record, SentKey,
-                          UTCDateTimeField)
+from store.models import (
+    ActionItem,
+    DigestPreference,
+    Event,
+    Meeting,
+    Milestone,
+    Participant,
+    Record,
+    SentKey,
+    UTCDateTimeField,
+)
 from store.repositories import add_events, claim_sent_key
 
 log = logging.getLogger(__name__)
@@ -106,7 +115,8 @@ def _participant_row(record: Record, email: str, name: str = "") -> Participant:
     row = Participant.get_or_none(where)
     if row is None:
         # Another gateway may add the same head at the same moment: let the unique key decide.
-        Participant.insert(record=record.id, email=email, name=name or email, role="head").on_conflict_ignore().execute()
+        Participant.insert(record=record.id, email=email, name=name or email,
+                           role="head").on_conflict_ignore().execute()
         row = Participant.get(where)
     return row
 
@@ -150,7 +160,8 @@ def _participants(ctx: Context) -> tuple[int, int]:
                         else f"{p.name} has not {'signed' if signoff else 'answered'}: escalation")
             lines = [f"{'截止' if zh else 'Due'}：{due}", f"{'逾期超过' if zh else 'Overdue by more than'} "
                      f"{r.escalate_after_hours:g} {'小时' if zh else 'hours'}"]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation") for t in _escalation_targets(ctx, record, p.email)]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation")
+                      for t in _escalation_targets(ctx, record, p.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name, actor=ctx.settings.from_address,
                                                data={"chain": what, "to": p.email, "key": key, "due": due}))
         Participant.update(next_reminder_at=stage.next_at).where(Participant.id == p.id).execute()
@@ -165,7 +176,8 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
     queued = 0
     for item in rows:
         record = item.record
-        stage = deadline_stage(item.due_at, now, timedelta(hours=r.before_hours), timedelta(hours=r.escalate_after_hours))
+        stage = deadline_stage(item.due_at, now, timedelta(hours=r.before_hours),
+                               timedelta(hours=r.escalate_after_hours))
         name = getattr(item, "name", None) or item.text
         owner = _participant_row(record, item.owner_email)
         zh = record.lang != "en"
@@ -173,7 +185,8 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
         key = f"{kind}:{item.id}:{item.due_at:%Y%m%d%H%M}:{stage.name}"
         if stage.name == "before":
             drafts = [_mail(ctx, record, owner, f"{label_zh}即将到期：{name}" if zh else f"{label_en} due soon: {name}",
-                            [f"{'截止' if zh else 'Due'}：{due}", "如需延期，请在截止前回复「延期：原因、新计划」。" if zh
+                            [f"{'截止' if zh else 'Due'}：{due}",
+                             "如需延期，请在截止前回复「延期：原因、新计划」。" if zh
                              else "If it will be late, reply DELAY with reason and new plan before the deadline."],
                             "reminder")]
         elif stage.name == "overdue":
@@ -183,7 +196,8 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
                             [f"{'截止' if zh else 'Due'}：{due}"], "reminder") for t in targets]
         else:
             drafts = [_mail(ctx, record, t, f"{label_zh}逾期升级：{name}" if zh else f"{label_en} escalated: {name}",
-                            [f"{'负责人' if zh else 'Owner'}：{owner.name} <{owner.email}>", f"{'截止' if zh else 'Due'}：{due}"],
+                            [f"{'负责人' if zh else 'Owner'}：{owner.name} <{owner.email}>",
+                             f"{'截止' if zh else 'Due'}：{due}"],
                             "escalation") for t in _escalation_targets(ctx, record, owner.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name if stage.name == "escalation"
                                                else "reminder", actor=ctx.settings.from_address,
@@ -336,8 +350,8 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
                 model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang).join(Record)
                 .where(open_records & (model.due_at <= soon)).tuples()):
             due = _aware(due)
-            add(owner, ref, f"{kind}_late" if due < now else kind, due, reply(record_id, owners.get((record_id, owner))),
-                lang, label)
+            add(owner, ref, f"{kind}_late" if due < now else kind, due,
+                reply(record_id, owners.get((record_id, owner))), lang, label)
     overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
     for email, pending in items.items():
         person = ctx.directory.by_email(email)

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -73,7 +73,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         clock = AsyncIOScheduler(event_loop=loop)
         if sweeps:
             clock.add_job(_sweep, "interval", args=(ctx, executor), seconds=ctx.settings.reminders.sweep_seconds,
-                          next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
+                          next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
         clock.start()
         started.callback(clock.shutdown, wait=False)
         if on_ready is not None:
@@ -162,7 +162,7 @@ class GatewayThread:
             self._error = exc
             self._ready.set()
 
-    def start(self) -> "GatewayThread":
+    def start(self) -> GatewayThread:
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:

@@ -15,10 +15,10 @@ explicit value.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import NamedTuple
 
-__all__ = ["parse_datetime", "find_datetime"]
+__all__ = ["find_datetime", "parse_datetime"]
 
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space map one-to-one onto
 # ASCII, so offsets in the translated text are offsets in the original text.
@@ -243,7 +243,7 @@ def _hour_24(hour: int, period: str) -> tuple[int, int]:
 
 def _offset(zone: str) -> timezone:
     if zone.upper() == "Z":
-        return timezone.utc
+        return UTC
     sign = -1 if zone[0] == "-" else 1
     digits = zone[1:].replace(":", "")
     return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))

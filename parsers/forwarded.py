@@ -294,9 +294,8 @@ class _Found:
 
 def _title(content: str) -> tuple[str, str] | None:
     """(title, squeezed block) when the line is a title or rule above a header block."""
-    if match := _YAHOO_TITLE.fullmatch(content):
-        if _INLINE_FIELD.match(match["rest"]):
-            return match["title"], match["rest"]
+    if (match := _YAHOO_TITLE.fullmatch(content)) and _INLINE_FIELD.match(match["rest"]):
+        return match["title"], match["rest"]
     if match := _FRAMED_TITLE.fullmatch(content):
         return match["title"], ""
     if _RULE.fullmatch(content):

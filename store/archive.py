@@ -6,14 +6,25 @@ from __future__ import annotations
 import html
 import json
 import shutil
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 from zoneinfo import ZoneInfo
 
 from store import search
-from store.models import (ActionItem, Attachment, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
-                          Participant, ProgressRow, Record, SearchPending)
+from store.models import (
+    ActionItem,
+    Attachment,
+    Event,
+    InboundMessage,
+    Meeting,
+    Milestone,
+    OutboundMessage,
+    Participant,
+    ProgressRow,
+    Record,
+    SearchPending,
+)
 from store.repositories import attachment_path, insert_rows
 
 
@@ -124,6 +135,7 @@ def _timeline(data: dict) -> str:
             f"<body><h1>{html.escape(data['id'])} {html.escape(data['subject'])}</h1>"
             f"<p>{html.escape(data['status'])} · {html.escape(data['archive']['category'] or '')} "
             f"{html.escape(data['archive']['key'] or '')}</p><h2>参与人</h2><ul>{people}</ul>"
-            f"<h2>结果</h2><p>{html.escape(data['result'] or '—')}</p><h2>复盘</h2><p>{html.escape(data['retro'] or '—')}</p>"
+            f"<h2>结果</h2><p>{html.escape(data['result'] or '—')}</p>"
+            f"<h2>复盘</h2><p>{html.escape(data['retro'] or '—')}</p>"
             f"<h2>时间线</h2><table border=1 cellpadding=4><tr><th>时间</th><th>事件</th><th>人</th><th>内容</th></tr>"
             f"{rows}</table></body></html>")

@@ -39,8 +39,18 @@ def _to_v2(db: Database) -> None:
     """Replies drive the work and the clock keeps time: result, retrospective, archive,
     sign-off, meetings, action items, progress rows, disputes, generated attachments, the
     search backlog, reminder chains, digest preferences."""
-    from store.models import (ActionItem, DigestPreference, Dispute, ImapState, Meeting, OutboundMessage,
-                              Participant, ProgressRow, Record, SearchPending)
+    from store.models import (
+        ActionItem,
+        DigestPreference,
+        Dispute,
+        ImapState,
+        Meeting,
+        OutboundMessage,
+        Participant,
+        ProgressRow,
+        Record,
+        SearchPending,
+    )
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate_schema(

@@ -7,25 +7,35 @@ so SQLite and PostgreSQL agree and nobody compares local with UTC by accident.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from peewee import (AutoField, BigIntegerField, BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField,
-                    IntegerField, Model, TextField)
+from peewee import (
+    AutoField,
+    BigIntegerField,
+    BlobField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 
 
 class UTCDateTimeField(DateTimeField):
     def db_value(self, value: datetime | None) -> Any:
         if value is not None and value.tzinfo is not None:
-            if value.tzinfo is not timezone.utc:
-                value = value.astimezone(timezone.utc)
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
             value = value.replace(tzinfo=None)
         return super().db_value(value)
 
     def python_value(self, value: Any) -> datetime | None:
         value = super().python_value(value)
         if isinstance(value, datetime):
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 

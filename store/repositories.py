@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
-from peewee import (AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model,
-                    TextField)
+from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
 
-from store.models import (Attachment, Counter, Event, InboundMessage, Milestone, Participant, Record,
-                          SentKey)
+from store.models import Attachment, Event, InboundMessage, Milestone, Participant, Record, SentKey
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,8 @@ def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str
                    responsibility=p.responsibility, external=p.external, response_due_at=p.response_due_at,
                    chain_due_at=p.chain_due_at, next_reminder_at=p.first_reminder_at or p.response_due_at)
               for p in participants]
-    ids = {(email, role): pid for pid, email, role in insert_rows(Participant, people, returning=("id", "email", "role"))}
+    inserted = insert_rows(Participant, people, returning=("id", "email", "role"))
+    ids = {(email, role): pid for pid, email, role in inserted}
     insert_rows(Milestone, [dict(record=record_id, position=i, name=m.name, due_at=m.due_at,
                                  owner_email=m.owner_email, next_reminder_at=m.first_reminder_at)
                             for i, m in enumerate(milestones)])

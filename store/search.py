@@ -55,8 +55,8 @@ import math
 import re
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from peewee import Database
 from psycopg2.extras import execute_values

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import smtplib
 import socket
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from email.message import Message
 from pathlib import Path
-from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from config.settings import Settings, load_settings
+from config.settings import ImapSettings, Settings, load_settings
 from gateway.bootstrap import Context, build_context
 from gateway.clock import FixedClock
 from gateway.delivery import MaildirTransport
@@ -345,3 +347,32 @@ def spool_mail(ctx: Context, raw: bytes, envelope_from: str, envelope_to: list[s
     mail = SpooledMail(new_queue_id(), raw, envelope_from, envelope_to, ctx.clock.now())
     Spool(ctx.settings.data_path / "spool").write_file([mail])
     return mail.queue_id
+
+
+# ---------------------------------------------------------------------------------------
+# A private Dovecot (tests/dovecot.py) for the IMAP tests
+
+
+@pytest.fixture
+def dovecot():
+    from dovecot import DOVECOT, Dovecot  # it imports this module (free_port)
+
+    if not Path(DOVECOT).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Dovecot is not installed, and CI must run the IMAP tests (.ci/run installs dovecot-imapd)")
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests")
+    # Not pytest's tmp_path: its folders are 0700, and Dovecot's unprivileged auth and mail
+    # processes must reach the user list and the mail folder.
+    folder = Path(tempfile.mkdtemp(prefix="liuhen-dovecot-"))
+    folder.chmod(0o755)
+    server = Dovecot(folder).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def imap_ctx(ctx, dovecot):
+    box = dict(address=f"project@{DOMAIN}", host="127.0.0.1", port=dovecot.port, security="none", user="intake",
+               password="s3cret", processed_folder="liuhen-done", poll_seconds=1)
+    return replace(ctx, settings=replace(ctx.settings, imap=(ImapSettings(**box),)))

@@ -9,9 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from imapclient import IMAPClient
-
 from conftest import free_port
+from imapclient import IMAPClient
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 MAIL_UID = 65534  # nobody: Dovecot refuses to deliver mail as root
@@ -71,7 +70,7 @@ service anvil {{
 """)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Dovecot":
+    def start(self) -> Dovecot:
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.folder / "dovecot.conf")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

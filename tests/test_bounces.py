@@ -4,6 +4,7 @@ undeliverable and tells the initiator; it is never treated as a reply and never 
 from __future__ import annotations
 
 from conftest import DOMAIN, PROJECT_BODY, make_mail, sent_mails
+
 from gateway.outbox import mail_body
 from store.models import Event, OutboundMessage, Participant
 

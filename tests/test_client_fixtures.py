@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 import pytest
+from conftest import DOMAIN, EMAILS, FIXTURES, TZ, fixture_bytes, wait_idle
 
 from config.directory import Directory
-from conftest import DOMAIN, EMAILS, FIXTURES, TZ, fixture_bytes, wait_idle
 from gateway.outbox import mail_body
-from store.models import InboundMessage, OutboundMessage, Participant, Record
+from store.models import OutboundMessage, Participant, Record
 
 # The fixtures were written in May 2024: walk in on the morning they were sent.
 MAY_2024 = datetime(2024, 5, 20, 9, 0, tzinfo=TZ)

@@ -8,12 +8,12 @@ import email
 import json
 
 import pytest
-
 from conftest import DOMAIN, make_mail
+from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
+
 from gateway.cli import cmd_archive_export, cmd_search
 from gateway.outbox import mail_body
 from store.models import OutboundMessage, Record
-from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
 
 
 def answer_to(ctx, person: str) -> str:
@@ -126,9 +126,10 @@ def test_archive_export_bundle(ctx, send, archived, tmp_path):
 def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):
     """Mails are processed in batches that write their trace together; a command still sees
     every event of the mails processed before it, as if each had been committed alone."""
+    from test_replies import MEDIUM as body
+
     from gateway.intake import store_raw
     from gateway.pipeline import process_batch
-    from test_replies import MEDIUM as body
 
     request = store_raw(ctx.db, make_mail(body), source="ingest", envelope_from=CHEN,
                         envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())

@@ -27,10 +27,22 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from conftest import (
+    DOMAIN,
+    MEDIUM_BODY,
+    PROJECT_BODY,
+    free_port,
+    make_mail,
+    smtp_send,
+    spool_mail,
+    test_settings,
+    wait_processed,
+)
+from dovecot import Dovecot
+from test_serve_command import _env, _request_due_ahead, _wait_port
 
+import store.db
 from config.settings import ImapSettings
-from conftest import (DOMAIN, MEDIUM_BODY, PROJECT_BODY, free_port, make_mail, smtp_send, spool_mail, test_settings,
-                      wait_processed)
 from gateway.bootstrap import Context, build_context
 from gateway.cli import cmd_status
 from gateway.clock import FixedClock
@@ -39,11 +51,7 @@ from gateway.health import health
 from gateway.intake import store_raw
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
-import store.db
 from store.models import OutboundMessage
-from dovecot import Dovecot
-from test_imap import dovecot  # noqa: F401 (the fixture)
-from test_serve_command import _env, _request_due_ahead, _wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

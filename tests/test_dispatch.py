@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from gateway.outbox import mail_body
 from conftest import DOMAIN, ENGLISH_BODY, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
+
+from gateway.outbox import mail_body
 from gateway.tokens import parse_token
 from store.models import Event, Milestone, OutboundMessage, Participant, Record
 
@@ -139,8 +140,9 @@ def test_record_ids_count_up_per_template(ctx, send):
 
 
 def test_outbox_and_inbox_listings_as_json(ctx, send, capsys):
-    from gateway.cli import cmd_inbox_list, cmd_outbox_list, cmd_show
     import argparse
+
+    from gateway.cli import cmd_inbox_list, cmd_outbox_list, cmd_show
 
     send(make_mail(PROJECT_BODY))
     cmd_outbox_list(argparse.Namespace(json=True, status=None), ctx)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from conftest import DOMAIN, dkim_signed, make_mail
-from store.models import Event, InboundMessage, OutboundMessage, Participant, Record
 from test_replies import CHEN, MEDIUM, WANG, ZHAO, mails_to, participant, reply, reply_address, text_of
+
+from store.models import Event, InboundMessage, OutboundMessage, Record
 
 SUBJECT = "Re: [PRJ-2026-0001] 智能手表项目-硬件方案评审"
 COMPANY = "liuhen.localhost"

@@ -21,8 +21,8 @@ from email.mime.text import MIMEText
 from pathlib import Path
 
 import pytest
-
 from conftest import EMAILS, PROJECT_BODY
+
 from parsers.forwarded import Forwarded, find_forward, unwrap
 from parsers.mime import ParsedMessage, html_to_text, parse_message
 
@@ -61,10 +61,7 @@ def _zh_text(name: str) -> str:
 def test_chinese_client_forward(name: str) -> None:
     case = ZH_CASES[name]
     text = _zh_text(name)
-    if "mail_subject" in case:
-        got = unwrap(_mail(text, case["mail_subject"]))
-    else:
-        got = find_forward(text)
+    got = unwrap(_mail(text, case["mail_subject"])) if "mail_subject" in case else find_forward(text)
     want = case["expected"]
     if want is None:
         assert got is None

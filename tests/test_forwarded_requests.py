@@ -8,9 +8,10 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from conftest import DOMAIN, make_mail
+from test_replies import NAMES, reply
+
 from gateway.outbox import mail_body
 from store.models import OutboundMessage, Participant, Record
-from test_replies import NAMES, reply
 
 WU = "wu.gang@liuhen.localhost"  # 客户服务部, the account manager
 CLIENT = "lin@huadong-trade.example.cn"

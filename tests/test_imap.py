@@ -4,46 +4,16 @@ port (Debian's dovecot-imapd; CI installs it and these tests must run there)."""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-
 from conftest import DOMAIN, MEDIUM_BODY, make_mail, wait_idle
-from dovecot import DOVECOT, Dovecot
+
 from gateway.cli import cmd_imap_check
-from gateway.imap import ImapError, Poller, check, fetch_new, connect
+from gateway.imap import ImapError, Poller, check, connect, fetch_new
 from gateway.serve import GatewayThread
 from store.models import InboundMessage, Record
-
-
-@pytest.fixture
-def dovecot():
-    if not Path(DOVECOT).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Dovecot is not installed, and CI must run the IMAP tests (.ci/run installs dovecot-imapd)")
-        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests")
-    # Not pytest's tmp_path: its folders are 0700, and Dovecot's unprivileged auth and mail
-    # processes must reach the user list and the mail folder.
-    folder = Path(tempfile.mkdtemp(prefix="liuhen-dovecot-"))
-    folder.chmod(0o755)
-    server = Dovecot(folder).start()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def imap_ctx(ctx, dovecot):
-    box = dict(address=f"project@{DOMAIN}", host="127.0.0.1", port=dovecot.port, security="none", user="intake",
-               password="s3cret", processed_folder="liuhen-done", poll_seconds=1)
-    from config.settings import ImapSettings
-
-    return replace(ctx, settings=replace(ctx.settings, imap=(ImapSettings(**box),)))
 
 
 def test_appended_messages_are_stored_moved_and_processed(imap_ctx, dovecot):

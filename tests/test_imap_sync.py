@@ -5,11 +5,11 @@ session's APPEND to a UID SEARCH; a NOOP first brings the session's view up to d
 from __future__ import annotations
 
 from conftest import MEDIUM_BODY, make_mail
+
 from gateway.imap import connect, fetch_new
-from test_imap import dovecot, imap_ctx  # noqa: F401 (the fixtures)
 
 
-def test_a_message_appended_while_the_mailbox_is_open_is_fetched_by_the_next_look(imap_ctx, dovecot):  # noqa: F811
+def test_a_message_appended_while_the_mailbox_is_open_is_fetched_by_the_next_look(imap_ctx, dovecot):
     box = imap_ctx.settings.imap[0]
     client = connect(box)  # open and selected, as between two IDLEs
     try:

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.outbox import mail_body
 from conftest import DOMAIN, NOW, PROJECT_BODY, make_mail, smtp_send, wait_processed
+
 from gateway.intake import store_raw
+from gateway.outbox import mail_body
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread
 from store.models import InboundMessage, OutboundMessage, Record
@@ -83,7 +84,7 @@ def test_a_failing_mail_is_retried_later_behind_new_mail_and_then_given_up(ctx, 
                      envelope_to=[f"project@{DOMAIN}"], now=NOW)
     assert pending_ids(ctx.db, limit=16, now=clock.now()) == [good.inbound_id]  # not due yet: not in line
     assert process_inbound(ctx, good.inbound_id) == "processed"
-    for attempt in range(2, pipeline.MAX_ATTEMPTS + 1):
+    for _attempt in range(2, pipeline.MAX_ATTEMPTS + 1):
         clock.advance(hours=7)
         assert pending_ids(ctx.db, limit=16, now=clock.now()) == [bad.inbound_id]
         assert process_inbound(ctx, bad.inbound_id) == "error"

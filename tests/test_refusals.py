@@ -4,10 +4,11 @@ answer everything stop hearing back; every refusal code has its texts."""
 from __future__ import annotations
 
 from conftest import DOMAIN, PROJECT_BODY, make_mail
+from test_replies import MEDIUM, WANG, mails_to, reply, reply_address
+
 from gateway import refusals
 from mail_templates import LANGUAGES, Renderer
 from store.models import Event, OutboundMessage, Participant, Record
-from test_replies import MEDIUM, WANG, mails_to, reply, reply_address
 
 
 def _answers_to(address: str) -> list[OutboundMessage]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import DOMAIN, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
 
 from gateway.outbox import mail_body
-from conftest import DOMAIN, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
 from store.models import InboundMessage, OutboundMessage, Participant, Record
 
 BAD_BODY = """沟通主题：请确认

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
-
 from conftest import DOMAIN, PROJECT_BODY, make_mail, sent_mails
+
 from gateway.outbox import mail_body
-from store.models import (ActionItem, Dispute, Event, InboundMessage, Meeting, Milestone, OutboundMessage,
-                          Participant, ProgressRow, Record)
+from store.models import (
+    ActionItem,
+    Dispute,
+    Event,
+    InboundMessage,
+    Meeting,
+    Milestone,
+    OutboundMessage,
+    Participant,
+    ProgressRow,
+    Record,
+)
 
 WANG, ZHAO, CHEN = "wang.qiang@liuhen.localhost", "zhao.lei@liuhen.localhost", "chen.jing@liuhen.localhost"
 NAMES = {WANG: "王强", ZHAO: "赵磊", CHEN: "陈静", "li.na@liuhen.localhost": "李娜"}

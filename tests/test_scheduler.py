@@ -6,13 +6,12 @@ import argparse
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
-
 from conftest import DOMAIN, ENGLISH_BODY, NOW, make_mail
+from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
+
 from gateway.cli import cmd_tick
 from gateway.scheduler import answer_stage, deadline_stage, sweep
 from store.models import DigestPreference, Event, OutboundMessage, Participant
-from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
 
 HOUR = timedelta(hours=1)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from conftest import NOW
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from conftest import NOW
 from store.db import SCHEMA_VERSION, is_postgres, open_database
 from store.models import InboundMessage, Meeting, Record, SchemaVersion
 

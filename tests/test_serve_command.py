@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_BODY, crlf, free_port, make_mail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +159,7 @@ def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_
         assert states == [("processed",)]
     finally:
         server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=30)
+        _out, err = server.communicate(timeout=30)
     assert server.returncode == 0
     assert b"starting it again" in err
 

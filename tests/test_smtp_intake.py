@@ -9,8 +9,8 @@ import socket
 import threading
 
 import pytest
-
 from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, smtp_send, spool_mail, wait_idle, wait_processed
+
 from gateway.intake import import_spooled
 from gateway.pipeline import process_inbound
 from gateway.serve import GatewayThread

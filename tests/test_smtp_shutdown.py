@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
-
 from conftest import DOMAIN, PROJECT_BODY, crlf, free_port, make_mail
+
 from gateway.bootstrap import Context
 from gateway.smtp import IntakeHandler, smtp_factory
 from gateway.spool import Spool, SpoolWriter

@@ -10,14 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from conftest import DOMAIN, PROJECT_BODY, crlf, make_mail, spool_mail, wait_idle, wait_processed
+
 from gateway.serve import GatewayThread
 from gateway.spool import Spool, SpooledMail, SpoolWriter, new_queue_id
 from store.models import InboundMessage, Record
 
-AT = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 class _HeldSpool(Spool):

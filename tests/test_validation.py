@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import NOW, PROJECT_BODY
 
 from config.directory import Directory
 from config.forms import load_forms, load_rules
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES, DEFAULT_TEMPLATES
-from conftest import NOW, PROJECT_BODY
-from gateway.checks import Problem, Submission, check_subject, _Check, validate
-from mail_templates import LANGUAGES, Renderer
+from gateway.checks import Submission, _Check, check_subject, validate
 from parsers.fields import extract_fields
 from parsers.mime import html_tables
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-from gateway.worktime import WorkingTime
 from conftest import TZ
+
+from gateway.worktime import WorkingTime
 
 WORK = WorkingTime(TZ, time(9, 0), time(18, 0))
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
@@ -21,9 +21,8 @@ from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
 from store.archive import archive_record
+from store.models import ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow, Record
 from store.repositories import held_signoffs
-from store.models import (ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow,
-                          Record)
 
 URL = re.compile(r"https?://\S+")
 KEY_ROLES = ("recipient", "external")  # who signs the result
@@ -64,7 +63,8 @@ class Act:
         people = Participant.select().where(Participant.record == self.record.id).order_by(Participant.id)
         seen, chosen = set(), []
         for p in people:
-            if (roles and p.role not in roles) or p.email in seen or (exclude_sender and p.email == self.participant.email):
+            is_sender = exclude_sender and p.email == self.participant.email
+            if (roles and p.role not in roles) or p.email in seen or is_sender:
                 continue
             seen.add(p.email)
             chosen.append(p)
@@ -133,13 +133,14 @@ def agree(act: Act) -> None:
 def need_info(act: Act) -> None:
     act.require_text("需补充信息", "需补充信息：请提供BOM成本明细")
     _respond(act, "need_info")
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息", f"{act.participant.name} needs more information"))
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息",
+                                   f"{act.participant.name} needs more information"))
 
 
 def propose(act: Act) -> None:
     """建议调整节点: one line per milestone with its new date; the initiator decides."""
     changes = []
-    for line in filter(None, (l.strip() for l in act.text.splitlines())):
+    for line in filter(None, (raw.strip() for raw in act.text.splitlines())):
         found = find_datetime(line, act.ctx.local_now())
         if found:
             changes.append({"line": line, "new_date": found[0].isoformat()})
@@ -147,7 +148,8 @@ def propose(act: Act) -> None:
         raise Refusal("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 建议调整节点", f"{act.participant.name} proposes new dates"))
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 建议调整节点",
+                                   f"{act.participant.name} proposes new dates"))
 
 
 PROGRESS_LABELS = {
@@ -260,7 +262,7 @@ def _minutes_of(text: str) -> int:
 def _ics(act: Act, item: Meeting, people: list[Participant]) -> str:
     """A minimal RFC 5545 invitation; CRLF line ends and 75-octet folding as the RFC requires."""
     def stamp(t: datetime) -> str:
-        return t.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//liuhen//EN", "METHOD:REQUEST", "BEGIN:VEVENT",
              f"UID:{uuid.uuid4()}@{act.ctx.settings.gateway.domain}", f"DTSTAMP:{stamp(act.now)}",
@@ -297,7 +299,7 @@ def minutes(act: Act) -> None:
     act.require_text("纪要", "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")
     items, problems = [], []
     in_items = False
-    for line in (l.strip() for l in act.text.splitlines()):
+    for line in (raw.strip() for raw in act.text.splitlines()):
         label = re.match(r"^(行动项|待办|action items?)\s*[:：]?\s*(.*)$", line, re.IGNORECASE)
         if label:
             in_items, line = True, label.group(2)
@@ -308,7 +310,8 @@ def minutes(act: Act) -> None:
             problems.append(line)
             continue
         owner = act.ctx.directory.resolve(parts[1]).person
-        due = parse_datetime(parts[2], act.ctx.local_now()) or (find_datetime(parts[2], act.ctx.local_now()) or [None])[0]
+        local_now = act.ctx.local_now()
+        due = parse_datetime(parts[2], local_now) or (find_datetime(parts[2], local_now) or [None])[0]
         if owner is None or due is None:
             problems.append(line)
             continue
@@ -349,9 +352,11 @@ def result(act: Act) -> None:
     signers = act.participants(*KEY_ROLES)
     for person in signers:
         act.update(person, act.zh_en("结果确认表：请签字确认", "Result for your sign-off"), act.text,
-                   (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因", "Reply CONFIRM to sign, or REJECT: reason"),),
+                   (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因",
+                              "Reply CONFIRM to sign, or REJECT: reason"),),
                    keywords_for="recipient", kind="signoff")
-    act.notes.append(act.zh_en(f"已发给 {len(signers)} 位接收人签字确认。", f"Sent to {len(signers)} recipient(s) for sign-off."))
+    act.notes.append(act.zh_en(f"已发给 {len(signers)} 位接收人签字确认。",
+                               f"Sent to {len(signers)} recipient(s) for sign-off."))
 
 
 def confirm(act: Act) -> None:
@@ -382,7 +387,8 @@ def _hold_signoff(act: Act, verdict: Verdict) -> None:
         act.update(initiator, act.zh_en(f"{act.participant.name} 的签字未通过发件人验证，待您认可",
                                         f"{act.participant.name}'s sign-off failed sender authentication"),
                    act.text, (act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator",
-                                                             value=act.participant.name, detail=verdict.evidence[:300]),),
+                                                             value=act.participant.name,
+                                                             detail=verdict.evidence[:300]),),
                    keywords_for="initiator")
 
 
@@ -430,7 +436,8 @@ def _archive(act: Act) -> None:
         act.update(person, act.zh_en("已完成签字确认并归档", "Signed off and archived"), outcome,
                    (act.zh_en(f"归档：{act.record.archive_category} / {act.record.archive_key}",
                               f"Archive: {act.record.archive_category} / {act.record.archive_key}"),)
-                   + ((act.zh_en("请在方便时回复「复盘：…」写下复盘总结。", "Please reply RETRO: … with a short retrospective."),)
+                   + ((act.zh_en("请在方便时回复「复盘：…」写下复盘总结。",
+                                 "Please reply RETRO: … with a short retrospective."),)
                       if retro else ()), kind="closed")
     act.notes.append(act.zh_en(f"全部签字完成，已归档为 {act.record.archive_key}。",
                                f"All signed; archived as {act.record.archive_key}."))
@@ -465,7 +472,8 @@ def dispute(act: Act) -> None:
                (act.zh_en("请回复「裁定：…」给出裁定。", "Reply RULING: … to settle it."),), keywords_for="lead")
     for person in act.participants():
         if person.email != lead.email:
-            act.update(person, act.zh_en(f"{act.participant.name} 提出争议", f"{act.participant.name} opened a dispute"),
+            act.update(person, act.zh_en(f"{act.participant.name} 提出争议",
+                                         f"{act.participant.name} opened a dispute"),
                        act.text, (act.zh_en(f"裁定人：{lead.name}", f"To be ruled by {lead.name}"),))
 
 

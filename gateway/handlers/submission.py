@@ -20,8 +20,7 @@ from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables
 from store.models import InboundMessage, Participant, Record
-from store.repositories import (NewMilestone, NewParticipant, create_record, next_record_ref,
-                                save_attachments)
+from store.repositories import NewMilestone, NewParticipant, create_record, next_record_ref, save_attachments
 
 SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
 

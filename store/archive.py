@@ -66,7 +66,8 @@ def search_parts(record: Record) -> dict[str, str]:
     parts = {"subject": record.subject}
     for key, value in (record.fields or {}).items():
         parts[f"field:{key}"] = value
-    texts = {"comment": [], "feedback": [], "progress": [], "minutes": [], "dispute": [], "ruling": []}
+    kinds = ("comment", "feedback", "progress", "minutes", "dispute", "ruling")
+    texts: dict[str, list[str]] = {kind: [] for kind in kinds}
     for event in Event.select(Event.kind, Event.data).where((Event.record_id == record.id) &
                                                             Event.kind.in_(list(texts))).order_by(Event.id):
         texts[event.kind].append(event.data.get("text") or event.data.get("progress") or "")
@@ -113,11 +114,12 @@ def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo) -> Pa
         "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events],
     }
     (folder / "record.json").write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    for row in InboundMessage.select().where(InboundMessage.id.in_([i for i in inbound_ids if i])):
-        (folder / "mails" / f"in-{row.id:06d}.eml").write_bytes(bytes(row.raw))
-    for row in OutboundMessage.select().where((OutboundMessage.record_id == record.id) &
-                                              OutboundMessage.raw.is_null(False)):
-        (folder / "mails" / f"out-{row.id:06d}.eml").write_bytes(bytes(row.raw))
+    for inbound in InboundMessage.select().where(InboundMessage.id.in_([i for i in inbound_ids if i])):
+        (folder / "mails" / f"in-{inbound.id:06d}.eml").write_bytes(bytes(inbound.raw))
+    for outbound in OutboundMessage.select().where((OutboundMessage.record_id == record.id) &
+                                                   OutboundMessage.raw.is_null(False)):
+        assert outbound.raw is not None  # the query skips mails without raw
+        (folder / "mails" / f"out-{outbound.id:06d}.eml").write_bytes(bytes(outbound.raw))
     for item in Attachment.select().where(Attachment.record_id == record.id):
         shutil.copyfile(attachment_path(data_dir, item.sha256), folder / "attachments" / f"{item.id}-{item.filename}")
     (folder / "timeline.html").write_text(_timeline(data), encoding="utf-8")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peewee import (
     AutoField,
@@ -70,7 +70,7 @@ class InboundMessage(BaseModel):
     envelope_to = JSONField(default=list)
     dedupe_key = CharField(max_length=128, unique=True)
     message_id = CharField(max_length=998, default="")
-    raw = BlobField()
+    raw = BlobField()  # type: ignore[assignment]  # the column shadows Model.raw(sql), which we never call
     size = IntegerField()
     state = CharField(max_length=16, default="received", index=True)  # received|processed|rejected|ignored|error
     reason = TextField(default="")
@@ -100,6 +100,8 @@ class Record(BaseModel):
     due_at = UTCDateTimeField(null=True)
     thread_id = CharField(max_length=998)  # Message-ID every mail of the record refers to
     source_inbound = ForeignKeyField(InboundMessage, null=True)
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        source_inbound_id: int | None
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
     result = TextField(default="")  # the outcome in the result confirmation form (结果确认表)
@@ -113,6 +115,8 @@ class Record(BaseModel):
 class Participant(BaseModel):
     id = AutoField()
     record = ForeignKeyField(Record, backref="participants", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     email = CharField(max_length=512)
     name = TextField()
     department = TextField(default="")
@@ -134,6 +138,8 @@ class Participant(BaseModel):
 class Milestone(BaseModel):
     id = AutoField()
     record = ForeignKeyField(Record, backref="milestones", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     position = IntegerField()
     name = TextField()
     due_at = UTCDateTimeField()
@@ -147,6 +153,8 @@ class Meeting(BaseModel):
 
     id = AutoField()
     record = ForeignKeyField(Record, backref="meetings", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     organiser_email = CharField(max_length=512)
     starts_at = UTCDateTimeField()
     ends_at = UTCDateTimeField()
@@ -162,6 +170,8 @@ class ActionItem(BaseModel):
 
     id = AutoField()
     record = ForeignKeyField(Record, backref="action_items", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     meeting_id = IntegerField(null=True)
     text = TextField()
     owner_email = CharField(max_length=512)
@@ -175,6 +185,8 @@ class ProgressRow(BaseModel):
 
     id = AutoField()
     record = ForeignKeyField(Record, backref="progress_rows", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     at = UTCDateTimeField()
     author_email = CharField(max_length=512)
     stage = TextField(default="")
@@ -189,6 +201,8 @@ class Dispute(BaseModel):
 
     id = AutoField()
     record = ForeignKeyField(Record, backref="disputes", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        record_id: int
     opened_by = CharField(max_length=512)
     text = TextField()
     opened_at = UTCDateTimeField()
@@ -203,6 +217,8 @@ class Attachment(BaseModel):
 
     id = AutoField()
     inbound = ForeignKeyField(InboundMessage, backref="attachments", on_delete="CASCADE")
+    if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
+        inbound_id: int
     record_id = IntegerField(null=True, index=True)
     filename = TextField()
     content_type = CharField(max_length=255)
@@ -246,7 +262,7 @@ class OutboundMessage(BaseModel):
     attempts = IntegerField(default=0)
     next_attempt_at = UTCDateTimeField(index=True)
     last_error = TextField(default="")
-    raw = BlobField(null=True)  # the bytes as delivered, kept for the trace
+    raw = BlobField(null=True)  # type: ignore[assignment]  # the bytes as delivered, kept for the trace (shadows Model.raw)
     sent_at = UTCDateTimeField(null=True)
     # The node delivering it and until when: a restart retries only its own expired leases.
     claimed_by = CharField(max_length=128, default="")

@@ -33,28 +33,54 @@ class Stored:
     row: InboundMessage | None = None  # the new row as written, so processing need not read it back
 
 
-def split_head(raw: bytes) -> tuple[bytes, bytes]:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        head, found, body = raw.partition(sep)
-        if found:
-            return head, body
-    return raw, b""
-
-
 def dedupe_key(raw: bytes) -> tuple[str, str]:
     """(key, Message-ID). Trace headers added by relays on a retry don't change the key:
     it hashes the body, plus the Message-ID that the author's client set. Line ends are
-    normalised: SMTP carries CRLF, an MTA pipe hands over LF."""
-    raw = OUR_RECEIVED_LINE.sub(b"", raw, count=1)  # ours differs on every retry
-    head, body = split_head(raw)
-    body = body.replace(b"\r\n", b"\n").rstrip(b"\n")
-    m = _MESSAGE_ID.search(head)
+    normalised: SMTP carries CRLF, an MTA pipe hands over LF. The body is hashed a piece at
+    a time: a 70 MB mail is not copied."""
+    ours = OUR_RECEIVED_LINE.match(raw)  # ours differs on every retry
+    start = ours.end() if ours else 0
+    body_at = _body_start(raw, start)
+    m = _MESSAGE_ID.search(raw, start, body_at)
     message_id = b" ".join(m.group(1).split()).decode("ascii", "replace") if m else ""
-    if message_id:
-        digest = hashlib.sha256(message_id.encode() + b"\0" + body).hexdigest()
-    else:
-        digest = hashlib.sha256(raw).hexdigest()
-    return digest, message_id[:998]
+    if not message_id:
+        return _sha256(raw, start, len(raw)), ""
+    digest = hashlib.sha256(message_id.encode() + b"\0")
+    end = len(raw)
+    while True:  # what .replace(b"\r\n", b"\n").rstrip(b"\n") leaves of the body
+        if raw.endswith(b"\r\n", body_at, end):
+            end -= 2
+        elif raw.endswith(b"\n", body_at, end):
+            end -= 1
+        else:
+            break
+    carry = b""
+    for at in range(body_at, end, _HASH_CHUNK):
+        piece = carry + raw[at:min(at + _HASH_CHUNK, end)]
+        carry = b"\r" if piece.endswith(b"\r") else b""  # its \n may start the next piece
+        digest.update((piece[:-1] if carry else piece).replace(b"\r\n", b"\n"))
+    digest.update(carry)
+    return digest.hexdigest(), message_id[:998]
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def _body_start(raw: bytes, start: int) -> int:
+    """Where the body starts: after the first blank line; len(raw) for a mail of headers only."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = raw.find(sep, start)
+        if at >= 0:
+            return at + len(sep)
+    return len(raw)
+
+
+def _sha256(raw: bytes, start: int, end: int) -> str:
+    digest = hashlib.sha256()
+    view = memoryview(raw)
+    for at in range(start, end, _HASH_CHUNK):
+        digest.update(view[at:min(at + _HASH_CHUNK, end)])
+    return digest.hexdigest()
 
 
 def store_raw(db: Database, raw: bytes, *, source: str, envelope_from: str | None,

@@ -101,18 +101,21 @@ class Spool:
         return name
 
     def read(self, name: str) -> list[SpooledMail]:
-        data = (self.new / name).read_bytes()
-        head, _, body = data.partition(b"\n")
-        header = json.loads(head)
-        if "mails" not in header:  # a file from a version that spooled one mail per file
-            header = {"mails": [dict(header, id=name, size=len(body))]}
-        mails, offset = [], 0
-        for m in header["mails"]:
-            mails.append(SpooledMail(m["id"], body[offset:offset + m["size"]], m["from"], m["to"],
-                                     datetime.fromisoformat(m["at"])))
-            offset += m["size"]
-        if offset != len(body):
-            raise ValueError(f"spool file {name} is damaged: {len(body)} bytes where {offset} were listed")
+        # Read a mail at a time, straight into its own bytes: slicing the whole file held a
+        # large mail three times over.
+        with open(self.new / name, "rb") as fh:
+            header = json.loads(fh.readline())
+            if "mails" not in header:  # a file from a version that spooled one mail per file
+                body = fh.read()
+                return [SpooledMail(name, body, header["from"], header["to"], datetime.fromisoformat(header["at"]))]
+            mails = []
+            for m in header["mails"]:
+                raw = fh.read(m["size"])
+                if len(raw) != m["size"]:
+                    raise ValueError(f"spool file {name} is damaged: it ends inside mail {m['id']}")
+                mails.append(SpooledMail(m["id"], raw, m["from"], m["to"], datetime.fromisoformat(m["at"])))
+            if fh.read(1):
+                raise ValueError(f"spool file {name} is damaged: it holds more bytes than it lists")
         return mails
 
     def set_aside(self, name: str) -> Path:

@@ -26,7 +26,7 @@ import mimetypes
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.generator import BytesGenerator
 from email.message import Message
@@ -34,6 +34,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from html import unescape
 from io import BytesIO
+from typing import BinaryIO
 
 __all__ = [
     "Attachment",
@@ -47,10 +48,74 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class _StashedBody:
+    """A large body left in the raw mail (see _LARGE_BODY), decoded piece by piece."""
+
+    raw: bytes
+    start: int
+    end: int
+    base64: bool  # else the bytes are the content (7bit, 8bit, binary)
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        view = memoryview(self.raw)[self.start:self.end]
+        if not self.base64:
+            for at in range(0, len(view), size):
+                yield bytes(view[at:at + size])
+            return
+        # As the stdlib decodes base64: characters outside the alphabet are skipped, the
+        # first padding ends the content, a last group of 2 or 3 characters counts as
+        # padded; a single one (a truncated transfer) is dropped.
+        carry = b""
+        for at in range(0, len(view), size):
+            text = carry + bytes(view[at:at + size]).translate(None, _NOT_BASE64_OR_PAD)
+            text, padding, _ = text.partition(b"=")
+            whole = len(text) - len(text) % 4
+            if whole:
+                yield binascii.a2b_base64(text[:whole])
+            carry = text[whole:]
+            if padding:
+                break
+        if len(carry) > 1:
+            yield binascii.a2b_base64(carry + b"=" * (4 - len(carry)))
+
+
+_NOT_BASE64_OR_PAD = bytes(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="))
+
+
+@dataclass(frozen=True)
 class Attachment:
     filename: str  # decoded and sanitized; "attachment-N.ext" when the part has none
     content_type: str  # lowercased, e.g. "application/pdf"
-    payload: bytes  # transfer encoding (base64 / quoted-printable / uuencode) undone
+    # The content, transfer encoding (base64 / quoted-printable / uuencode) undone, or where
+    # to decode it from.
+    _body: bytes | _StashedBody = field(repr=False, compare=False)
+
+    @property
+    def payload(self) -> bytes:
+        """The whole content in memory. A large file is decoded again on each access:
+        payload_chunks() and write_payload() hold a megabyte of it at a time."""
+        if isinstance(self._body, bytes):
+            return self._body
+        return b"".join(self._body.chunks(_CHUNK))
+
+    def payload_chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The content in pieces of at most ``size`` bytes, decoded as they are read."""
+        if isinstance(self._body, bytes):
+            for at in range(0, len(self._body), size):
+                yield self._body[at:at + size]
+        else:
+            yield from self._body.chunks(size)
+
+    def write_payload(self, out: BinaryIO) -> int:
+        """Write the content to ``out`` a piece at a time; returns its size in bytes."""
+        written = 0
+        for chunk in self.payload_chunks():
+            out.write(chunk)
+            written += len(chunk)
+        return written
+
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -418,6 +483,29 @@ def _utf8_prefix(text: str, limit: int) -> str:
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
+_UUENCODINGS = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+def _body(part: Message, stash: _Stash | None) -> bytes | _StashedBody:
+    """The content of a leaf part: left in the raw mail when it was cut out (see _Stash)."""
+    if stash is not None:
+        payload = part.get_payload()
+        if isinstance(payload, str) and stash.text_prefix in payload:
+            span = stash.span_of(payload)
+            # The stdlib's reading of the header, as get_payload(decode=True) has it.
+            encoding = str(part.get("content-transfer-encoding", "")).lower()
+            if span and encoding != "quoted-printable" and encoding not in _UUENCODINGS:
+                return _StashedBody(stash.raw, span[0], span[1], base64=encoding == "base64")
+            restored = stash.restore(payload.encode("ascii", "surrogateescape"))
+            part.set_payload(restored.decode("ascii", "surrogateescape"))
+    return _payload(part)
+
+
+def _body_bytes(part: Message, stash: _Stash | None) -> bytes:
+    body = _body(part, stash)
+    return body if isinstance(body, bytes) else b"".join(body.chunks(_CHUNK))
+
+
 def _payload(part: Message) -> bytes:
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
@@ -430,16 +518,16 @@ def _payload(part: Message) -> bytes:
     return data
 
 
-def _message_bytes(part: Message, linesep: str) -> bytes:
+def _message_bytes(part: Message, linesep: str, stash: _Stash | None) -> bytes:
     """Raw bytes of a message/rfc822 part, regenerated from the parsed tree (compat32
     keeps header values as received; no byte offsets are recorded)."""
     if not part.is_multipart():  # left unparsed (headers-only fallback)
-        return _payload(part)
+        return _body_bytes(part, stash)
     out = BytesIO()
     policy = compat32.clone(linesep=linesep)
     for inner in part.get_payload():
         BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=policy).flatten(inner)
-    data = out.getvalue()
+    data = stash.restore(out.getvalue()) if stash is not None else out.getvalue()
     # RFC 2046 section 5.2.1 forbids encoding message/rfc822, RFC 6532 allows it for
     # message/global, and some clients do it anyway; the parser then sees the encoded
     # text as a header-less message.
@@ -484,7 +572,7 @@ def _leaves(msg: Message) -> Iterator[tuple[Message, str]]:
             yield part, ctype
 
 
-def _build(msg: Message, linesep: str) -> ParsedMessage:
+def _build(msg: Message, linesep: str, stash: _Stash | None) -> ParsedMessage:
     parts = [(part, ctype, _params(part, "content-type")) for part, ctype in _leaves(msg)]
     # The body's charset, for header and filename bytes sent without any declaration.
     hint = next((_charset(params) for _, _, params in parts if "charset" in params), None)
@@ -499,7 +587,7 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
     attached: list[bytes] = []
     for part, ctype, params in parts:
         if ctype in _MESSAGE_TYPES:
-            attached.append(_message_bytes(part, linesep))
+            attached.append(_message_bytes(part, linesep, stash))
             continue
         charset = _charset(params)
         filename = _filename(_params(part, "content-disposition"), params, charset or hint)
@@ -508,10 +596,10 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
             # The first plain and the first HTML part are the body (multipart/alternative,
             # multipart/related); a later one carrying a filename is an attached file.
             if ctype == "text/plain" and text is None:
-                text = decode_bytes(_payload(part), charset)
+                text = decode_bytes(_body_bytes(part, stash), charset)
                 continue
             if ctype == "text/html" and html is None:
-                html = decode_bytes(_payload(part), charset)
+                html = decode_bytes(_body_bytes(part, stash), charset)
                 continue
             is_attachment = filename is not None
         elif not is_attachment:
@@ -524,7 +612,7 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
                 Attachment(
                     filename=_sanitize_filename(filename or "", len(attachments) + 1, ctype),
                     content_type=ctype,
-                    payload=_payload(part),
+                    _body=_body(part, stash),
                 )
             )
 
@@ -555,15 +643,23 @@ def _build(msg: Message, linesep: str) -> ParsedMessage:
 # with the square of the depth, and fails near 1,000 levels (a hostile mail nested 10,000).
 # Mail nests a few levels (three per message forwarded as an attachment).
 _MAX_MIME_DEPTH = 50
+# The stdlib parser holds a body several times over while parsing (as text, as a list of
+# lines, joined, encoded again): a 50 MB attachment took 630 MB. Leaf bodies this large are
+# cut out before it runs and decoded from the raw bytes when asked for.
+_LARGE_BODY = 64 * 1024
 _NESTING_TYPE = re.compile(rb"(?i)(?:multipart|message)/")
-_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
-_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[ \t]")  # the stdlib's test
-_CONTENT_TYPE_NAME = re.compile(rb"(?i)content-type[ \t]*:")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|\Z)")
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")  # the stdlib's test
+_CONTENT_TYPE_NAME = re.compile(rb"(?i)content-type:")
+_TRANSFER_ENCODING_NAME = re.compile(rb"(?i)content-transfer-encoding:")
 _BOUNDARY = re.compile(rb'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))')
+_TRAILING_NEWLINE = re.compile(rb"(?:\r\n|\r|\n)\Z")
+# Transfer encodings decoded from a cut-out body; the others stay with the stdlib.
+_STREAMED_ENCODINGS = frozenset({b"base64", b"", b"7bit", b"8bit", b"binary"})
 
 
 def _nesting(content_type: bytes) -> tuple[str, bytes]:
-    """("multipart", boundary), ("message", b"") or ("", b"") for a Content-Type header line."""
+    """("multipart", boundary), ("message", b"") or ("", b"") for a Content-Type header."""
     value = content_type.partition(b":")[2]
     ctype = value.split(b";", 1)[0].strip().lower()
     if ctype.startswith(b"multipart/"):
@@ -575,81 +671,254 @@ def _nesting(content_type: bytes) -> tuple[str, bytes]:
     return "", b""
 
 
-def limit_mime_depth(raw: bytes) -> bytes:
-    """``raw`` with every multipart or message/* part nested deeper than _MAX_MIME_DEPTH
-    relabelled text/plain: its content is kept as text and the stdlib parser's recursion
-    stays bounded. Follows the stdlib's reading of headers and boundary lines, closely
-    enough to count depth; a mail that names fewer nesting types is returned as it is."""
-    if sum(1 for _ in itertools.islice(_NESTING_TYPE.finditer(raw), _MAX_MIME_DEPTH + 1)) <= _MAX_MIME_DEPTH:
-        return raw
+def _delimiter(line: bytes, open_parts: list[bytes]) -> tuple[int, bool] | None:
+    """(index in open_parts, closes) when ``line`` is a boundary line of an open multipart."""
+    if not line.startswith(b"--"):
+        return None
+    marker = line[2:].rstrip(b"\r\n").rstrip(b" \t")
+    closes = marker.endswith(b"--") and marker[:-2] in open_parts
+    boundary = marker[:-2] if closes else marker
+    if not boundary or boundary not in open_parts:
+        return None
+    return len(open_parts) - 1 - open_parts[::-1].index(boundary), closes
+
+
+def _line(raw: bytes, pos: int) -> re.Match[bytes]:
+    line = _LINE.match(raw, pos)
+    assert line is not None  # the pattern matches everywhere
+    return line
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What _layout needs of a header block."""
+
+    kind: str  # "multipart", "message", "" for a leaf
+    boundary: bytes
+    content_type_at: int  # offset of the Content-Type header, -1 when there is none
+    streamable: bool  # a transfer encoding that _StashedBody decodes
+    end: int  # where the body starts
+
+
+def _header_block(raw: bytes, pos: int, open_parts: list[bytes]) -> _Part:
+    content_type = encoding = b""
+    content_type_at, continuing = -1, b""
+    while pos < len(raw):
+        line = _line(raw, pos)
+        text = line.group()
+        if _delimiter(text, open_parts):
+            break  # a part with no body
+        if not text.strip(b"\r\n"):
+            pos = line.end()
+            break
+        if not _HEADER_LINE.match(text):
+            break  # the stdlib starts the body at a line that is no header
+        if text[0] in b" \t":
+            if continuing == b"type":
+                content_type += text
+            elif continuing == b"encoding":
+                encoding += text
+        elif content_type_at < 0 and _CONTENT_TYPE_NAME.match(text):
+            content_type, content_type_at, continuing = text, line.start(), b"type"
+        elif not encoding and _TRANSFER_ENCODING_NAME.match(text):
+            encoding, continuing = text.partition(b":")[2].lstrip(b" \t"), b"encoding"
+        else:
+            continuing = b""
+        pos = line.end()
+    kind, boundary = _nesting(content_type)
+    # message/delivery-status is no leaf to the stdlib either: its body is header blocks.
+    streamable = encoding.rstrip(b"\r\n").lower() in _STREAMED_ENCODINGS and \
+        not content_type.partition(b":")[2].lstrip().lower().startswith(b"message/")
+    return _Part(kind, boundary, content_type_at, streamable, pos)
+
+
+class _DashedLines:
+    """Finds the lines that start with "--" (those that may be boundaries) at the speed of
+    bytes.find: a regular expression with a look-behind took 3 s over 70 MB."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._next: dict[bytes, int] = {}  # needle -> its next occurrence found, -1 for none
+
+    def _find(self, needle: bytes, pos: int) -> int:
+        known = self._next.get(needle, -2)
+        if known == -1 or known >= pos:
+            return known  # nothing found before from an earlier position, or still ahead
+        self._next[needle] = self._raw.find(needle, pos)
+        return self._next[needle]
+
+    def next(self, pos: int) -> int:
+        """Start of the first line at or after ``pos`` (a line start) that begins with "--"."""
+        if self._raw.startswith(b"--", pos):
+            return pos
+        found = [at + 1 for at in (self._find(b"\n--", pos), self._find(b"\r--", pos)) if at >= 0]
+        return min(found) if found else -1
+
+
+@dataclass(frozen=True)
+class _Layout:
+    too_deep: tuple[int, ...]  # offsets of the Content-Type headers of parts below the limit
+    large_bodies: tuple[tuple[int, int], ...]  # (start, end) of leaf bodies to cut out
+
+
+def _layout(raw: bytes) -> _Layout:
+    """Where the parts nested too deep and the large leaf bodies are. Reads headers and
+    boundary lines as the stdlib parser does, closely enough for both: a body is only cut
+    out when no line in it starts with "--", so that no boundary can be inside it."""
     open_parts: list[bytes] = []  # boundaries of the enclosing multiparts, b"" for message/*
-    too_deep: list[int] = []  # offsets of the Content-Type headers to relabel
-    in_headers = True
-    content_type, content_type_at, continuing = b"", -1, False
-    for line in _LINE.finditer(raw + b"\n"):
-        text = line.group().rstrip(b"\r\n")
+    too_deep: list[int] = []
+    large: list[tuple[int, int]] = []
+    pos, in_headers = 0, True
+    dashes = _DashedLines(raw)
+    while pos < len(raw):
+        leaf: _Part | None = None
         if in_headers:
-            if text and _HEADER_LINE.match(text):
-                if text[0] in b" \t":
-                    if continuing:  # a folded Content-Type
-                        content_type += text
-                else:
-                    continuing = content_type_at < 0 and _CONTENT_TYPE_NAME.match(text) is not None
-                    if continuing:
-                        content_type, content_type_at = text, line.start()
-                continue
-            in_headers = False
-            kind, boundary = _nesting(content_type)
-            if kind and len(open_parts) >= _MAX_MIME_DEPTH:
-                too_deep.append(content_type_at)
-            elif kind:
-                open_parts.append(boundary)
-                in_headers = kind == "message"
-            content_type, content_type_at, continuing = b"", -1, False
-            if in_headers or not text:
-                continue
-        if text.startswith(b"--") and open_parts:
-            marker = text[2:].rstrip(b" \t")
-            closes = marker.endswith(b"--") and marker[:-2] in open_parts
-            boundary = marker[:-2] if closes else marker
-            if boundary and boundary in open_parts:
-                innermost = len(open_parts) - 1 - open_parts[::-1].index(boundary)
-                del open_parts[innermost + (0 if closes else 1):]
-                in_headers = not closes
-    if not too_deep:
-        return raw
-    pieces, start = [], 0
-    for offset in too_deep:
-        newline = b"\r\n" if raw.find(b"\r\n", offset, offset + 4096) >= 0 else b"\n"
-        pieces += [raw[start:offset], b"Content-Type: text/plain" + newline + b"X-Too-Deep-"]
-        start = offset
-    pieces.append(raw[start:])
+            part = _header_block(raw, pos, open_parts)
+            pos = part.end
+            if part.kind and len(open_parts) >= _MAX_MIME_DEPTH:
+                too_deep.append(part.content_type_at)
+                leaf = part
+            elif part.kind:
+                open_parts.append(part.boundary)
+                if part.kind == "message":
+                    continue  # the headers of the message inside follow
+            else:
+                leaf = part
+        # A body, preamble or epilogue, up to the next boundary line of an open multipart.
+        body_start, clean, found = pos, True, None
+        while found is None:
+            start = dashes.next(pos)
+            if start < 0:
+                pos = len(raw)
+                break
+            line = _line(raw, start)
+            found = _delimiter(line.group(), open_parts)
+            pos = line.start() if found else line.end()
+            clean = clean and found is not None
+        if leaf and clean and leaf.streamable and leaf.content_type_at >= 0 and b"" not in open_parts:
+            # Inside a message/* part the stdlib's tree is written out again as bytes
+            # (attached_messages): its bodies stay in it.
+            body_end = pos
+            if found:  # the line break before a boundary belongs to the boundary
+                newline = _TRAILING_NEWLINE.search(raw, body_start, pos)
+                body_end = newline.start() if newline else pos
+            if body_end - body_start >= _LARGE_BODY:
+                large.append((body_start, body_end))
+        if found is None:
+            break
+        index, closes = found
+        del open_parts[index + (0 if closes else 1):]
+        pos, in_headers = _line(raw, pos).end(), not closes
+    return _Layout(tuple(too_deep), tuple(large))
+
+
+def _edited(raw: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """``raw`` with each (start, end) range, in order and not overlapping, replaced."""
+    pieces, pos = [], 0
+    for start, end, replacement in edits:
+        pieces += [raw[pos:start], replacement]
+        pos = end
+    pieces.append(raw[pos:])
     return b"".join(pieces)
 
 
+def _relabelled(raw: bytes, too_deep: tuple[int, ...]) -> list[tuple[int, int, bytes]]:
+    # Each becomes a text/plain leaf: its content stays readable, no deeper part is parsed.
+    edits = []
+    for offset in too_deep:
+        newline = b"\r\n" if raw.find(b"\r\n", offset, offset + 4096) >= 0 else b"\n"
+        edits.append((offset, offset, b"Content-Type: text/plain" + newline + b"X-Too-Deep-"))
+    return edits
+
+
+def _needs_layout(raw: bytes) -> bool:
+    if len(raw) >= _LARGE_BODY:
+        return True
+    return sum(1 for _ in itertools.islice(_NESTING_TYPE.finditer(raw), _MAX_MIME_DEPTH + 1)) > _MAX_MIME_DEPTH
+
+
+def limit_mime_depth(raw: bytes) -> bytes:
+    """``raw`` with every multipart or message/* part nested deeper than _MAX_MIME_DEPTH
+    relabelled text/plain: its content is kept as text and the stdlib parser's recursion
+    stays bounded."""
+    if not _needs_layout(raw):
+        return raw
+    too_deep = _layout(raw).too_deep
+    return _edited(raw, _relabelled(raw, too_deep)) if too_deep else raw
+
+
+class _Stash:
+    """Large bodies cut out of a raw mail before the stdlib parses it, each replaced by a
+    marker that occurs nowhere in the mail."""
+
+    def __init__(self, raw: bytes, spans: tuple[tuple[int, int], ...]) -> None:
+        token = 0
+        while b"liuhen-stash-%d-" % token in raw:
+            token += 1
+        self.prefix = b"liuhen-stash-%d-" % token
+        self.text_prefix = self.prefix.decode()
+        self._marker = re.compile(re.escape(self.prefix) + rb"(\d+)")
+        self.raw, self.spans = raw, spans
+
+    def cuts(self) -> list[tuple[int, int, bytes]]:
+        return [(start, end, self.prefix + b"%d" % index) for index, (start, end) in enumerate(self.spans)]
+
+    def span_of(self, payload: str) -> tuple[int, int] | None:
+        """The span a payload stands for when it is exactly one marker."""
+        found = self._marker.fullmatch(payload.encode("ascii", "surrogateescape"))
+        return self.spans[int(found.group(1))] if found and int(found.group(1)) < len(self.spans) else None
+
+    def restore(self, data: bytes) -> bytes:
+        """``data`` with every marker replaced by the bytes it stands for (the stdlib read the
+        structure differently from _layout and a marker ended up inside a larger text)."""
+        if self.prefix not in data:
+            return data
+
+        def original(found: re.Match[bytes]) -> bytes:
+            index = int(found.group(1))
+            if index >= len(self.spans):
+                return found.group()
+            return self.raw[self.spans[index][0]:self.spans[index][1]]
+
+        return self._marker.sub(original, data)
+
+
+def _prepared(raw: bytes) -> tuple[bytes, _Stash | None]:
+    """What the stdlib parser is given: parts nested too deep relabelled, large bodies cut
+    out (and the stash that gives them back)."""
+    if not _needs_layout(raw):
+        return raw, None
+    layout = _layout(raw)
+    stash = _Stash(raw, layout.large_bodies) if layout.large_bodies else None
+    edits = _relabelled(raw, layout.too_deep) + (stash.cuts() if stash else [])
+    return (_edited(raw, sorted(edits)) if edits else raw), stash
+
+
 def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse one raw message. Never raises on malformed input."""
+    """Parse one raw message. Never raises on malformed input. The message keeps a
+    reference to ``raw``: large attachments are decoded from it when read."""
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
-    raw = limit_mime_depth(raw)
     try:
-        return _build(email.message_from_bytes(raw, policy=compat32), linesep)
+        prepared, stash = _prepared(raw)
+        return _build(email.message_from_bytes(prepared, policy=compat32), linesep, stash)
     except Exception:
         # The stdlib parser has crash paths on hostile input (e.g. a boundary parameter
         # with mixed RFC 2231 continuations raises TypeError while splitting parts).
         # Headers alone never need the parameters: keep them and the body as text.
         headers_only = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
-        return _build(headers_only, linesep)
+        return _build(headers_only, linesep, None)
 
 
 # ---------------------------------------------------------------------------------------
 # HTML
 
 # Elements that start and end a line. Cells (td, th) are separated by a tab instead.
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote caption center dd div dl dt fieldset figcaption "
-    "figure footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section table "
-    "tbody tfoot thead tr ul".split()
-)
+_BLOCK_TAGS = frozenset([
+    "address", "article", "aside", "blockquote", "caption", "center", "dd", "div", "dl",
+    "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
+    "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table",
+    "tbody", "tfoot", "thead", "tr", "ul"
+])
 # Content that is never shown as text.
 _SKIP_TAGS = frozenset({"script", "style", "head", "title"})
 _CELL_TAGS = frozenset({"td", "th"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -219,22 +220,37 @@ def claim_sent_key(key: str, now: datetime) -> bool:
 
 
 def save_attachments(data_dir: Path, inbound_id: int, record_id: int | None,
-                     files: Iterable[tuple[str, str, bytes]]) -> list[str]:
-    """Write each file once under attachments/<sha256[:2]>/<sha256> and index it; returns names."""
+                     files: Iterable[tuple[str, str, Iterable[bytes]]]) -> list[str]:
+    """Write each file once under attachments/<sha256[:2]>/<sha256> and index it; returns names.
+    A file's content comes in pieces and goes to disk as it comes: a 50 MB attachment is
+    never held whole in memory."""
     rows, names = [], []
-    for filename, content_type, payload in files:
-        digest = hashlib.sha256(payload).hexdigest()
-        path = data_dir / "attachments" / digest[:2] / digest
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(payload)
+    folder = data_dir / "attachments"
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, content_type, chunks in files:
+        digest, size = hashlib.sha256(), 0
+        # The name is known only at the end: written under a name of its own, then moved.
+        fd, tmp_name = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    size += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            path = attachment_path(data_dir, digest.hexdigest())
+            if path.exists():
+                tmp.unlink()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         rows.append(dict(inbound=inbound_id, record_id=record_id, filename=filename,
-                         content_type=content_type, size=len(payload), sha256=digest))
+                         content_type=content_type, size=size, sha256=digest.hexdigest()))
         names.append(filename)
     if rows:
         Attachment.insert_many(rows).execute()

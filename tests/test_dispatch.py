@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -187,6 +188,37 @@ def test_attachments_are_kept_by_content_and_badly_named_ones_warned_about(ctx, 
     text = mail_body(ctx, ack)[0]
     assert "附件「需求.docx」的名称不符合“主题+版本+日期”的规范" in text
     assert "产品需求文档V1.0-20240520.docx」" not in text
+
+
+def test_a_large_attachment_is_kept_whole_and_once(ctx):
+    # Large files are decoded from the raw mail and written to disk a piece at a time
+    # (issue 9: a 50 MB attachment took 839 MB); what lands on disk must be the file sent.
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_inbound
+    from store.models import Attachment
+    from store.repositories import attachment_path
+
+    drawing = hashlib.sha256(b"seed").digest() * (3 << 15)  # 3 MiB: far above what is read in one piece
+    msg = MIMEMultipart()
+    msg["From"], msg["To"], msg["Subject"] = "chen.jing@liuhen.localhost", f"project@{DOMAIN}", "智能手表项目-硬件方案评审"
+    msg["Message-ID"] = "<large-attachment@client.example.cn>"
+    msg.attach(MIMEText(PROJECT_BODY, "plain", "utf-8"))
+    for name in ("结构图V2-20261201.pdf", "结构图副本V2-20261201.pdf"):
+        part = MIMEApplication(drawing, "pdf")
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+        msg.attach(part)
+    stored = store_raw(ctx.db, msg.as_bytes(), source="pipe", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+    rows = list(Attachment.select().where(Attachment.record_id == Record.get().id))
+    assert [(a.size, a.sha256) for a in rows] == [(len(drawing), hashlib.sha256(drawing).hexdigest())] * 2
+    assert attachment_path(ctx.settings.data_path, rows[0].sha256).read_bytes() == drawing
+    kept = [p for p in (ctx.settings.data_path / "attachments").rglob("*") if p.is_file()]
+    assert kept == [attachment_path(ctx.settings.data_path, rows[0].sha256)]  # once, no .tmp left
 
 
 def test_two_processors_on_one_database_process_a_mail_once(ctx):

@@ -110,7 +110,7 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
         milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email,
                                  first_reminder(m.due_at, before, now)) for m in sub.milestones])
     files = save_attachments(s.data_path, row.id, record.id,
-                             ((a.filename, a.content_type, a.payload) for a in msg.attachments))
+                             ((a.filename, a.content_type, a.payload_chunks()) for a in msg.attachments))
     events = [
         dict(record_id=record.id, inbound_id=row.id, kind="record_created", actor=msg.from_addr,
              data={"ref": ref, "form": form.key, "priority": sub.priority, "attachments": files}),

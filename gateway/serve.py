@@ -24,7 +24,7 @@ from gateway.imap import Poller
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
-from gateway.smtp import IntakeHandler, smtp_factory
+from gateway.smtp import IntakeHandler, IntakeSessions, smtp_factory
 from gateway.spool import Spool, SpoolWriter
 from store.db import DATABASE_ERRORS, RETRY_MAX_SECONDS, DatabaseHealth
 
@@ -64,8 +64,9 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
             poller = Poller(ctx, box, processor.wake).start()
             started.push_async_callback(loop.run_in_executor, None, poller.stop)
         s = ctx.settings.smtp
-        server = await loop.create_server(smtp_factory(ctx, IntakeHandler(ctx, writer)), host=s.host, port=s.port)
-        started.push_async_callback(_close_server, server)
+        sessions = smtp_factory(ctx, IntakeHandler(ctx, writer))
+        server = await loop.create_server(sessions, host=s.host, port=s.port)
+        started.push_async_callback(_close_server, server, sessions)
         log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
         if transport is not None:
             outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor))
@@ -101,8 +102,12 @@ async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
             log.exception("the mail processor could not be started again; retrying")
 
 
-async def _close_server(server: asyncio.Server) -> None:
+async def _close_server(server: asyncio.Server, sessions: IntakeSessions) -> None:
+    """Accept no more connections, answer 421 to the open sessions (a mail being received
+    may finish first), then wait for the server. Before the spool writer closes: a mail
+    finishing within the grace period is still written."""
     server.close()
+    await sessions.close_sessions()
     await server.wait_closed()
 
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import DOMAIN, PROJECT_BODY, crlf, free_port, make_mail
 
 from gateway.bootstrap import Context
+from gateway.serve import GatewayThread
 from gateway.smtp import IntakeHandler, smtp_factory
 from gateway.spool import Spool, SpoolWriter
 
@@ -102,3 +103,20 @@ def test_a_mail_not_finished_within_the_grace_period_is_answered_421_and_not_tak
     assert client.getreply()[0] == 421  # the sender's MTA keeps the mail and retries
     client.close()
     assert intake.spooled_ids() == []
+
+
+def test_stopping_the_gateway_answers_open_sessions_421(ctx):
+    # The same through run_gateway, the code `liuhen serve` runs on SIGTERM: its stop once
+    # closed the listening socket and left open sessions without a word.
+    gateway = GatewayThread(ctx, transport=None).start()
+    client = smtplib.SMTP("127.0.0.1", ctx.settings.smtp.port, timeout=30)
+    try:
+        client.ehlo("client.example.cn")
+        client.mail("chen.jing@liuhen.localhost")
+        stopping = threading.Thread(target=gateway.stop)
+        stopping.start()
+        code, answer = client.getreply()
+        stopping.join(30)
+        assert (code, answer) == (421, b"4.3.2 Service shutting down, please try again later")
+    finally:
+        client.close()

@@ -15,6 +15,7 @@ from email.header import Header, decode_header, make_header
 from email.mime.text import MIMEText
 from email.utils import formataddr, make_msgid
 from pathlib import Path
+from typing import cast
 
 from config.settings import load_settings
 from gateway.bootstrap import Context, build_context
@@ -87,7 +88,7 @@ def _step(ctx: Context, title: str, name: str, sender: str, to: str, subject: st
     msg = MIMEText(body, "plain", "utf-8")
     msg["From"] = formataddr((str(Header(name, "utf-8")), sender))
     msg["To"] = to
-    msg["Subject"] = Header(subject, "utf-8")
+    msg["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]  # compat32 takes a Header; typeshed says str
     msg["Message-ID"] = make_msgid(domain="client.example.cn")
     for key, value in (headers or {}).items():
         msg[key] = value
@@ -106,8 +107,9 @@ def _step(ctx: Context, title: str, name: str, sender: str, to: str, subject: st
     transport = MaildirTransport(ctx.settings.maildir_path)
     while deliver_due(ctx, transport):
         pass
-    printed = [_print_out(bytes(out.raw)) for out in
-               OutboundMessage.select().where(OutboundMessage.status == "sent").order_by(OutboundMessage.id)]
+    printed = [_print_out(bytes(out.raw)) for out in  # a sent mail has its raw bytes (set with 'sent')
+               OutboundMessage.select().where(OutboundMessage.status == "sent").order_by(OutboundMessage.id)
+               if out.raw is not None]
     if not any(printed):
         print("    (no mail goes out)")
 
@@ -133,7 +135,7 @@ def _print_out(raw: bytes) -> bool:
     subject = str(make_header(decode_header(msg["Subject"])))
     to = str(make_header(decode_header(msg["To"])))
     text = next(p for p in msg.walk() if p.get_content_type() == "text/plain")
-    body = text.get_payload(decode=True).decode("utf-8")
+    body = cast(bytes, text.get_payload(decode=True)).decode("utf-8")  # a text/plain part decodes to bytes
     print(f"\n<-- OUT To: {to}\n    Subject: {subject}\n    Reply-To: {msg['Reply-To'] or '-'}   "
           f"Auto-Submitted: {msg['Auto-Submitted']}\n")
     print("    " + body.strip().replace("\n", "\n    "))

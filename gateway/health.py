@@ -9,9 +9,10 @@ is what grows, and what drains when it is back.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from peewee import Database, fn
@@ -53,10 +54,11 @@ def _counts(db: Database, db_health: DatabaseHealth | None,
             now: datetime) -> tuple[dict[str, int], dict[str, Any]]:
     def read() -> tuple[dict[str, int], dict[str, Any]]:
         with db.atomic():  # one snapshot of both tables
-            inbound = {state: n for state, n in InboundMessage.select(
-                InboundMessage.state, fn.COUNT(InboundMessage.id)).group_by(InboundMessage.state).tuples()}
-            by_status = {status: n for status, n in OutboundMessage.select(
-                OutboundMessage.status, fn.COUNT(OutboundMessage.id)).group_by(OutboundMessage.status).tuples()}
+            # (value, count) rows; peewee's stubs type .tuples() as model objects
+            inbound = dict(cast(Iterable[tuple[str, int]], InboundMessage.select(
+                InboundMessage.state, fn.COUNT(InboundMessage.id)).group_by(InboundMessage.state).tuples()))
+            by_status = dict(cast(Iterable[tuple[str, int]], OutboundMessage.select(
+                OutboundMessage.status, fn.COUNT(OutboundMessage.id)).group_by(OutboundMessage.status).tuples()))
             first = OutboundMessage.select(OutboundMessage.created_at).where(
                 OutboundMessage.status == "queued").order_by(OutboundMessage.created_at).first()
         outbox: dict[str, Any] = {status: by_status.get(status, 0) for status in ("queued", "sending", "failed")}

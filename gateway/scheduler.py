@@ -20,8 +20,10 @@ Chains, counted from a deadline D (repeat r = the priority's response window):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import cast, overload
 
 from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
@@ -318,6 +320,14 @@ class _Pending:
         return _DIGEST_WHAT[self.kind][lang == "en"].format(label=self.label)
 
 
+# Rows read with .tuples(), which peewee's stubs type as model objects; a time arrives as the
+# database gives it (see _aware).
+_RawTime = datetime | str
+_ParticipantRow = tuple[int, str, int, _RawTime | None, _RawTime | None, _RawTime | None, _RawTime | None,
+                        str, str, str]  # id, email, record, signed, answered, answer due, chain due, ref, status, lang
+_DueRow = tuple[str, _RawTime, str, int, str, str]  # owner, due, label, record, ref, lang
+
+
 def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     """(key, mail) for everyone with something pending; plain tuples, not model objects —
     building 200k participant objects with their records cost ~20 s at 100k open records."""
@@ -333,7 +343,8 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
         return reply_address(s.gateway.secret, s.gateway.domain, record_id, participant_id) if participant_id else ""
 
     open_records = Record.status != "archived"
-    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang in (
+    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang in cast(
+            Iterable[_ParticipantRow],
             Participant.select(Participant.id, Participant.email, Participant.record, Participant.signed_at,
                                Participant.responded_at, Participant.response_due_at, Participant.chain_due_at,
                                Record.ref, Record.status, Record.lang)
@@ -343,13 +354,16 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
         elif answered is None and answer_due is not None:
             due = _aware(answer_due)
             add(email, ref, "overdue" if due < now else "awaiting", due, reply(record_id, pid), lang)
-    owners = {(r, e): i for i, r, e in Participant.select(Participant.id, Participant.record, Participant.email)
-              .join(Record).where(open_records).tuples()}
+    owners = {(r, e): i for i, r, e in cast(
+        Iterable[tuple[int, int, str]],
+        Participant.select(Participant.id, Participant.record, Participant.email).join(Record).where(open_records)
+        .tuples())}
     for model, kind, name in ((Milestone, "milestone", Milestone.name), (ActionItem, "action", ActionItem.text)):
-        for owner, due, label, record_id, ref, lang in (
+        for owner, due_at, label, record_id, ref, lang in cast(
+                Iterable[_DueRow],
                 model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang).join(Record)
                 .where(open_records & (model.due_at <= soon)).tuples()):
-            due = _aware(due)
+            due = _aware(due_at)
             add(owner, ref, f"{kind}_late" if due < now else kind, due,
                 reply(record_id, owners.get((record_id, owner))), lang, label)
     overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
@@ -382,7 +396,15 @@ def _reader_language(pending: list[_Pending]) -> str:
     return "en" if all(item.lang == "en" for item in pending) else "zh"
 
 
-def _aware(value: datetime | str | None) -> datetime | None:
+@overload
+def _aware(value: _RawTime) -> datetime: ...
+
+
+@overload
+def _aware(value: None) -> None: ...
+
+
+def _aware(value: _RawTime | None) -> datetime | None:
     """A UTC time read through .tuples(), which skips the field's conversion."""
     return UTCDateTimeField().python_value(value) if value is not None else None
 

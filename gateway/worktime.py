@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
+import chinese_calendar  # type: ignore[import-untyped]  # ships no type information
 
 log = logging.getLogger(__name__)
 

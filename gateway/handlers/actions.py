@@ -242,8 +242,10 @@ def meeting(act: Act) -> None:
     act.event("meeting", meeting_id=item.id, starts=start[0].isoformat(), ends=ends.isoformat(), link=link.group(0))
     everyone = act.participants(exclude_sender=False)
     ics = _ics(act, item, everyone)
-    lines = (act.zh_en(f"时间：{act.local(start[0])} – {act.local(ends)[-5:]}", f"When: {act.local(start[0])} – "
-                       f"{act.local(ends)[-5:]}"), act.zh_en(f"链接：{item.link}", f"Link: {item.link}"))
+    lines: tuple[str, ...] = (
+        act.zh_en(f"时间：{act.local(start[0])} – {act.local(ends)[-5:]}",
+                  f"When: {act.local(start[0])} – {act.local(ends)[-5:]}"),
+        act.zh_en(f"链接：{item.link}", f"Link: {item.link}"))
     lines += (act.zh_en(f"议程：{item.agenda}", f"Agenda: {item.agenda}"),) if item.agenda else ()
     for person in everyone:
         act.update(person, act.zh_en("会议邀请", "Meeting invitation"), "", lines, kind="meeting",

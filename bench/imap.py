@@ -179,7 +179,7 @@ def dovecot_problems(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- phases
 
 def phase_imap(workdir: Path, dovecot_dir: Path, messages: list[bytes], report: list[str]) -> float | None:
-    from dovecot import Dovecot
+    from dovecot import Dovecot  # type: ignore[import-not-found]  # tests/dovecot.py, on sys.path at run time
 
     n = len(messages)
     dovecot = Dovecot(dovecot_dir)
@@ -235,7 +235,7 @@ def phase_imap(workdir: Path, dovecot_dir: Path, messages: list[bytes], report: 
     report.append(f"gateway start → port accepts : {t_ready - t_start:8.2f} s")
     if t_first is not None:
         report.append(f"port accepts → first stored  : {t_first - t_ready:8.2f} s")
-    if t_all_stored is not None:
+    if t_all_stored is not None and t_first is not None:  # t_first is set first, unless n is 0
         report.append(f"IMAP store rate (fetch+move) : {n / (t_all_stored - t_first):8.1f} msg/s  "
                       f"(all {n} stored {t_all_stored - t_ready:.2f} s after the port accepted)")
     else:
@@ -260,8 +260,8 @@ def phase_imap(workdir: Path, dovecot_dir: Path, messages: list[bytes], report: 
         moved, seconds = floor
         report.append(f"IMAP floor (FETCH+MOVE, no db): {moved / seconds:8.1f} msg/s  ({moved} in {seconds:.2f} s, "
                       f"{seconds / moved * 1000:.2f} ms per message)")
-    if problems := gateway.log_problems():
-        report.append(f"  !! gateway log has {problems} error line(s): {gateway.log_path}")
+    if error_lines := gateway.log_problems():
+        report.append(f"  !! gateway log has {error_lines} error line(s): {gateway.log_path}")
     if problems := dovecot_problems(dovecot_dir):
         report.append(f"  !! dovecot log has {len(problems)} error line(s), e.g. {problems[0]}")
     if rc not in (0, None):

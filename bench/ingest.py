@@ -99,7 +99,7 @@ def _mail(subject: str, i: int, n_sentences: int, tag: str) -> bytes:
     msg = MIMEText(_body(subject, i, n_sentences), "plain", "utf-8")
     msg["From"] = f"=?utf-8?b?6ZmI6Z2Z?= <{SENDER}>"  # 陈静
     msg["To"] = RCPT
-    msg["Subject"] = Header(subject, "utf-8")
+    msg["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]  # compat32 takes a Header; typeshed says str
     msg["Message-ID"] = make_msgid(idstring=f"{tag}.{i}", domain="bench.client.example.cn")
     msg["Date"] = formatdate(localtime=True)
     return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))  # smtplib sends bytes as they are
@@ -446,7 +446,7 @@ def phase_latency(workdir: Path, messages: list[bytes], rate: float, report: lis
         accepted_results = [r for r in results if r.queue_id is not None]
         conn = open_ro(db_path)
         settled = wait_until(conn, len(accepted_results), timeout=120)
-        queued_at: dict[int, float] = {}
+        queued_at: dict[str, float] = {}  # queue id → when its last outbox row was written
         for queue_id, created in conn.execute(
                 "SELECT i.queue_id, max(o.created_at) FROM record r JOIN inboundmessage i ON i.id = r.source_inbound_id "
                 "JOIN outboundmessage o ON o.record_id = r.id GROUP BY i.queue_id"):

@@ -36,7 +36,9 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -145,13 +147,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return (time.perf_counter() - start) * 1000, result
 
 
-def open_bench_database(kind: str, workdir: Path) -> tuple[Database, Callable[[], None]]:
+def open_bench_database(kind: str, workdir: Path) -> tuple[Database, Callable[[], object]]:
     if kind == "sqlite":
         db = open_database(f"sqlite:///{workdir / 'search.db'}")
         return db, db.close
@@ -218,9 +223,9 @@ def measure(db: Database, postgres: bool, corpus: Corpus, n: int, repeat: int, s
     for category, words in corpus.categories.items():
         for term in pick_terms(corpus, words):
             search(db, term)  # warm the pages this term touches, as a live server would have them
-            index_ms = [timed(lambda term=term: search(db, term))[0] for _ in range(repeat)]
-            visible_ms = [timed(lambda term=term: search(db, term, visible_record_ids=visible))[0] for _ in range(repeat)]
-            scans = [timed(lambda term=term: scan(db, postgres, term)) for _ in range(scan_repeat)]
+            index_ms = [timed(partial(search, db, term))[0] for _ in range(repeat)]
+            visible_ms = [timed(partial(search, db, term, visible_record_ids=visible))[0] for _ in range(repeat)]
+            scans = [timed(partial(scan, db, postgres, term)) for _ in range(scan_repeat)]
             # The scan's substring matches are a subset of the index's, so hits must exist.
             assert search(db, term) or not scans[0][1], f"the index missed {term!r}"
             results.append(TermResult(category, term, scans[0][1], index_ms, visible_ms, [ms for ms, _ in scans]))

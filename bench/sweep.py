@@ -51,6 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -131,10 +132,13 @@ class Built:
 
 
 def generate(rng: random.Random, first: int, last: int, due_records: set[int], staff: list[Staff],
-             response_hours: dict[str, int]) -> tuple[list[dict], list[dict], list[dict]]:
+             response_hours: dict[str, float]) -> tuple[list[dict], list[dict], list[dict]]:
     """Rows for records first..last: (records, participants, milestones)."""
-    records, people, milestones = [], [], []
-    priorities, weights = zip(*PRIORITIES)
+    records: list[dict[str, object]] = []
+    people: list[dict[str, object]] = []
+    milestones: list[dict[str, object]] = []
+    priorities = [p for p, _ in PRIORITIES]
+    weights = [w for _, w in PRIORITIES]
     fmt = "%Y-%m-%d %H:%M"
     for rid in range(first, last + 1):
         initiator, r1, r2 = rng.sample(staff, 3)
@@ -167,7 +171,8 @@ def generate(rng: random.Random, first: int, last: int, due_records: set[int], s
             thread_id=f"<prj-2026-{rid:06d}@{DOMAIN}>", source_inbound=None, created_at=created, updated_at=created,
             result="采用方案B，按计划推进" if signoff else "", retro="", archive_category="", archive_key="",
             archived_at=None, next_reminder_at=None))
-        base = dict(record=rid, external=False, responded_at=None, response="", signed_at=None, chain_due_at=None)
+        base: dict[str, object] = dict(record=rid, external=False, responded_at=None, response="", signed_at=None,
+                                       chain_due_at=None)
         people.append(base | dict(email=initiator.email, name=initiator.name, department=initiator.department,
                                   role="initiator", responsibility="", response_due_at=None, next_reminder_at=None))
         window = timedelta(hours=response_hours.get(priority, 24))
@@ -217,7 +222,8 @@ def build(ctx: Context, n: int, due: int, staff: list[Staff]) -> Built:
             ctx.db.execute_sql("SELECT setval(pg_get_serial_sequence('record', 'id'), %s)", (n,))
     seconds = time.perf_counter() - start
     due_ids = [p.id for p in Participant.select(Participant.id).where(Participant.next_reminder_at <= NOW)]
-    return Built(*counts, seconds, due_ids)
+    records, participants, milestones = counts
+    return Built(records, participants, milestones, seconds, due_ids)
 
 
 def due_now() -> dict[str, int]:
@@ -243,7 +249,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def timed(fn_: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn_: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn_()
     return (time.perf_counter() - start) * 1000, result
@@ -259,7 +268,7 @@ def recording(db: Database) -> Iterator[list[tuple[str, object]]]:
         calls.append((sql, params))
         return original(sql, params, *args, **kwargs)
 
-    db.execute_sql = execute_sql
+    db.execute_sql = execute_sql  # type: ignore[method-assign]  # on this instance, until the block ends
     try:
         yield calls
     finally:

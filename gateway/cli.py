@@ -223,10 +223,9 @@ def cmd_inbox_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_inbox_retry(args: argparse.Namespace, ctx: Context) -> int:
     from gateway.pipeline import process_inbound
-    from store.models import InboundMessage
+    from store.repositories import retry_inbound
 
-    if not InboundMessage.update(state="received").where(
-            (InboundMessage.id == args.id) & (InboundMessage.state == "error")).execute():
+    if not retry_inbound(args.id):
         print(f"IN-{args.id} is not in state 'error'", file=sys.stderr)
         return EX_USAGE
     print(f"IN-{args.id} {process_inbound(ctx, args.id)}")

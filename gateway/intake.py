@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from peewee import Database
 
@@ -129,7 +129,7 @@ def _insert_inbound(rows: list[dict]) -> list[Stored]:
     return stored
 
 
-def pending_ids(db: Database, limit: int | None = None, now: datetime | None = None) -> list[int]:
+def pending_ids(db: Database, now: datetime, limit: int | None = None) -> list[int]:
     """Mails stored but not yet taken to a terminal state (piped in by `liuhen ingest`
     without a running gateway, or the process died), new mail first: a mail whose processing
     was begun before (it failed, or the process died on it) goes behind the rest. Failed
@@ -137,6 +137,6 @@ def pending_ids(db: Database, limit: int | None = None, now: datetime | None = N
     ids = [r.id for r in InboundMessage.select(InboundMessage.id).where(InboundMessage.state == "received")
            .order_by(InboundMessage.attempts, InboundMessage.id).limit(limit)]
     if limit is None or len(ids) < limit:
-        due = rearm_failed(now or datetime.now(UTC), None if limit is None else limit - len(ids))
+        due = rearm_failed(now, None if limit is None else limit - len(ids))
         ids += due
     return ids

@@ -72,7 +72,7 @@ def _round(ctx: Context, spool: Spool) -> bool:
         spool.remove(spooled)
         process_batch(ctx, [row.id for row in imported], imported)
         return True
-    stored = pending_ids(ctx.db, limit=BATCH)
+    stored = pending_ids(ctx.db, ctx.clock.now(), limit=BATCH)
     if stored:
         process_batch(ctx, stored)
         return True

@@ -73,6 +73,13 @@ def rearm_failed(now: datetime, limit: int | None) -> list[int]:
     return due
 
 
+def retry_inbound(inbound_id: int) -> bool:
+    """An operator's retry of a failed mail: back in line with a fresh count of attempts
+    (a given-up mail has used them all); False when the mail is not in 'error'."""
+    return bool(InboundMessage.update(state="received", attempts=0, next_attempt_at=None).where(
+        (InboundMessage.id == inbound_id) & (InboundMessage.state == "error")).execute())
+
+
 def fail_inbound(inbound_id: int, reason: str, now: datetime, retry_at: datetime | None) -> bool:
     """A mail that could not be processed: 'error', kept, tried again at `retry_at` (None:
     given up — only an operator's `liuhen inbox retry` takes it up again)."""

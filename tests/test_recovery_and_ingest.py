@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from conftest import DOMAIN, NOW, PROJECT_BODY, make_mail, smtp_send, wait_processed
 
+from gateway.cli import cmd_inbox_retry
 from gateway.intake import store_raw
 from gateway.outbox import mail_body
 from gateway.pipeline import process_inbound
@@ -82,17 +84,23 @@ def test_a_failing_mail_is_retried_later_behind_new_mail_and_then_given_up(ctx, 
     assert failed.attempts == 1 and failed.next_attempt_at > NOW and "attempt 1 of" in failed.reason
     good = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
                      envelope_to=[f"project@{DOMAIN}"], now=NOW)
-    assert pending_ids(ctx.db, limit=16, now=clock.now()) == [good.inbound_id]  # not due yet: not in line
+    assert pending_ids(ctx.db, clock.now(), limit=16) == [good.inbound_id]  # not due yet: not in line
     assert process_inbound(ctx, good.inbound_id) == "processed"
     for _attempt in range(2, pipeline.MAX_ATTEMPTS + 1):
         clock.advance(hours=7)
-        assert pending_ids(ctx.db, limit=16, now=clock.now()) == [bad.inbound_id]
+        assert pending_ids(ctx.db, clock.now(), limit=16) == [bad.inbound_id]
         assert process_inbound(ctx, bad.inbound_id) == "error"
     given_up = InboundMessage.get_by_id(bad.inbound_id)
     assert given_up.next_attempt_at is None and "given up" in given_up.reason
     clock.advance(days=30)
-    assert pending_ids(ctx.db, limit=16, now=clock.now()) == []
+    assert pending_ids(ctx.db, clock.now(), limit=16) == []
     assert OutboundMessage.select().where(OutboundMessage.kind == "error_notice").count() == 1  # told once
+    # Once the bug is fixed, an operator's retry takes it up again with fresh attempts.
+    monkeypatch.undo()
+    assert cmd_inbox_retry(argparse.Namespace(id=bad.inbound_id), ctx) == 0
+    retried = InboundMessage.get_by_id(bad.inbound_id)
+    # Handled this time (a month later its dates lie in the past: rejected, with the reasons).
+    assert (retried.state, retried.attempts) == ("rejected", 1), retried.reason
 
 
 def test_a_mail_that_took_the_process_down_waits_behind_new_mail_and_is_given_up(ctx):
@@ -104,7 +112,7 @@ def test_a_mail_that_took_the_process_down_waits_behind_new_mail_and_is_given_up
     InboundMessage.update(attempts=1).where(InboundMessage.id == crashed.inbound_id).execute()  # begun, never ended
     new = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
                     envelope_to=[f"project@{DOMAIN}"], now=NOW)
-    assert pending_ids(ctx.db, limit=16) == [new.inbound_id, crashed.inbound_id]
+    assert pending_ids(ctx.db, NOW, limit=16) == [new.inbound_id, crashed.inbound_id]
     InboundMessage.update(attempts=MAX_ATTEMPTS).where(InboundMessage.id == crashed.inbound_id).execute()
     assert process_inbound(ctx, crashed.inbound_id) == "error"
     assert Record.select().count() == 0 and "given up" in InboundMessage.get_by_id(crashed.inbound_id).reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import partial
 
 from config.directory import Person
 from config.forms import FormDef
@@ -132,7 +133,8 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                        deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
                   for p in participants if p.role == "recipient"]
     initiator = dict(name=sub.initiator.name, email=sub.initiator.email, department=sub.initiator.department)
-    common = dict(record_id=record.id, lang=lang, references=(record.thread_id,))
+    # The record's mails share these: one thread, one language.
+    record_draft = partial(Draft, record_id=record.id, lang=lang, references=(record.thread_id,))
     drafts = []
     for p in participants:
         reply_to = reply_address(s.gateway.secret, s.gateway.domain, record.id, p.id)
@@ -140,26 +142,24 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
             warnings = [ctx.renderer.problem_text(lang, w.code, label="", value=w.value, detail=w.detail)
                         for w in sub.warnings]
             sender_is_initiator = msg.from_addr == p.email
-            drafts.append(Draft(
+            drafts.append(record_draft(
                 kind="ack", template="initiator/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 in_reply_to=msg.message_id if sender_is_initiator else "",
                 cc=() if sender_is_initiator else (msg.from_addr,), auto_submitted="auto-replied",
                 context=dict(record=summary, form_rows=True, recipients=recipients, warnings=warnings,
-                             initiator_name=p.name, keywords_for="initiator"),
-                **common))
+                             initiator_name=p.name, keywords_for="initiator")))
         elif p.role == "recipient":
-            drafts.append(Draft(
+            drafts.append(record_draft(
                 kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
                 reply_to=reply_to,
                 context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
                              deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt), initiator=initiator,
-                             keywords_for="recipient"),
-                **common))
+                             keywords_for="recipient")))
         elif p.role == "head":
-            drafts.append(Draft(
+            drafts.append(record_draft(
                 kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 context=dict(record=summary, form_rows=True, name=p.name, initiator=initiator,
-                             recipients=recipients), **common))
+                             recipients=recipients)))
         elif p.role == "external":
             client_lang = detect_language(sub.values.get("progress", ""))
             drafts.append(Draft(

@@ -126,6 +126,17 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class ProcessingSettings:
+    # One mail's processing may take this long; then it is stopped and kept in 'error' (tried
+    # again later, behind new mail). Enforced where mail is processed in a main thread:
+    # serve's processor process, `liuhen ingest`, `liuhen inbox retry`. 0: no limit.
+    mail_seconds: float = 30.0
+    # serve's processor process may use this much memory (address space); a mail that needs
+    # more fails alone, in 'error'. 0: no limit.
+    memory_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -135,6 +146,7 @@ class Settings:
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     imap: tuple[ImapSettings, ...] = ()
 
     @property
@@ -169,7 +181,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
-    "security": SecuritySettings, "reminders": ReminderSettings,
+    "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.bootstrap import Context
+from gateway.budget import OverBudget, time_limit
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.handlers.bounce import handle_bounce
@@ -126,13 +127,21 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
         for row in pending:
             row.attempts += 1
     now = ctx.clock.now()
+    over_budget: dict[int, str] = {}  # mails stopped for their time or memory, and why
+    current: InboundMessage | None = None
     try:
         with ctx.db.atomic():
             trace = _Trace(now)
-            for row in pending:
-                states[row.id] = _process_one(ctx, row, trace)
+            for current in pending:
+                states[current.id] = _process_one(ctx, current, trace)
             trace.write()
         pending = []
+    except (OverBudget, MemoryError) as exc:
+        # Not tried again in the slow path: it would take as long (or as much) once more.
+        if current is not None:
+            log.error("inbound %s: %s", current.id, _budget_reason(exc))
+            over_budget[current.id] = _budget_reason(exc)
+            pending = [row for row in pending if row.id != current.id]
     except Exception:
         pass  # the slow path below finds the culprit
     with ctx.db.atomic():
@@ -144,20 +153,32 @@ def process_batch(ctx: Context, inbound_ids: list[int], rows: list[InboundMessag
                     trace.write()
             except _Superseded:
                 states[row.id] = InboundMessage.get_by_id(row.id).state
+            except (OverBudget, MemoryError) as exc:
+                log.error("inbound %s: %s", row.id, _budget_reason(exc))
+                over_budget[row.id] = _budget_reason(exc)
             except Exception:
                 log.exception("inbound %s failed in processing", row.id)
                 failed.append(row.id)
     for inbound_id in failed:
         states[inbound_id] = _fail(ctx, inbound_id)
+    for inbound_id, why in over_budget.items():
+        states[inbound_id] = _fail(ctx, inbound_id, why)
     return states
 
 
+def _budget_reason(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "processing needed more memory than the processor may use ([processing] memory_mb)"
+    return f"{exc} ([processing] mail_seconds)"
+
+
 def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
-    msg = parse_message(bytes(row.raw))
-    command = parse_command(msg.subject)
-    if command is not None:
-        trace.write()  # a command (状态, 检索) reads the trace: let it see the mails before it
-    outcome = route(ctx, row, msg, command)
+    with time_limit(ctx.settings.processing.mail_seconds):
+        msg = parse_message(bytes(row.raw))
+        command = parse_command(msg.subject)
+        if command is not None:
+            trace.write()  # a command (状态, 检索) reads the trace: let it see the mails before it
+        outcome = route(ctx, row, msg, command)
     if not finish_inbound(row.id, outcome.state, outcome.reason, trace.now, outcome.record_id, msg.subject,
                           msg.from_addr):
         raise _Superseded()
@@ -208,23 +229,25 @@ def _route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Comma
     return Outcome("ignored", "not addressed to any intake address of ours")
 
 
-def _fail(ctx: Context, inbound_id: int) -> str:
-    """An internal error: keep the mail (state 'error') and try it again later, behind new
-    mail, with growing pauses; after MAX_ATTEMPTS only `liuhen inbox retry` takes it up. The
-    sender is told once that it is safe — never silence, never a stack trace."""
+def _fail(ctx: Context, inbound_id: int, why: str = "internal error while processing") -> str:
+    """An internal error, or a mail over its time or memory budget: keep the mail (state
+    'error') and try it again later, behind new mail, with growing pauses; after MAX_ATTEMPTS
+    only `liuhen inbox retry` takes it up. The sender is told once that it is safe — never
+    silence, never a stack trace."""
     row = InboundMessage.get_by_id(inbound_id)
     now = ctx.clock.now()
     tried = max(row.attempts, 1)
     retry_at = now + timedelta(seconds=RETRY_DELAYS[tried - 1]) if tried < MAX_ATTEMPTS else None
     with ctx.db.atomic():
-        if not fail_inbound(inbound_id, f"internal error while processing (attempt {tried} of {MAX_ATTEMPTS}"
+        if not fail_inbound(inbound_id, f"{why} (attempt {tried} of {MAX_ATTEMPTS}"
                                         f"{'' if retry_at else ', given up'}); see the gateway log", now, retry_at):
             return InboundMessage.get_by_id(inbound_id).state
         if tried > 1:
             return "error"
         try:
-            msg = parse_message(bytes(row.raw))
-        except Exception:
+            with time_limit(ctx.settings.processing.mail_seconds):
+                msg = parse_message(bytes(row.raw))
+        except Exception:  # also OverBudget, MemoryError: the mail stays kept, unanswered
             return "error"
         if msg.from_addr and not auto_reply_reason(msg.headers, msg.subject, row.envelope_from,
                                                    msg.from_addr, (ctx.settings.from_address,),

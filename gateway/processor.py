@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 
 from config.settings import Settings
 from gateway.bootstrap import Context, build_context
+from gateway.budget import limit_memory
 from gateway.intake import import_spooled, pending_ids
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
@@ -225,6 +226,7 @@ def _child_main(settings: Settings, signals: Connection, to_parent: Connection) 
         log.error("the mail processor cannot reach the database: %s", " ".join(str(exc).split()))
         raise SystemExit(75) from None  # EX_TEMPFAIL
     spool = Spool(settings.data_path / "spool")
+    limit_memory(settings.processing.memory_mb)  # a mail needing more fails alone (pipeline)
 
     def tell_parent(error: str | None) -> None:
         try:

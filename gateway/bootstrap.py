@@ -57,17 +57,24 @@ def _working_time(r: ReminderSettings, tz: ZoneInfo) -> WorkingTime:
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> Context:
+    from gateway.handlers.actions import check_keywords  # the handlers import this module
+
     settings = ensure_secret(settings)
+    # The configuration files first: a mistake in them is told even while the database is down.
+    directory = Directory.load(settings.directory_path)
+    forms, rules = load_forms(settings.forms_path), load_rules(settings.rules_path)
+    keywords = load_keywords(DEFAULT_KEYWORDS)
+    check_keywords(keywords, DEFAULT_KEYWORDS)
     db = open_database(settings.database_url)
     ensure_search_schema(db)
     return Context(
         settings=settings,
         db=db,
         db_health=DatabaseHealth(db),
-        directory=Directory.load(settings.directory_path),
-        forms=load_forms(settings.forms_path),
-        rules=load_rules(settings.rules_path),
-        keywords=load_keywords(DEFAULT_KEYWORDS),
+        directory=directory,
+        forms=forms,
+        rules=rules,
+        keywords=keywords,
         renderer=Renderer(),
         clock=clock or SystemClock(),
         tz=ZoneInfo(settings.gateway.timezone),

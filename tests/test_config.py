@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,25 @@ def test_a_secret_is_generated_once_and_kept_private(tmp_path):
     assert len(first.gateway.secret) == 64
     assert ensure_secret(s).gateway.secret == first.gateway.secret
     assert (tmp_path / "var" / "secret.key").stat().st_mode & 0o077 == 0
+
+
+def test_a_keyword_whose_action_has_no_handler_stops_the_start(tmp_path, monkeypatch):
+    # issue 9: it was found as a KeyError in the middle of the first mail using the word.
+    import gateway.bootstrap as bootstrap
+    from config.settings import DEFAULT_KEYWORDS
+
+    keywords = tmp_path / "keywords.toml"
+    keywords.write_text(DEFAULT_KEYWORDS.read_text(encoding="utf-8") + textwrap.dedent("""
+        [[keywords]]
+        action = "celebrate"
+        zh = ["庆祝"]
+        en = ["CELEBRATE"]
+        roles = ["any"]
+        help_zh = "庆祝"
+        help_en = "celebrate"
+    """), encoding="utf-8")
+    monkeypatch.setattr(bootstrap, "DEFAULT_KEYWORDS", keywords)
+    with pytest.raises(ConfigError, match=r"keywords.toml: no handler for the action\(s\) celebrate "):
+        config = tmp_path / "liuhen.toml"
+        config.write_text(f'[gateway]\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+        bootstrap.build_context(load_settings(config, env={}))

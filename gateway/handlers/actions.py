@@ -10,7 +10,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from config.forms import Keyword
+from config.settings import ConfigError
 from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
 from gateway.outbox import Draft
@@ -520,3 +523,12 @@ ACTIONS: dict[str, Callable[[Act], None]] = {
     "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
     "accept_signoff": accept_signoff,
 }
+
+
+def check_keywords(keywords: tuple[Keyword, ...], source: Path) -> None:
+    """Every reply keyword names an action that has a handler: checked when the gateway
+    starts, not found as a KeyError in the middle of someone's mail."""
+    unknown = sorted({k.action for k in keywords} - ACTIONS.keys())
+    if unknown:
+        raise ConfigError(f"{source}: no handler for the action(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(ACTIONS))})")

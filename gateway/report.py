@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.bootstrap import Context
 from gateway.scheduler import reminders_of
-from store.models import Event, Milestone, OutboundMessage, Participant, Record
+from store.models import Event, InboundMessage, Milestone, OutboundMessage, Participant, Record
 
 
 def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
@@ -43,6 +43,15 @@ def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
                    for e in Event.select().where(Event.record_id == record.id).order_by(Event.id)],
         "reminders": [{"at": local(e.at), "kind": e.kind, "chain": e.data.get("chain"), "to": e.data.get("to", ""),
                        "stage": e.data.get("stage", "")} for e in reminders_of(record.id)],
+        # Every mail in, with who sent it as far as we can tell (the sender-authentication
+        # verdict and what decided it) and what became of it.
+        "inbound": [{"id": m.id, "at": local(m.received_at), "from": m.from_addr, "state": m.state,
+                     "reason": m.reason, "auth": m.auth.get("result", ""), "auth_method": m.auth.get("method", ""),
+                     "auth_evidence": m.auth.get("evidence", "")}
+                    for m in InboundMessage.select(InboundMessage.id, InboundMessage.received_at,
+                                                   InboundMessage.from_addr, InboundMessage.state,
+                                                   InboundMessage.reason, InboundMessage.auth)
+                    .where(InboundMessage.record_id == record.id).order_by(InboundMessage.id)],
         "mails": [{"kind": m.kind, "to": m.to_addr, "status": m.status, "subject": m.subject}
                   for m in OutboundMessage.select().where(OutboundMessage.record_id == record.id)
                   .order_by(OutboundMessage.id)],
@@ -72,5 +81,8 @@ def render_report(r: dict[str, Any]) -> str:
     if r["reminders"]:
         lines += ["", "Reminders and escalations:"] + [
             f"  {x['at']}  {x['kind']:<10} {x['chain']:<9} {x['stage'] or ''} {x['to']}" for x in r["reminders"]]
-    lines += ["", "Mails:"] + [f"  {m['status']:<8} {m['kind']:<12} {m['to']}  {m['subject']}" for m in r["mails"]]
+    lines += ["", "Mails in:"] + [f"  IN-{m['id']:<6} {m['at']}  {m['state']:<9} {m['from']}"
+                                  + (f"  (sender {m['auth']}, {m['auth_method']})" if m["auth"] else "")
+                                  for m in r["inbound"]]
+    lines += ["", "Mails out:"] + [f"  {m['status']:<8} {m['kind']:<12} {m['to']}  {m['subject']}" for m in r["mails"]]
     return "\n".join(lines)

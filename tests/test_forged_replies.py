@@ -153,3 +153,11 @@ def test_a_sign_off_passing_the_trusted_mx_counts_and_keeps_its_evidence(ctx, se
     verdict = Event.get(Event.kind == "signed").data["authentication"]
     assert verdict["result"] == "pass" and "dmarc=pass" in verdict["evidence"]
     assert OutboundMessage.select().where(OutboundMessage.kind == "refusal").count() == 0
+    # liuhen show tells the same: the mail in, its verdict and what decided it.
+    from gateway.report import record_report, render_report
+
+    report = record_report(ctx, record.ref)
+    signed = [m for m in report["inbound"] if m["from"] == WANG][-1]
+    assert (signed["state"], signed["auth"], signed["auth_method"]) == ("processed", "pass", "trusted-mta")
+    assert "dmarc=pass" in signed["auth_evidence"]
+    assert f"processed {WANG} (sender pass, trusted-mta)" in " ".join(render_report(report).split())

@@ -10,6 +10,9 @@ Sets (copies under tests/fixtures/replies/, licences in tests/fixtures/README.md
   mail-parser-reply          8   plain bodies
   crisp-email-reply-parser  50   plain bodies
   chinese clients           tests/fixtures/replies/expected.json, written for liuhen
+  real-world classes        a row per class of replies.classes.json (a subset of the
+                            chinese-clients files): NetEase English UI, two-line
+                            attributions, "&gt;" quotes, IBM Notes, disclaimers
 
 Per set it prints:
   quote detection  no quoted history left and no new text lost: the lines with a letter or
@@ -91,6 +94,12 @@ def chinese_cases() -> Iterator[Case]:
         yield Case("chinese clients", name, _body(REPLIES, name), answer, answer, False)
 
 
+def class_names() -> dict[str, str]:
+    """File name -> its class (replies/classes.json), for the per-class rows."""
+    classes = json.loads((REPLIES / "classes.json").read_text(encoding="utf-8"))
+    return {name: cls for cls, names in classes.items() for name in names}
+
+
 def _collapse(text: str, whitespace_free: bool) -> str:
     return "".join(text.split()) if whitespace_free else " ".join(text.split())
 
@@ -140,15 +149,18 @@ def main() -> int:
     elapsed = time.perf_counter() - started
 
     tallies: dict[str, Tally] = {}
+    by_class: dict[str, Tally] = {}
+    classes = class_names()
     misses: list[str] = []
     for case, ours in zip(cases, answers):
         tally = tallies.setdefault(case.set_name, Tally())
-        tally.count += 1
         verdict = quote_verdict(ours, case.reference)
-        tally.detected += not verdict
         got = _collapse(ours, case.whitespace_free)
-        tally.exact += got == _collapse(case.expected, case.whitespace_free)
-        tally.exact_policy += got == _collapse(case.reference, case.whitespace_free)
+        one = Tally(1, not verdict, got == _collapse(case.expected, case.whitespace_free),
+                    got == _collapse(case.reference, case.whitespace_free))
+        tally.add(one)
+        if case.set_name == "chinese clients" and case.name in classes:
+            by_class.setdefault(classes[case.name], Tally()).add(one)
         if verdict:
             misses.append(f"  {case.set_name}/{case.name}: {verdict}")
 
@@ -159,6 +171,8 @@ def main() -> int:
         public.add(tallies[set_name])
     print(public.line("public sets together"))
     print(tallies["chinese clients"].line("chinese clients"))
+    for cls, tally in by_class.items():
+        print(tally.line(f"  {cls}"))
     public.add(tallies["chinese clients"])
     print(public.line("all"))
     print(f"\n{len(cases)} replies in {elapsed * 1000:.1f} ms "

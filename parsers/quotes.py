@@ -13,14 +13,25 @@ The body is read once from the top, line by line:
 - ``>``-quoted lines (Thunderbird, Apple Mail, Gmail's plain-text part) are dropped
   wherever they are, and the unquoted text around them is kept;
 - an attribution line ("On … wrote:", "在 … 写道：", "於 … 寫道:", "张伟 <…> 于… 写道：",
-  "30.09.2017, 18:30, "A" <a@b.c>:"), possibly wrapped over three lines, is dropped with
-  the ``>`` block right below it; when no ``>`` block follows (Outlook, or HTML whose
-  ``<blockquote>`` became plain text) everything from it on is history;
+  "30.09.2017, 18:30, "A" <a@b.c>:", NetEase's English "At 2019-08-08 02:26:50, "A" <a@b.c>
+  wrote:" or "…, said:"), possibly wrapped over three lines or split into a date line and a
+  "Name <addr> wrote:" line (Claws Mail, Sylpheed), is dropped with the ``>`` block right
+  below it; when no ``>`` block follows (Outlook, or HTML whose ``<blockquote>`` became
+  plain text) everything from it on is history. ``&gt;`` at the start of a line (a text
+  part made from escaped HTML) quotes like ``>``;
 - a separator naming the original message ("-----Original Message-----",
-  "------------------ 原始邮件 ------------------", "-----邮件原件-----") or a header block
-  with a sender ("From:/Sent:", "发件人：/发送时间：", "寄件者:/主旨:") starts the history;
+  "------------------ 原始邮件 ------------------", "-----邮件原件-----"), a header block
+  with a sender ("From:/Sent:", "发件人：/发送时间：", "寄件者:/主旨:") or IBM Notes' block of a
+  name, a date line and "To:/cc:/Subject:" starts the history;
 - a phone/app signature, a ``-- `` line or a mailing-list footer ends the person's text:
-  phones put the history right below their signature, often without any header.
+  phones put the history right below their signature, often without any header. So does
+  a corporate disclaimer ("本邮件及其附件含有…保密信息…", "This e-mail … confidential …
+  intended only for …") when nothing of the person's follows it.
+
+When in doubt the text is kept, so a mail with words of its own never comes out empty.
+Before anything the person wrote, a line that only looks like an attribution (nothing
+below it) or a header block without a date (people type "发件人：/收件人：" into their
+answers) is their text, not history; a disclaimer counts only after their text.
 """
 
 from __future__ import annotations
@@ -74,6 +85,21 @@ _OTHER_FIELDS = frozenset({
     "отправлено", "кому", "тема", "дата",
     "enviado", "para", "asunto", "assunto",
 })
+# The fields IBM Notes' sender-less block needs (a recipient and a subject), and those that
+# date a block: a sender and a date is what clients write, "发件人：/收件人：" alone is what
+# people type into an answer.
+_TO_FIELDS = frozenset({
+    "to", "收件人", "收件者", "an", "à", "aan", "til", "till", "do", "кому", "para", "a",
+})
+_SUBJECT_FIELDS = frozenset({
+    "subject", "主题", "主題", "主旨", "objet", "sujet", "betreff", "onderwerp", "oggetto",
+    "emne", "ämne", "temat", "тема", "asunto", "assunto",
+})
+_DATE_FIELDS = frozenset({
+    "sent", "date", "发送时间", "發送時間", "发送日期", "寄件日期", "时间", "時間", "日期",
+    "envoyé", "envoyéle", "gesendet", "datum", "verzonden", "inviato", "data", "sendt", "dato",
+    "skickat", "wysłano", "отправлено", "дата", "enviado",
+})
 # "From: x", Gmail's rendering of Outlook's bold "*From:* x", NetEase Mail Master's table
 # "| 发件人 | x |" and that table after html_to_text ("发件人\tx").
 _FIELD = re.compile(r"[|*\s]*(?P<key>[^:：|*\t]{1,20}?)[*\s]*(?:[:：]|\t|\|)")
@@ -83,9 +109,10 @@ _FIELD_GAP = 1
 _FIELD_BLOCK_MAX = 12
 
 # The verbs that end an attribution. The Latin ones must start a word ("rewrote:" is not
-# one); Chinese needs no space ("10:30写道：").
+# one); Chinese needs no space ("10:30写道："). "said" (NetEase's English UI, Mutt, Gnus)
+# also ends sentences people type, so it needs the sender's address before it.
 _VERB_AT_END = re.compile(
-    r"(?:(?<![^\W_])(?:wrote|schrieb|a écrit|ha scritto|escreveu|escribió|schreef|skrev"
+    r"(?:(?<![^\W_])(?:wrote|(?P<said>said)|schrieb|a écrit|ha scritto|escreveu|escribió|schreef|skrev"
     r"|napisał\(a\)|napisała|napisał|napsal|kirjoitti|írta|написал\(а\)|написала|написал|пишет)"
     r"|写道|寫道)\s*(?P<colon>[:：])?\s*(?:-{2,}\s*)?$",
     re.IGNORECASE,
@@ -99,8 +126,15 @@ _ATTRIBUTION_ENDINGS = (":", "：", "wrote", "-")
 # Attributions without a verb: a date or time, then the sender's address in brackets and a
 # colon (Yandex, mail.ru, Gmail ja/ru/no, Outlook.com: "26.06.2014, 14:41, "A" <a@b.c>:").
 _BARE_ATTRIBUTION = re.compile(r".*?\d{1,2}[:.]\d{2}.*[<(]\s*[^\s<>()]+@[^\s<>()]+\s*[>)]\s*[:：]")
+# Lotus/IBM Notes: "Li Na <lina@example.com> wrote on 2019/08/08 02:26:50:" (found with
+# str.find: a pattern with four ".*" backtracks cubically on a hostile line).
+_WROTE_ON = " wrote on "
+_TIME = re.compile(r"\d{1,2}:\d{2}")
 _ATTRIBUTION_LINES = 3
 _ATTRIBUTION_MAX_CHARS = 400
+# Claws Mail and Sylpheed write the date on a line of its own above "Name <addr> wrote:"
+# ("On Tue, 13 Jun 2023 12:50:43 +0000\n"Liu, Yi L" <yi.l.liu@intel.com> wrote:").
+_DATE_LINE_LEAD = re.compile(r"(?:On\s|在|於).*\d{1,2}:\d{2}")
 # A line ending with one of these is cut in the middle of a name or an address, and so is
 # one starting with one: the attribution goes on across the break ("… The Hiring Engine
 # <\nlong@address> wrote:", Gmail fi: "… John Coe\n<address> kirjoitti:").
@@ -137,6 +171,41 @@ _DEVICE = re.compile(
 )
 _ASCII_DEVICE = re.compile(r"[A-Za-z0-9 .+\-]+")
 
+# A text part made from HTML without unescaping it: "&gt; quoted", "&lt;a@b.c&gt;". Only the
+# copy the patterns see is unescaped (entities, not "&#10;", so no line is split).
+_ENTITIES = (("&gt;", ">"), ("&lt;", "<"), ("&quot;", '"'), ("&#39;", "'"), ("&nbsp;", " "),
+             ("&amp;", "&"))
+
+# IBM Notes (R5-R9) quotes the original under the sender's name and a date line, with
+# "To:/cc:/Subject:" and no "From:" ("Sara Shackleton\n03/01/2000 07:43 AM\nTo: …").
+_NOTES_DATE = re.compile(
+    r"\d{1,4}[-/.年]\d{1,2}[-/.月]\d{1,4}日?\s*\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AaPp]\.?[Mm]\.?)?"
+    r"|\d{1,4}[-/.年]\d{1,2}[-/.月]\d{1,4}日?\s*(?:上午|下午)\s*\d{1,2}:\d{2}(?::\d{2})?"
+)
+_NOTES_NAME_MAX_CHARS = 80
+
+# Corporate disclaimers: the mail, its secrecy and what to do with it, all in one line or
+# paragraph ("本邮件及其附件含有小米公司的保密信息，仅限于…", "This e-mail and its attachments contain
+# confidential information … intended only for …"), or a title line above one.
+_DISCLAIMER_SUBJECT = re.compile(
+    r"本邮件|此邮件|该邮件|本電子郵件|本郵件|此郵件|本电子邮件|this\s+(?:e-?mail|message|communication)"
+    r"|the information (?:contained|in this)",
+    re.IGNORECASE,
+)
+_DISCLAIMER_SECRECY = re.compile(r"保密|机密|秘密|機密|confidential|privileged|proprietary", re.IGNORECASE)
+_DISCLAIMER_ACTION = re.compile(
+    r"删除|刪除|通知发件人|通知寄件人|仅限|僅限|收件人|intended|recipient|delete|notify", re.IGNORECASE
+)
+_DISCLAIMER_TITLE = re.compile(
+    r"[\W_]*(?:disclaimer|免责声明|免責聲明|保密声明|保密聲明|保密提示|confidentiality notice"
+    r"|important notice)[\W_]*",
+    re.IGNORECASE,
+)
+# Long enough not to be a sentence someone typed ("本邮件附件中的报价为保密信息，仅限内部使用。").
+_DISCLAIMER_MIN_CHARS = 80
+_DISCLAIMER_SCAN_CHARS = 1000
+_DISCLAIMER_LINES = 10
+
 _SIGNATURE_DELIMITER = "--"  # RFC 3676 "-- "; many clients trim the trailing space
 _LIST_FOOTER_RULE = re.compile(r"_{2,}")
 
@@ -151,13 +220,15 @@ _RULE_OR_BLANK = re.compile(r"[-_=*\s]*|\s*[-_=*]{3,}[^-_=*]{1,40}[-_=*]{3,}\s*"
 
 
 def new_text(body: str) -> str:
-    """The text the person wrote in this reply: quoted history, phone/app signatures and
-    ``-- `` signature blocks removed, surrounding blank lines stripped, the rest as typed.
-    Where quotes were removed between two kept parts, one blank line separates them."""
+    """The text the person wrote in this reply: quoted history, phone/app signatures,
+    ``-- `` signature blocks and trailing disclaimers removed, surrounding blank lines
+    stripped, the rest as typed. Where quotes were removed between two kept parts, one
+    blank line separates them."""
     lines = body.split("\n")
-    # The same lines as the patterns see them: invisible marks gone, spaces trimmed.
-    clean = [line.strip() for line in body.translate(_NORMALIZE).split("\n")]
+    clean = _clean_lines(body)
+    own_after: list[int | None] | None = None  # computed at the first disclaimer
     segments: list[list[str]] = [[]]
+    kept = False  # a line with something in it was kept: what follows may be history
     i = 0
     while i < len(lines):
         if _is_quoted(clean, i):
@@ -167,17 +238,105 @@ def new_text(body: str) -> str:
         end = _attribution_end(clean, i)
         if end is not None:
             below = _next_nonblank(clean, end + 1)
+            if below is None and not kept:
+                # Only a line that looks like an attribution, with nothing it introduces:
+                # it is what the person wrote.
+                segments[-1].extend(lines[i : end + 1])
+                kept = True
+                i = end + 1
+                continue
             if below is None or not clean[below].startswith(">"):
                 break
             segments.append([])  # bottom-posting: the answer follows the quote
             i = end + 1
             continue
-        if _starts_history(clean, i) or _ends_own_text(clean, i):
+        if _starts_history(clean, i, kept) or _ends_own_text(clean, i):
             break
+        if kept and _is_disclaimer_start(clean, i):
+            if own_after is None:
+                own_after = _own_after(clean)
+            if _nothing_own_after(clean, own_after[i + 1]):
+                break
         segments[-1].append(lines[i])
+        kept = kept or bool(clean[i])
         i += 1
     parts = ("\n".join(_trim(segment)) for segment in segments)
     return "\n\n".join(part for part in parts if part).rstrip()
+
+
+def _clean_lines(body: str) -> list[str]:
+    """The lines as the patterns see them: invisible marks gone, HTML entities that a text
+    part kept unescaped resolved, spaces trimmed."""
+    text = body.translate(_NORMALIZE)
+    if "&" in text:
+        for entity, char in _ENTITIES:
+            text = text.replace(entity, char)
+    return [line.strip() for line in text.split("\n")]
+
+
+def _is_disclaimer_start(clean: list[str], i: int) -> bool:
+    if _DISCLAIMER_TITLE.fullmatch(clean[i]):
+        following = _next_nonblank(clean, i + 1)
+        return following is not None and _names_disclaimer(clean, following)
+    return _names_disclaimer(clean, i)
+
+
+def _names_disclaimer(clean: list[str], i: int) -> bool:
+    # A disclaimer starts on the line that names the mail, not on the signature above it.
+    if _DISCLAIMER_SUBJECT.search(clean[i][:_DISCLAIMER_SCAN_CHARS]) is None:
+        return False
+    return _is_disclaimer(_paragraph(clean, i))
+
+
+def _paragraph(clean: list[str], i: int) -> str:
+    """Line i and the lines below it up to a blank line, as far as a disclaimer is read:
+    some companies wrap theirs at 40 columns."""
+    parts: list[str] = []
+    size = 0
+    for line in clean[i : i + _DISCLAIMER_LINES]:
+        if not line or size >= _DISCLAIMER_SCAN_CHARS:
+            break
+        parts.append(line[: _DISCLAIMER_SCAN_CHARS - size])
+        size += len(parts[-1])
+    return "".join(parts)
+
+
+def _is_disclaimer(head: str) -> bool:
+    return (
+        len(head) >= _DISCLAIMER_MIN_CHARS
+        and _DISCLAIMER_SECRECY.search(head) is not None
+        and _DISCLAIMER_SUBJECT.search(head) is not None
+        and _DISCLAIMER_ACTION.search(head) is not None
+    )
+
+
+def _own_after(clean: list[str]) -> list[int | None]:
+    """For each line, the first line from it on that could be the person's: not blank, not
+    quoted, not a rule, not in a disclaimer's paragraph (None: there is none). A disclaimer
+    ends the text only when nothing of the person's comes after it."""
+    candidate = [False] * len(clean)
+    in_disclaimer = False
+    for i, line in enumerate(clean):
+        if not line:
+            in_disclaimer = False
+            continue
+        in_disclaimer = in_disclaimer or _is_disclaimer_start(clean, i)
+        candidate[i] = not (
+            in_disclaimer or line.startswith(">") or _RULE_OR_BLANK.fullmatch(line)
+        )
+    own_after: list[int | None] = [None] * (len(clean) + 1)
+    for i in range(len(clean) - 1, -1, -1):
+        own_after[i] = i if candidate[i] else own_after[i + 1]
+    return own_after
+
+
+def _nothing_own_after(clean: list[str], j: int | None) -> bool:
+    return (
+        j is None
+        or _starts_history(clean, j, True)
+        or _attribution_end(clean, j) is not None
+        or _ends_own_text(clean, j)
+    )
 
 
 def _is_quoted(clean: list[str], i: int) -> bool:
@@ -210,11 +369,18 @@ def _is_attribution(text: str) -> bool:
     verb = _VERB_AT_END.search(text)
     if verb is not None:
         lead = text[: verb.start()]
+        if verb.group("said") is not None:
+            return "@" in lead and verb.group("colon") is not None
         # A date or an address tells a client's attribution from "as I wrote:".
         return _DIGIT_OR_AT.search(lead) is not None and (
             verb.group("colon") is not None or _NO_COLON_LEAD.match(lead) is not None
         )
-    return "@" in text and _BARE_ATTRIBUTION.fullmatch(text) is not None
+    if "@" not in text:
+        return False
+    wrote_on = text.lower().find(_WROTE_ON)
+    if wrote_on > 0 and "@" in text[:wrote_on] and _TIME.search(text, wrote_on):
+        return True
+    return _BARE_ATTRIBUTION.fullmatch(text) is not None
 
 
 def _attribution_end(clean: list[str], i: int) -> int | None:
@@ -248,38 +414,73 @@ def _wraps_on(first: str, second: str) -> bool:
         or _LOWERCASE_START.match(second) is not None  # "…, John Coe\nwrote:", "…\nat 10:18, …"
         or "<" in first  # "张伟 <zhangwei@example.com> 于2024年5月20日周一\n下午3:30写道："
         or (first.endswith(",") and any(c.isdigit() for c in first))  # "On Nov 21, 2014,\n…"
+        or (not first.endswith((":", "：")) and _DATE_LINE_LEAD.match(first) is not None)
     )
 
 
-def _field(line: str) -> str | None:
-    """The header field a line starts with ("sender" or "other"), or None."""
+def _field_key(line: str) -> str | None:
+    """The header field a line starts with, as a key of the field sets, or None."""
     match = _FIELD.match(line)
     if match is None:
         return None
     key = "".join(match.group("key").split()).lower()
-    if key in _SENDER_FIELDS:
-        return "sender"
-    return "other" if key in _OTHER_FIELDS else None
+    return key if key in _SENDER_FIELDS or key in _OTHER_FIELDS else None
 
 
-def _is_header_block(clean: list[str], i: int) -> bool:
-    """Whether a quoted original's header block (a sender and one more field) starts at i."""
-    kinds: list[str] = []
+def _field_block(clean: list[str], i: int) -> list[tuple[str, str]]:
+    """The (key, line) of each field of a header block starting at i; empty if none."""
+    fields: list[tuple[str, str]] = []
     gap = 0
     for line in clean[i : i + _FIELD_BLOCK_MAX]:
-        kind = _field(line)
-        if kind is not None:
-            kinds.append(kind)
+        key = _field_key(line)
+        if key is not None:
+            fields.append((key, line))
             gap = 0
-        elif kinds and gap < _FIELD_GAP:
+        elif fields and gap < _FIELD_GAP:
             gap += 1
         else:
             break
-    return "sender" in kinds and len(kinds) >= 2
+    return fields
 
 
-def _starts_history(clean: list[str], i: int) -> bool:
-    return _SEPARATOR.fullmatch(clean[i]) is not None or _is_header_block(clean, i)
+def _is_header_block(clean: list[str], i: int, kept: bool) -> bool:
+    """Whether a quoted original's header block (a sender and one more field) starts at i.
+    Before anything the person wrote, it must also carry a date: a reply that opens with
+    "发件人：张伟\n收件人：李娜" is the person's text."""
+    fields = _field_block(clean, i)
+    keys = {key for key, _ in fields}
+    if len(fields) < 2 or not keys & _SENDER_FIELDS:
+        return False
+    return kept or any(
+        key in _DATE_FIELDS and any(c.isdigit() for c in line) for key, line in fields
+    )
+
+
+def _is_notes_block(clean: list[str], i: int) -> bool:
+    """IBM Notes: a sender's name (optional), a date line, then To:/cc:/Subject: at i."""
+    if _NOTES_DATE.fullmatch(clean[i]) is None:
+        name = clean[i]
+        if (
+            not name
+            or len(name) > _NOTES_NAME_MAX_CHARS
+            or i + 1 >= len(clean)
+            or _NOTES_DATE.fullmatch(clean[i + 1]) is None
+        ):
+            return False
+        i += 1
+    start = _next_nonblank(clean, i + 1)
+    if start is None or start > i + 2:
+        return False
+    keys = {key for key, _ in _field_block(clean, start)}
+    return bool(keys & _TO_FIELDS) and bool(keys & _SUBJECT_FIELDS)
+
+
+def _starts_history(clean: list[str], i: int, kept: bool) -> bool:
+    return (
+        _SEPARATOR.fullmatch(clean[i]) is not None
+        or _is_header_block(clean, i, kept)
+        or _is_notes_block(clean, i)
+    )
 
 
 def _is_app_signature(line: str) -> bool:

@@ -21,6 +21,7 @@ from parsers.quotes import new_text
 REPLIES = Path(__file__).parent / "fixtures" / "replies"
 PUBLIC = REPLIES / "public"
 CHINESE = json.loads((REPLIES / "expected.json").read_text(encoding="utf-8"))
+CLASSES = json.loads((REPLIES / "classes.json").read_text(encoding="utf-8"))
 DISAGREEMENTS = json.loads((PUBLIC / "disagreements.json").read_text(encoding="utf-8"))
 
 
@@ -57,6 +58,25 @@ def test_chinese_cases_cover_every_client_and_style() -> None:
     bottom_posted = [n for n, body in bodies.items() if body.lstrip().startswith(("> ", "在 ", "於 "))]
     assert len(bottom_posted) >= 5
     assert sum(name.endswith(".html") for name in CHINESE) >= 4
+
+
+def test_real_world_classes_have_their_fixtures() -> None:
+    """The reply shapes seen in public archives that our first fixtures missed (issue 10),
+    each with several fixtures in expected.json and the mark that makes the class."""
+    marks = {
+        "netease_en_ui": ('>, said:', '> said:', '> wrote:\n>', "At 20"),
+        "two_line_attribution": ("+0800\n", "+0800\n\"", ",\n   "),
+        "escaped_quote": ("&gt; ", "&gt;&gt; ", "&lt;"),
+        "ibm_notes": ("\ncc:", "To:\t", " wrote on "),
+        "disclaimer": ("本邮件及其附件", "confidential", "Disclaimer\n"),
+    }
+    assert set(CLASSES) == set(marks)
+    for cls, names in CLASSES.items():
+        assert len(names) >= 3, cls
+        assert set(names) <= set(CHINESE), cls
+        bodies = "\n".join(_text(REPLIES / name) for name in names)
+        for mark in marks[cls]:
+            assert mark in bodies, (cls, mark)
 
 
 # One or more per mechanism: header blocks (Outlook en/de/fr/nl/it/ru, bold "*From:*",
@@ -196,8 +216,94 @@ def test_pathological_and_huge_bodies_stay_fast() -> None:
         ("On " + "x" * 5000 + " wrote\n") * 200,  # lines that almost are attributions
         ("12:30 " + "<" * 3000 + "a@b" + " " * 3000 + "\n") * 50,
         "正文\n" * 20000,
+        # issue 10's patterns: escaped quotes, Notes date lines, two-line attributions,
+        # "wrote on", titles and disclaimers that are not at the end.
+        "&gt; " * 5000 + "\n" + "&gt;&gt; 引用\n" * 10000,
+        "03/01/2000 07:43 AM\n" * 5000,
+        ("On Mon 10:30 " + "1:11 " * 2000 + "\n") * 50,
+        ("a@b " + " wrote on " * 40 + "1:11" * 10 + ":\n") * 500,
+        "正文\n" + ("Disclaimer\n" * 5000),
+        "正文\n" + ("本邮件及其附件含有保密信息，仅限收件人" * 50 + "\n正文\n") * 500,
+        "正文\n" + "-" * 200000 + "\n",
     ]
     started = time.perf_counter()
     for body in bodies:
         new_text(body)
     assert time.perf_counter() - started < 2.0
+
+
+# What a client puts under an answer: each one ends what the person wrote.
+HISTORY_TAILS = [
+    "-----原始邮件-----\n发件人: 张伟 <zhangwei@example.com>\n发送时间: 2024年5月20日 10:30\n"
+    "收件人: 李娜\n主题: 首页改版\n\n请确认。",
+    "From: Zhang Wei <zhangwei@example.com>\nSent: Monday, May 20, 2024 10:30 AM\n"
+    "To: Li Na <lina@example.com>\nSubject: 首页改版\n\n请确认。",
+    "在 2024年5月20日 10:30，张伟 <zhangwei@example.com> 写道：\n> 请确认。",
+    "在 2024-05-20 10:30:00，\"张伟\" <zhangwei@163.com> 写道：\n请确认。",
+    'At 2019-08-08 02:26:50, "Zhang Wei" <zhangwei@example.com>, said:\n>请确认。',
+    "On Mon, 20 May 2024 10:30:00 +0800\nZhang Wei <zhangwei@example.com> wrote:\n\n> 请确认。",
+    "&gt; 请确认。\n&gt; 张伟",
+    "Zhang Wei/RD/ACME@ACME\n2024-05-20 10:30\n\nTo:\tLi Na/Sales/ACME@ACME\n"
+    "Subject:\t首页改版\n\n请确认。",
+    "本邮件及其附件含有示例科技的保密信息，仅限于发送给上面地址中列出的个人或群组。禁止任何其他人以任何形式使用"
+    "（包括但不限于全部或部分地泄露、复制、或散发）本邮件中的信息。如果您错收了本邮件，请您立即通知发件人并删除本邮件！",
+    "发自我的iPhone\n\n------------------ 原始邮件 ------------------\n发件人: 张伟",
+]
+
+# Lines that look like history but are, alone or on top, what the person typed.
+OWN_WORDS_THAT_LOOK_LIKE_HISTORY = [
+    "在 2024-05-20 10:30，张伟 <zhangwei@example.com> 写道：",
+    "On Mon, May 20, 2024 at 10:30 AM Zhang Wei <zhangwei@example.com> wrote:",
+    'At 2019-08-08 02:26:50, "Zhang Wei" <zhangwei@example.com>, said:',
+    "On Mon, 20 May 2024 10:30:00 +0800\nZhang Wei <zhangwei@example.com> wrote:",
+    "发件人：张伟\n收件人：李娜\n同意需求。",
+    "From: 张伟\nTo: 李娜\nSubject: 首页改版\n\n同意需求，5 月 31 日上线。",
+    "主题：首页改版\n发件人：市场部/刘洋\n抄送：王强\n需补充信息：接口的鉴权方式。",
+]
+
+
+def _own_texts() -> list[str]:
+    answers = [answer for answer in CHINESE.values() if answer.strip()]
+    answers += [_public(key)[1] for key in REPRESENTATIVE]
+    return [answer for answer in answers if answer.strip()]
+
+
+def test_never_empty_when_the_mail_had_words_of_its_own() -> None:
+    """Every fixture's own text, alone and above every kind of history, and text that only
+    looks like an attribution or a header block: new_text keeps something."""
+    for own in _own_texts():
+        assert new_text(own).strip(), own
+        for tail in HISTORY_TAILS:
+            assert new_text(f"{own}\n\n{tail}").strip(), (own, tail)
+    for own in OWN_WORDS_THAT_LOOK_LIKE_HISTORY:
+        assert new_text(own).strip(), own
+    # Typed header-like lines on top of a real reply: the answer below them is kept.
+    for name in CHINESE:
+        body = _text(REPLIES / name)
+        if name.endswith(".html"):
+            body = html_to_text(body)
+        for own in OWN_WORDS_THAT_LOOK_LIKE_HISTORY[4:]:
+            assert new_text(f"{own}\n\n{body}").strip(), (own, name)
+
+
+def test_looks_like_history_but_is_the_persons_text() -> None:
+    attribution_alone = "在 2024-05-20 10:30，张伟 <zhangwei@example.com> 写道："
+    assert new_text(attribution_alone) == attribution_alone
+    typed = "发件人：张伟\n收件人：李娜\n同意需求。"
+    assert new_text(f"{typed}\n\n{HISTORY_TAILS[2]}") == typed
+    # With a date it is a client's header block: an empty reply stays empty.
+    assert new_text(HISTORY_TAILS[1]) == ""
+    # "said" without an address is a sentence; a line naming secrecy is no disclaimer.
+    said = "周一 10:30 的会上王总 said:\n预算按 V2.0 执行。"
+    assert new_text(said) == said
+    note = "王经理：\n\n本邮件附件中的报价为保密信息，请仅限内部使用；误收请删除。"
+    assert new_text(note) == note
+
+
+def test_disclaimer_ends_the_text_only_when_nothing_of_the_persons_follows() -> None:
+    disclaimer = HISTORY_TAILS[8]
+    assert new_text(f"今天发出。\n\n{disclaimer}") == "今天发出。"
+    assert new_text(f"今天发出。\n\n{disclaimer}\n\n> 旧的引用") == "今天发出。"
+    # Pasted in the middle of what the person wrote: kept with it.
+    middle = f"今天发出。\n\n{disclaimer}\n\n另外发票周五开。"
+    assert new_text(middle) == middle

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
+
+from config.settings import ConfigError
 
 FIELD_TYPES = {"text", "person", "priority", "datetime", "people", "milestones"}
 PRIORITIES = ("高", "中", "低")
@@ -130,6 +132,7 @@ class Keyword:
     roles: tuple[str, ...]
     help_zh: str
     help_en: str
+    hant: tuple[str, ...] = ()  # Traditional Chinese spellings: understood, not listed in mails
 
     def for_role(self, role: str) -> bool:
         return "any" in self.roles or role in self.roles
@@ -138,7 +141,26 @@ class Keyword:
 def load_keywords(path: str | Path) -> tuple[Keyword, ...]:
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     return tuple(Keyword(action=k["action"], zh=tuple(k["zh"]), en=tuple(k["en"]), roles=tuple(k["roles"]),
-                         help_zh=k["help_zh"], help_en=k["help_en"]) for k in data["keywords"])
+                         help_zh=k["help_zh"], help_en=k["help_en"], hant=tuple(k.get("hant", ())))
+                 for k in data["keywords"])
+
+
+def load_reply_contexts(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tuple[Keyword, ...]]:
+    """{context: the words that mean an action there} from the `[contexts]` of the keywords
+    file. Each takes the roles and help of the keyword of its action."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    by_action = {k.action: k for k in keywords}
+    contexts = {}
+    for name, meanings in data.get("contexts", {}).items():
+        words = []
+        for action, spelled in meanings.items():
+            if action not in by_action:
+                raise ConfigError(f"{path}: [contexts.{name}] names the action {action!r}, which no keyword has")
+            base = by_action[action]
+            words.append(replace(base, zh=tuple(w for w in spelled if not w.isascii()),
+                                 en=tuple(w for w in spelled if w.isascii()), hant=()))
+        contexts[name] = tuple(words)
+    return contexts
 
 
 @lru_cache(maxsize=64)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from peewee import Database
 
 from config.directory import Directory
-from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_rules
+from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_reply_contexts, load_rules
 from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure_secret
 from gateway.clock import Clock, SystemClock
 from gateway.worktime import WorkingTime, parse_clock
@@ -30,6 +30,9 @@ class Context:
     forms: dict[str, FormDef]
     rules: Rules
     keywords: tuple[Keyword, ...]
+    # What short answers mean in the context of the mail answered (config/keywords.toml
+    # [contexts]): "request", "signoff", "notice".
+    reply_contexts: dict[str, tuple[Keyword, ...]]
     renderer: Renderer
     clock: Clock
     tz: ZoneInfo
@@ -65,6 +68,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     forms, rules = load_forms(settings.forms_path), load_rules(settings.rules_path)
     keywords = load_keywords(DEFAULT_KEYWORDS)
     check_keywords(keywords, DEFAULT_KEYWORDS)
+    reply_contexts = load_reply_contexts(DEFAULT_KEYWORDS, keywords)
     db = open_database(settings.database_url)
     ensure_search_schema(db)
     return Context(
@@ -75,6 +79,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         forms=forms,
         rules=rules,
         keywords=keywords,
+        reply_contexts=reply_contexts,
         renderer=Renderer(),
         clock=clock or SystemClock(),
         tz=ZoneInfo(settings.gateway.timezone),

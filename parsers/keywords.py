@@ -8,10 +8,18 @@ address (`parse_command`: `检索 成本`, `STATUS PRJ-2026-0001`). Pure: text i
 A keyword changes the state of a record, so every doubtful reading yields no keyword (the
 caller keeps the reply as a comment or asks the sender) rather than a wrong one:
 
-- It counts only at the start of the first meaningful line. Greetings (`您好`, `Hi Zhang,`),
-  short salutations (`王经理：`, `审批意见：`), banners that mail systems insert
-  (`[External]`, `注意：此邮件来自外部`) and decoration lines (`————`) are passed over;
-  anything else is meaningful, so `不同意`, `I agree`, `好的，同意` carry no keyword.
+- It counts only at the start of one of the first two meaningful lines. Greetings
+  (`您好`, `Hi Zhang,`), short salutations (`王经理：`, `审批意见：`), banners that mail
+  systems insert (`[External]`, `注意：此邮件来自外部`) and decoration lines (`————`) are
+  passed over. A short acknowledgement may come first (`好的，同意`, `收到，确认。`, `OK, AGREE`):
+  a keyword opening a clause after at most 10 characters counts. A first line that has no keyword
+  there lets the second be read (`收到，马上处理。` then `进度：…`) — unless it mentions one
+  anywhere (`不同意`, `I agree`, `我们上周已经确认过`, `we approved it`): then it is a sentence
+  about the word, and nothing counts.
+- What a short answer means depends on what the mail it answers asked for: the caller
+  passes the words of that context (config/keywords.toml `[contexts]`: `收到` confirms a
+  notice, `同意` or `OK` signs a result), which count as keywords there and win over a
+  keyword written the same way.
 - It must stand alone: followed by the end of the line, a space, or a punctuation mark
   (`同意。`, `同意，但…`, `AGREE - looks good`), or wrapped in brackets (`【同意】`, `[AGREE]`).
   Glued to more letters it is part of another word (`确认一下`, `同意的话`, `AGREED`);
@@ -60,8 +68,16 @@ class Command:
 # HTML-to-text conversion leaves at line starts map one-to-one onto ASCII, so an offset in
 # the translated text is an offset in the original and the caller gets the text as written.
 _HALF_WIDTH = str.maketrans({0x3000: " ", 0x00A0: " ", 0x200B: " ", 0xFEFF: " ",
-                             **{0xFF01 + i: 0x21 + i for i in range(94)}})
-_BLANKS = re.compile(r"[ \t]*")
+                             **{0xFF01 + i: chr(0x21 + i) for i in range(94)}})
+
+
+def _skip_blanks(text: str, pos: int) -> int:
+    """The offset past the spaces and tabs at `pos`."""
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
 _BRACKETS = {"[": "]", "【": "】", "(": ")", "「": "」", "〔": "〕", "*": "*"}  # *AGREE*: bold in plain text
 # Separators between a keyword and its text: 同意，… / 需补充信息：… / AGREE - … / 同意/驳回.
 _TEXT_LEAD = " \t:,;.!、。-–—~…/|"
@@ -115,15 +131,18 @@ class _Term:
     action: str
     pattern: re.Pattern[str]
     latin: bool
+    mention: re.Pattern[str]  # the word anywhere in a line; Latin words not inside other words
 
 
 def _term(action: str, word: str, particles: bool) -> _Term:
+    word = word.translate(_HALF_WIDTH)  # lines are matched translated
     latin = word.isascii()
     # "NEED INFO" is also written need-info, Need_Info or needinfo.
     body = r"[\s\-_]*".join(re.escape(part) for part in re.split(r"[\s\-_]+", word.strip()))
+    mention = rf"(?<![^\W\d_]){body}(?![^\W\d_])" if latin else body  # OK in "look" is no OK
     if particles and not latin:
         body += "(?:了|啦)?"  # 确认了 / 同意啦 say no more than 确认 / 同意
-    return _Term(action, re.compile(body, re.IGNORECASE), latin)
+    return _Term(action, re.compile(body, re.IGNORECASE), latin, re.compile(mention, re.IGNORECASE))
 
 
 def _terms(words: Sequence[tuple[str, str]], particles: bool) -> tuple[_Term, ...]:
@@ -132,25 +151,70 @@ def _terms(words: Sequence[tuple[str, str]], particles: bool) -> tuple[_Term, ..
     return tuple(_term(action, word, particles) for action, word in ordered)
 
 
-@lru_cache(maxsize=8)
-def _keyword_terms(keywords: tuple[Keyword, ...]) -> tuple[_Term, ...]:
-    return _terms([(k.action, word) for k in keywords for word in (*k.zh, *k.en)], particles=True)
+def _words(keywords: Sequence[Keyword]) -> dict[str, tuple[str, str]]:
+    """{normalised word: (action, word)} of every word a keyword is written with."""
+    return {" ".join(word.translate(_HALF_WIDTH).casefold().split()): (k.action, word)
+            for k in keywords for word in (*k.zh, *k.hant, *k.en)}
+
+
+@lru_cache(maxsize=32)
+def _keyword_terms(keywords: tuple[Keyword, ...], context: tuple[Keyword, ...] = ()) -> tuple[_Term, ...]:
+    words = _words(keywords) | _words(context)  # in its context, 同意 signs rather than agrees
+    return _terms(list(words.values()), particles=True)
+
+
+def _mentions(norm: str, pos: int, terms: Sequence[_Term], end: int | None = None) -> bool:
+    return any(term.mention.search(norm, pos, len(norm) if end is None else end) for term in terms)
+
+
+ACKNOWLEDGEMENT_CHARS = 10  # 好的， / 收到， / 看过了， / OK, before the keyword
+
+
+def _after_acknowledgement(norm: str, pos: int, terms: Sequence[_Term]) -> tuple[str, int] | None:
+    """A keyword opening the second clause of a line whose first is a short acknowledgement
+    free of keywords (好的，同意 / 收到，确认。); None otherwise."""
+    limit = min(len(norm), pos + ACKNOWLEDGEMENT_CHARS + 1)
+    for i in range(pos + 1, limit):
+        if norm[i - 1] in _CLAUSE_MARKS:
+            start = _skip_blanks(norm, i)
+            found = _word_at(norm, start, terms)
+            if found is None or _mentions(norm, pos, terms, i):
+                return None
+            return found
+    return None
+
+
+_CLAUSE_MARKS = ",;:!.、。~…"  # after the full-width forms are translated
 
 
 _COMMAND_TERMS = _terms([(name, word) for name, words in _COMMAND_WORDS for word in words], particles=False)
 
 
-def match_keyword(new_text: str, keywords: Sequence[Keyword]) -> KeywordMatch:
-    """The keyword at the top of a reply's new text and the text that follows it."""
-    terms = _keyword_terms(tuple(keywords))
+KEYWORD_LINES = 2  # a keyword counts at the start of one of the first this many meaningful lines
+
+
+def match_keyword(new_text: str, keywords: Sequence[Keyword], context: Sequence[Keyword] = ()) -> KeywordMatch:
+    """The keyword near the top of a reply's new text and the text that goes with it: what
+    follows the keyword, after the lines above it (the person's own words, greetings left
+    out). `context`: the words that mean an action in the context of the mail answered."""
+    terms = _keyword_terms(tuple(keywords), tuple(context))
     lines = new_text.splitlines()
     whole = KeywordMatch(None, new_text.strip())
     start = _first_meaningful(lines, terms)
     if start is None:
         return whole
-    index, norm, pos = start
-    found = _word_at(norm, pos, terms)
-    if found is None:
+    first = start[0]
+    for _ in range(KEYWORD_LINES):
+        index, norm, pos = start
+        found = _word_at(norm, pos, terms) or _after_acknowledgement(norm, pos, terms)
+        if found is not None:
+            break
+        if _mentions(norm, pos, terms):
+            return whole  # 我不同意 / we approved it last week: about a keyword, not one
+        start = _first_meaningful(lines, terms, index + 1)
+        if start is None:
+            return whole
+    else:
         return whole
     action, end = found
     actions = tuple(dict.fromkeys([action, *_later_actions(norm, end, terms)]))
@@ -158,15 +222,15 @@ def match_keyword(new_text: str, keywords: Sequence[Keyword]) -> KeywordMatch:
         return KeywordMatch(None, whole.text, actions)
     lead = len(norm) - end - len(norm[end:].lstrip(_TEXT_LEAD))
     rest = lines[index][end + lead:]
-    return KeywordMatch(action, "\n".join([rest, *lines[index + 1:]]).strip())
+    return KeywordMatch(action, "\n".join([*lines[first:index], rest, *lines[index + 1:]]).strip())
 
 
 def parse_command(subject: str) -> Command | None:
     """The mail command a subject line gives, or None when it is not one."""
     norm = subject.translate(_HALF_WIDTH).rstrip(" \t?!.。~…")  # 帮助？ / HELP! ask for the same thing
-    pos = _BLANKS.match(norm).end()
+    pos = _skip_blanks(norm, 0)
     while prefix := _REPLY_PREFIX.match(norm, pos) or _BANNER_TAG.match(norm, pos):
-        pos = _BLANKS.match(norm, prefix.end()).end()
+        pos = _skip_blanks(norm, prefix.end())
     found = _word_at(norm, pos, _COMMAND_TERMS)
     if found is None:
         return None
@@ -177,11 +241,12 @@ def parse_command(subject: str) -> Command | None:
     return Command(name, argument)
 
 
-def _first_meaningful(lines: Sequence[str], terms: Sequence[_Term]) -> tuple[int, str, int] | None:
-    """Where the text proper starts: (line index, translated line, offset), past greetings,
-    salutations, banners and decoration; None when there is no such text."""
+def _first_meaningful(lines: Sequence[str], terms: Sequence[_Term], begin: int = 0) -> tuple[int, str, int] | None:
+    """Where the text proper starts at or after line `begin`: (line index, translated line,
+    offset), past greetings, salutations, banners and decoration; None when there is none."""
     banner_tail = 0  # lines that may still continue a banner cut off mid-sentence
-    for index, line in enumerate(lines):
+    for index in range(begin, len(lines)):
+        line = lines[index]
         norm = line.translate(_HALF_WIDTH)
         pos = len(norm) - len(norm.lstrip())
         if pos == len(norm):
@@ -211,7 +276,7 @@ def _skip_greetings(norm: str, pos: int, terms: Sequence[_Term]) -> int:
     """The offset past greetings and salutations at `pos` (王经理：您好！ is two of them)."""
     while greeting := (_ZH_GREETING.match(norm, pos) or _EN_GREETING.match(norm, pos)
                        or _salutation(norm, pos, terms)):
-        pos = _BLANKS.match(norm, greeting.end()).end()
+        pos = _skip_blanks(norm, greeting.end())
     return pos
 
 
@@ -229,11 +294,11 @@ def _word_at(norm: str, pos: int, terms: Sequence[_Term]) -> tuple[str, int] | N
     closer = _BRACKETS.get(norm[pos:pos + 1])
     if closer:
         # 【同意】 / [AGREE]: the brackets set the word apart, whatever follows them.
-        start = _BLANKS.match(norm, pos + 1).end()
+        start = _skip_blanks(norm, pos + 1)
         for term in terms:
             found = term.pattern.match(norm, start)
             if found:
-                end = _BLANKS.match(norm, found.end()).end()
+                end = _skip_blanks(norm, found.end())
                 if norm.startswith(closer, end):
                     return term.action, end + 1
         return None
@@ -246,7 +311,7 @@ def _word_at(norm: str, pos: int, terms: Sequence[_Term]) -> tuple[str, int] | N
 
 def _stands_alone(norm: str, found: re.Match[str], term: _Term) -> bool:
     end = found.end()
-    after = _BLANKS.match(norm, end).end()
+    after = _skip_blanks(norm, end)
     if after == len(norm):
         return True
     ch = norm[after]
@@ -264,7 +329,7 @@ def _stands_alone(norm: str, found: re.Match[str], term: _Term) -> bool:
 
 def _later_actions(norm: str, end: int, terms: Sequence[_Term]) -> list[str]:
     """Actions of further keywords that open a clause of the line after the first keyword."""
-    if norm[_BLANKS.match(norm, end).end():].startswith(":"):
+    if norm[_skip_blanks(norm, end):].startswith(":"):
         return []  # 结果：同意 — the colon introduces the keyword's own text
     actions = []
     prev, spaced = norm[end - 1], False

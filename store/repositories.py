@@ -17,7 +17,7 @@ from pathlib import Path
 
 from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
 
-from store.models import Attachment, Event, InboundMessage, Milestone, Participant, Record, SentKey
+from store.models import Attachment, Event, InboundMessage, Milestone, OutboundMessage, Participant, Record, SentKey
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,18 @@ def fail_inbound(inbound_id: int, reason: str, now: datetime, retry_at: datetime
 def record_authentication(inbound_id: int, verdict: dict) -> None:
     """Keep who sent a mail, as far as we could tell, with the mail (its `auth` column)."""
     InboundMessage.update(auth=verdict).where(InboundMessage.id == inbound_id).execute()
+
+
+def answered_mail_kind(record_id: int, message_ids: Iterable[str]) -> str:
+    """The kind of our mail of this record that a reply answers ("request", "signoff", …):
+    the newest of `message_ids` (In-Reply-To first, then References from the newest) that we
+    sent; "" when it names none of them."""
+    ids = [i for i in message_ids if i]
+    if not ids:
+        return ""
+    kinds = dict(OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind).where(
+        (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids)).tuples())
+    return next((kinds[i] for i in ids if i in kinds), "")
 
 
 def held_signoffs(record_id: int) -> list[Participant]:

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from config.forms import load_keywords
+from config.forms import load_keywords, load_reply_contexts
 from parsers.keywords import Command, KeywordMatch, match_keyword, parse_command
 
-KEYWORDS = load_keywords(Path(__file__).resolve().parents[1] / "config" / "keywords.toml")
+KEYWORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "keywords.toml"
+KEYWORDS = load_keywords(KEYWORDS_FILE)
+CONTEXTS = load_reply_contexts(KEYWORDS_FILE, KEYWORDS)
 
 
 def match(text: str) -> KeywordMatch:
@@ -124,6 +126,19 @@ FOUND = [
     ("需补充信息：\n1. BOM成本明细\n2. 供应商报价", "need_info", "1. BOM成本明细\n2. 供应商报价"),
     ("同意。\r\n\r\n谢谢！", "agree", "谢谢！"),
     ("延期\n原因：供应商延迟\n新计划：12月5日", "delay", "原因：供应商延迟\n新计划：12月5日"),
+    # A short acknowledgement before the keyword (issue 10: people write 好的，同意)
+    ("好的，同意", "agree", ""),
+    ("收到，确认。谢谢", "confirm", "谢谢"),
+    ("OK, AGREE", "agree", ""),
+    # The second meaningful line, when the first has no keyword (收到，马上处理。 then 进度：…);
+    # the first line's words stay with the text
+    ("收到，马上处理。\n进度：BOM 已完成 80%", "progress", "收到，马上处理。\nBOM 已完成 80%"),
+    ("谢谢，收到\n同意", "agree", "谢谢，收到"),
+    ("很好，\n关闭", "close", "很好，"),
+    # Traditional Chinese
+    ("確認", "confirm", ""),
+    ("駁回：成本過高", "reject", "成本過高"),
+    ("需補充資訊：BOM 明細", "need_info", "BOM 明細"),
 ]
 
 
@@ -143,11 +158,13 @@ NOT_FOUND = [
     "关于进度的问题", "Approved by whom?",
     # A question is not a decision
     "同意？", "Approve?", "同意 ？",
-    # The first meaningful line decides; later lines do not count
-    "好的，同意", "谢谢，收到\n同意", "我看了方案，有几个问题：\n1. 成本\n确认：无",
+    # Only the first two meaningful lines count, and a first line that mentions a keyword
+    # anywhere (a sentence about it) lets none count
+    "我看了方案，有几个问题：\n1. 成本\n确认：无", "我们上周已经同意过了\n确认", "We approved it last week\nCONFIRM",
+    "看了方案，觉得成本偏高，同意的话需要再讨论", "关于第三点的确认，\n驳回",
     # Greetings and salutations never hide a negation
     "王经理：\n不同意，成本太高", "您好，暂不同意", "Hi Zhang,\nI agree with Bob's concerns",
-    "不同意：\n延期 两周后再议", "NOT APPROVED,\nCONFIRM later", "很好，\n关闭",
+    "不同意：\n延期 两周后再议", "NOT APPROVED,\nCONFIRM later",
     # Nothing meaningful at all
     "", "   \n\n", "您好！", "[External]",
 ]
@@ -243,3 +260,27 @@ NOT_COMMANDS = [
 @pytest.mark.parametrize("subject", NOT_COMMANDS)
 def test_not_a_command(subject: str) -> None:
     assert parse_command(subject) is None
+
+
+IN_CONTEXT = [
+    # What the mail answered asked for decides what a short answer means (issue 10)
+    ("signoff", "同意", "confirm", ""), ("signoff", "OK", "confirm", ""), ("signoff", "同意，没有意见", "confirm", "没有意见"),
+    ("signoff", "驳回：成本过高", "reject", "成本过高"), ("signoff", "同意需求", "agree", ""),
+    ("notice", "收到", "confirm", ""), ("notice", "确认收到", "confirm", ""), ("notice", "收到，准时参加", "confirm", "准时参加"),
+    ("notice", "已阅。", "confirm", ""), ("notice", "Noted, thanks", "confirm", "thanks"),
+    ("request", "OK", "agree", ""), ("request", "好的，周五前给评估", "agree", "周五前给评估"),
+    ("request", "收到，马上处理。\n进度：BOM 已完成 80%", "progress", "收到，马上处理。\nBOM 已完成 80%"),
+    # Negations and questions stay what they are in every context
+    ("signoff", "不同意", None, "不同意"), ("notice", "未收到附件", None, "未收到附件"),
+    ("request", "OK?", None, "OK?"), ("signoff", "我们不同意\n确认", None, "我们不同意\n确认"),
+]
+
+
+@pytest.mark.parametrize(("context", "text", "action", "rest"), IN_CONTEXT)
+def test_a_short_answer_means_what_its_context_asked_for(context: str, text: str, action: str | None, rest: str):
+    assert match_keyword(text, KEYWORDS, CONTEXTS[context]) == KeywordMatch(action, rest)
+
+
+def test_outside_its_context_a_context_word_is_an_ordinary_word():
+    assert match("收到").action is None and match("OK").action is None
+    assert match("同意").action == "agree"  # a keyword everywhere; only a sign-off makes it a signature

@@ -16,6 +16,7 @@ from config.forms import Keyword
 from config.settings import ConfigError
 from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
+from gateway.checks import CJK
 from gateway.outbox import Draft
 from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
@@ -28,6 +29,7 @@ from store.models import ActionItem, Dispute, InboundMessage, Meeting, Milestone
 from store.repositories import held_signoffs
 
 URL = re.compile(r"https?://\S+")
+LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 KEY_ROLES = ("recipient", "external")  # who signs the result
 
 
@@ -46,6 +48,7 @@ class Act:
     events: list[dict] = field(default_factory=list)
     drafts: list[Draft] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # told to the sender in the receipt
+    said: str = ""  # the whole new text of the mail (`text` is what follows its keyword)
 
     @property
     def lang(self) -> str:
@@ -91,20 +94,56 @@ class Act:
         """After every recorded action the sender gets a short receipt, so nobody wonders."""
         s = self.ctx.settings
         self.drafts.append(Draft(
-            kind="receipt", template="participant/receipt", lang=self.lang, to_addr=self.participant.email,
+            kind="receipt", template="participant/receipt", lang=self.sender_lang, to_addr=self.participant.email,
             to_name=self.participant.name, record_id=self.record.id, inbound_id=self.row.id,
             in_reply_to=self.msg.message_id, references=(self.record.thread_id,), auto_submitted="auto-replied",
             reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, self.participant.id),
             context=dict(ref=self.record.ref, subject=self.record.subject, label=label, name=self.participant.name,
-                         at=self.local(self.now), notes=self.notes)))
+                         at=self.local(self.now), notes=self.notes, expected=self.expected(),
+                         answers_nothing=self.participant.role == "initiator")))
+
+    def expected(self) -> list[dict]:
+        """What is still expected of the sender once this mail is recorded, with by when and
+        the keywords that give it — for the receipt, so nobody wonders whether they are done."""
+        person = Participant.get_by_id(self.participant.id)
+        record = Record.get_by_id(self.record.id)
+        if person.role not in KEY_ROLES or record.status == "archived":
+            return []
+        if record.form == "notice":
+            due = person.response_due_at
+            return [] if person.signed_at else [self._expectation("confirm_notice", due, "confirm")]
+        if record.status == "confirming" and person.signed_at is None:
+            return [self._expectation("sign", person.chain_due_at, "confirm", "reject")]
+        if record.status == "open" and not person.response:
+            return [self._expectation("answer", person.response_due_at, "agree", "need_info", "propose")]
+        return []
+
+    def _expectation(self, kind: str, due: datetime | None, *actions: str) -> dict:
+        lang = self.sender_lang
+        words = [next((k.en[0] if lang == "en" else k.zh[0]) for k in self.ctx.keywords if k.action == action)
+                 for action in actions]
+        return dict(kind=kind, due=self.local(due) if due else "", words=words)
 
     def save(self, **changes: object) -> None:
         Record.update(updated_at=self.now, **changes).where(Record.id == self.record.id).execute()
         for key, value in changes.items():
             setattr(self.record, key, value)
 
+    @property
+    def sender_lang(self) -> str:
+        """The language the sender wrote in, for what they are told back (the receipt): the
+        record's, unless they wrote a sentence or more in English and no Chinese."""
+        said = self.said or self.text
+        if not CJK.search(said) and len(LATIN_WORD.findall(said)) >= 3:
+            return "en"
+        return "zh" if len(CJK.findall(said)) >= 4 else self.lang
+
     def zh_en(self, zh: str, en: str) -> str:
         return en if self.lang == "en" else zh
+
+    def note(self, zh: str, en: str) -> None:
+        """A sentence for the sender's receipt, in their language."""
+        self.notes.append(en if self.sender_lang == "en" else zh)
 
     def require_text(self, keyword: str, example: str) -> None:
         if not self.text.strip():
@@ -202,8 +241,8 @@ def delay(act: Act) -> None:
     act.event("delay", milestone=milestone.name, old=old.isoformat(), new=new_date[0].isoformat(),
               reason=values["reason"], plan=values["plan"], announced_after_deadline=late)
     if late:
-        act.notes.append(act.zh_en("注意：原定时间已过，延期应在截止前申报。", "Note: the old date had passed; "
-                                   "delays are to be announced before the deadline."))
+        act.note("注意：原定时间已过，延期应在截止前申报。",
+                 "Note: the old date had passed; delays are to be announced before the deadline.")
     lines = (act.zh_en(f"节点：{milestone.name}", f"Milestone: {milestone.name}"),
              act.zh_en(f"原定：{act.local(old)} → 新时间：{act.local(new_date[0])}",
                        f"Was: {act.local(old)} → now: {act.local(new_date[0])}"),
@@ -360,8 +399,7 @@ def result(act: Act) -> None:
                    (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因",
                               "Reply CONFIRM to sign, or REJECT: reason"),),
                    keywords_for="recipient", kind="signoff")
-    act.notes.append(act.zh_en(f"已发给 {len(signers)} 位接收人签字确认。",
-                               f"Sent to {len(signers)} recipient(s) for sign-off."))
+    act.note(f"已发给 {len(signers)} 位接收人签字确认。", f"Sent to {len(signers)} recipient(s) for sign-off.")
 
 
 def confirm(act: Act) -> None:
@@ -387,7 +425,7 @@ def _hold_signoff(act: Act, verdict: Verdict) -> None:
     """The signature is kept aside, not dropped: the initiator, who knows the signer, may
     accept it (认可签字) — a forger cannot, having no token of the initiator."""
     act.event("signoff_held", participant_id=act.participant.id, authentication=verdict.as_json())
-    act.notes.append(act.ctx.renderer.problem_text(act.lang, "signoff_held", value=verdict.evidence[:200]))
+    act.notes.append(act.ctx.renderer.problem_text(act.sender_lang, "signoff_held", value=verdict.evidence[:200]))
     for initiator in act.participants("initiator"):
         act.update(initiator, act.zh_en(f"{act.participant.name} 的签字未通过发件人验证，待您认可",
                                         f"{act.participant.name}'s sign-off failed sender authentication"),
@@ -416,8 +454,8 @@ def _sign(act: Act, signer: Participant, authentication: dict, notice: bool) -> 
               notice=notice, signer=signer.email)
     missing = _unsigned(act)
     if missing:
-        act.notes.append(act.zh_en(f"还待签字：{'、'.join(p.name for p in missing)}",
-                                   f"Still to sign: {', '.join(p.name for p in missing)}"))
+        act.note(f"还待签字：{'、'.join(p.name for p in missing)}",
+                 f"Still to sign: {', '.join(p.name for p in missing)}")
         return
     _archive(act)
 
@@ -444,8 +482,7 @@ def _archive(act: Act) -> None:
                    + ((act.zh_en("请在方便时回复「复盘：…」写下复盘总结。",
                                  "Please reply RETRO: … with a short retrospective."),)
                       if retro else ()), kind="closed")
-    act.notes.append(act.zh_en(f"全部签字完成，已归档为 {act.record.archive_key}。",
-                               f"All signed; archived as {act.record.archive_key}."))
+    act.note(f"全部签字完成，已归档为 {act.record.archive_key}。", f"All signed; archived as {act.record.archive_key}.")
 
 
 def reject(act: Act) -> None:
@@ -507,7 +544,7 @@ def retro(act: Act) -> None:
 def close(act: Act) -> None:
     """关闭: only with a confirmed result — the gate the seed demands."""
     if act.record.status == "archived":
-        act.notes.append(act.zh_en("该事项已归档。", "The record is already archived."))
+        act.note("该事项已归档。", "The record is already archived.")
         return
     if act.record.form != "notice" and act.record.status != "confirming":
         raise Refusal("close_no_result", detail=act.record.ref)

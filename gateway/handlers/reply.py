@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from gateway.authentication import sender_verdict
 from gateway.bootstrap import Context
 from gateway.handlers import Outcome
-from gateway.handlers.actions import ACTIONS, Act
+from gateway.handlers.actions import ACTIONS, KEY_ROLES, Act
 from gateway.outbox import queue_mails
 from gateway.refusals import SAME_TEXT_DAILY, Refusal, may_acknowledge, repeated_today
 from gateway.tokens import parse_token
@@ -27,7 +27,7 @@ from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
 from store.models import InboundMessage, OutboundMessage, Participant, Record
-from store.repositories import claim_sent_key
+from store.repositories import answered_mail_kind, claim_sent_key
 
 RECORD_TAG = re.compile(r"\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
 ROLE_PRECEDENCE = ("initiator", "recipient", "lead", "head", "external")
@@ -69,7 +69,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         return Outcome("ignored", f"the same text from {msg.from_addr} on {match.record.ref} more than "
                                   f"{SAME_TEXT_DAILY} times today (an auto-responder?); not recorded, not answered",
                        match.record.id, events)
-    keyword = match_keyword(text, ctx.keywords)
+    keyword = match_keyword(text, ctx.keywords, ctx.reply_contexts.get(reply_context(match, msg), ()))
     if match.via != "token":
         return _without_token(ctx, row, msg, match, text, keyword.action or "comment")
     if keyword.ambiguous:
@@ -85,18 +85,14 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
                       detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed),
                       record=match.record, participant=match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
-              via=match.via, token=match.token)
+              via=match.via, token=match.token, said=text)
     try:
         with ctx.db.atomic():  # an action refused half-way leaves nothing behind
             ACTIONS[action](act)
     except Refusal as refusal:
         raise refusal.about(match.record, participant) from None
-    if act.record.status == "open":
-        # Any answer stops this person's reminders at once (a comment is an answer too); a
-        # sign-off chain, once a result is out, stops only with the signature.
-        Participant.update(next_reminder_at=None).where(Participant.id == participant.id).execute()
     if may_acknowledge(ctx, msg.from_addr, match.record.id):
-        act.receipt(_label(ctx, action, act.lang))
+        act.receipt(_label(ctx, action, act.sender_lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
 
@@ -113,15 +109,39 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
     verdict = sender_verdict(ctx, row, msg)
     if not verdict.passed:
         raise Refusal("reply_unverified", detail=record.ref, record=record, participant=person, once_per_record=True)
-    act = Act(ctx=ctx, record=record, participant=person, text=text, msg=msg, row=row, via=match.via, token="")
+    act = Act(ctx=ctx, record=record, participant=person, text=text, msg=msg, row=row, via=match.via, token="",
+              said=text)
     ACTIONS["comment"](act)
     act.events[-1]["data"].update(authentication=verdict.as_json(), keyword=action)
     if claim_sent_key(f"tokenless:{msg.from_addr}:{record.ref}", ctx.clock.now()):
-        act.notes.append(ctx.renderer.problem_text(act.lang, "reply_comment_only", value=_label(ctx, action, act.lang)))
-        act.receipt(_label(ctx, "comment", act.lang))
+        lang = act.sender_lang
+        act.notes.append(ctx.renderer.problem_text(lang, "reply_comment_only", value=_label(ctx, action, lang)))
+        act.receipt(_label(ctx, "comment", lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"comment without a reply token by {msg.from_addr} on {record.ref} "
                                 f"(sender authenticated: {verdict.method})", record.id, act.events)
+
+
+def reply_context(match: Matched, msg: ParsedMessage) -> str:
+    """What the mail being answered asked of this person: "signoff" (a result to sign),
+    "notice" (a notice to confirm), "request" (an answer to the request), or "" (nothing in
+    particular). The answered mail (In-Reply-To, References) says it; a reply that names none
+    of ours, or a reminder or update, is read by what is still expected of the person."""
+    record, person = match.record, match.participant
+    answered = answered_mail_kind(record.id, [msg.in_reply_to, *reversed(msg.references)])
+    if answered == "signoff":
+        return "signoff"
+    if answered == "request":
+        return "notice" if record.form == "notice" else "request"
+    if person.role not in KEY_ROLES:
+        return ""
+    if record.form == "notice":
+        return "notice" if person.signed_at is None else ""
+    if record.status == "confirming" and person.signed_at is None:
+        return "signoff"
+    if record.status == "open" and not person.response:
+        return "request"
+    return ""
 
 
 _ROLE_NAMES = {"initiator": "发起人", "recipient": "接收人", "head": "部门负责人", "lead": "裁定人", "any": "参与人"}

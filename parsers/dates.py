@@ -22,7 +22,7 @@ __all__ = ["find_datetime", "parse_datetime"]
 
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space map one-to-one onto
 # ASCII, so offsets in the translated text are offsets in the original text.
-_HALF_WIDTH = str.maketrans({0x3000: " ", **{0xFF01 + i: 0x21 + i for i in range(94)}})
+_HALF_WIDTH = str.maketrans({0x3000: " ", **{0xFF01 + i: chr(0x21 + i) for i in range(94)}})
 
 # ASCII: \d, \b and \s must not treat Chinese characters as word characters.
 _FLAGS = re.ASCII | re.IGNORECASE

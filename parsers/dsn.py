@@ -40,7 +40,7 @@ def parse_dsn(raw: bytes, content_type: str | None = None) -> DeliveryReport | N
     except Exception:
         return None
     if msg.get_content_type() != "multipart/report" or \
-            (msg.get_param("report-type") or "").lower() != "delivery-status":
+            str(msg.get_param("report-type") or "").lower() != "delivery-status":
         return None
     failed: list[FailedRecipient] = []
     original = ""
@@ -52,15 +52,19 @@ def parse_dsn(raw: bytes, content_type: str | None = None) -> DeliveryReport | N
             inner = part.get_payload(0) if part.is_multipart() else None
             original = _message_id(inner) if isinstance(inner, Message) else ""
         elif kind == "text/rfc822-headers" and not original:
-            original = _message_id(email.message_from_bytes(part.get_payload(decode=True) or b"", policy=compat32))
+            headers = part.get_payload(decode=True)
+            original = _message_id(email.message_from_bytes(headers if isinstance(headers, bytes) else b"",
+                                                            policy=compat32))
     return DeliveryReport(original, tuple(failed))
 
 
 def _failed(part: Message) -> list[FailedRecipient]:
     """Per-recipient blocks (after the per-message one) whose Action is failed."""
-    blocks = part.get_payload()
-    if not isinstance(blocks, list):  # a report the parser could not split into blocks
-        blocks = [email.message_from_string(chunk) for chunk in str(blocks).split("\n\n")]
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        blocks = [block for block in payload if isinstance(block, Message)]
+    else:  # a report the parser could not split into blocks
+        blocks = [email.message_from_string(chunk) for chunk in str(payload).split("\n\n")]
     result = []
     for block in blocks:
         if _field(block, "Action").strip().lower() != "failed":

@@ -232,7 +232,7 @@ def _block(lines: list[_Line], start: int) -> _Block:
     """The header block starting at lines[start] (possibly empty)."""
     depth = lines[start].depth
     fields: dict[str, str] = {}
-    last = None
+    last: str | None = None
     i = start
     end = start
     while i < len(lines):
@@ -250,7 +250,7 @@ def _block(lines: list[_Line], start: int) -> _Block:
             continue
         found = _field(line.content)
         if found is None:
-            if last in _ADDRESS_KINDS and _continues_address(line.content):
+            if last is not None and last in _ADDRESS_KINDS and _continues_address(line.content):
                 fields[last] += " " + line.content
                 i += 1
                 end = i

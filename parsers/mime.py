@@ -287,7 +287,8 @@ class _Headers(Mapping[str, str]):
     asked whether they are there, and decoding every one was a fifth of parsing a mail."""
 
     def __init__(self, raw: dict[str, list[str]], hint: str | None):
-        self._raw, self._hint, self._decoded = raw, hint, {}
+        self._raw, self._hint = raw, hint
+        self._decoded: dict[str, str] = {}
 
     def __getitem__(self, name: str) -> str:
         if name not in self._decoded:
@@ -537,7 +538,8 @@ def _message_bytes(part: Message, linesep: str, stash: _Stash | None) -> bytes:
     out = BytesIO()
     policy = _AsReceived(linesep=linesep)
     for inner in part.get_payload():
-        BytesGenerator(out, mangle_from_=False, policy=policy).flatten(inner)
+        if isinstance(inner, Message):
+            BytesGenerator(out, mangle_from_=False, policy=policy).flatten(inner)
     data = stash.restore(out.getvalue()) if stash is not None else out.getvalue()
     # RFC 2046 section 5.2.1 forbids encoding message/rfc822, RFC 6532 allows it for
     # message/global, and some clients do it anyway; the parser then sees the encoded
@@ -572,7 +574,7 @@ def _leaves(msg: Message) -> Iterator[tuple[Message, str]]:
             # is_multipart(), not get_payload(): for 8-bit text get_payload() looks up
             # the charset parameter, which can raise (see _params).
             if part.is_multipart():
-                stack.extend(reversed(part.get_payload()))
+                stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
             else:
                 # No boundary line found (or the headers-only fallback): the parser kept
                 # the body as text, which is the most that can be read from it.

@@ -99,8 +99,9 @@ def answered_mail_kind(record_id: int, message_ids: Iterable[str]) -> str:
     ids = [i for i in message_ids if i]
     if not ids:
         return ""
-    kinds = dict(OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind).where(
-        (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids)).tuples())
+    rows = OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind).where(
+        (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids))
+    kinds: dict[str, str] = {row.message_id: row.kind for row in rows}
     return next((kinds[i] for i in ids if i in kinds), "")
 
 

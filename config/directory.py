@@ -12,7 +12,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# The look-behind starts a match only where a run of address characters starts: without it a
+# long run with no "@" was scanned again from each of its characters (quadratic).
+EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+MAX_PERSON_TEXT = 320  # characters: a name, department and address fit; more is no reference to one person
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Directory:
     def resolve(self, text: str) -> Resolution:
         """Resolve what a person wrote for someone: an address, a name, `部门/姓名`, `姓名（部门）`."""
         text = text.strip()
+        if len(text) > MAX_PERSON_TEXT:
+            return Resolution(None, "unknown")
         m = EMAIL_RE.search(text)
         if m:
             name = text[: m.start()].strip(" <\"'")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
 import authheaders
@@ -170,9 +171,27 @@ def _from_trusted_relay(received: list, relays: tuple[str, ...]) -> bool:
         return False
 
 
+MAX_FROM_HEADER = 2000  # characters: a From header longer than this names no single sender
+
+
 def _own_check(raw: bytes, domain: str, dnsfunc: DnsLookup) -> Verdict:
+    senders = _from_addresses(raw)
+    if senders != 1:
+        # RFC 7489 §6.6.1: a mail whose From names several authors (or none) has no one
+        # domain to check; authheaders would check each in turn (14,000 took 30 s).
+        return Verdict("fail", "dkim-dmarc", domain, "the From header does not name exactly one address")
     header = authheaders.authenticate_message(raw, "liuhen", spf=False, dkim=True, dmarc=True, dnsfunc=dnsfunc)
     return _decide([authres.all_features().parse(header)], domain, "dkim-dmarc")
+
+
+def _from_addresses(raw: bytes) -> int:
+    """How many addresses the From header(s) name (capped at 2: one is all that matters)."""
+    values = [str(v) for v in BytesHeaderParser(policy=compat32).parsebytes(raw).get_all("from") or []]
+    if len(values) != 1:
+        return min(len(values), 2)
+    if len(values[0]) > MAX_FROM_HEADER:
+        return 2
+    return min(len([a for _, a in getaddresses(values) if a]), 2)
 
 
 def _decide(headers: list, domain: str, method: str) -> Verdict:

@@ -1262,18 +1262,35 @@ def _feed(html: str, sink: _Flattener | _TableCollector) -> None:
             sink.end(value)
 
 
+# HTML is read up to this many characters. Reading is linear but not free (about a second a
+# megabyte here, and an HTML-only request is read twice: text and tables); what people write
+# comes first, and beyond this a body is images inlined as data: URIs, pasted spreadsheets,
+# or an attack (1 MB of tags took 2.4 s, found by the fuzzer).
+MAX_HTML_CHARS = 512 * 1024
+
+
+def _bounded(html: str) -> str:
+    """``html`` cut to MAX_HTML_CHARS, before the tag that the cut would split."""
+    if len(html) <= MAX_HTML_CHARS:
+        return html
+    cut = html.rfind("<", 0, MAX_HTML_CHARS)
+    return html[:cut if cut > 0 else MAX_HTML_CHARS]
+
+
 def html_to_text(html: str) -> str:
     """Readable plain text from an HTML body: one line per block, table cells of a row
-    joined by tabs, entities decoded, spaces collapsed, at most one blank line in a row."""
+    joined by tabs, entities decoded, spaces collapsed, at most one blank line in a row.
+    Only the first MAX_HTML_CHARS are read."""
     flattener = _Flattener()
-    _feed(html, flattener)
+    _feed(_bounded(html), flattener)
     return flattener.text()
 
 
 def html_tables(html: str) -> list[list[list[str]]]:
     """Every <table> in document order as rows of cell texts. A cell's text is flattened
     like html_to_text (newlines kept); a cell holding a nested table gets that table's
-    text, and the nested table is also listed on its own."""
+    text, and the nested table is also listed on its own. Only the first MAX_HTML_CHARS are
+    read."""
     collector = _TableCollector()
-    _feed(html, collector)
+    _feed(_bounded(html), collector)
     return collector.finish()

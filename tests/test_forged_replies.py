@@ -4,6 +4,7 @@ authentication are held for the initiator; Authentication-Results is read as RFC
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -161,3 +162,17 @@ def test_a_sign_off_passing_the_trusted_mx_counts_and_keeps_its_evidence(ctx, se
     assert (signed["state"], signed["auth"], signed["auth_method"]) == ("processed", "pass", "trusted-mta")
     assert "dmarc=pass" in signed["auth_evidence"]
     assert f"processed {WANG} (sender pass, trusted-mta)" in " ".join(render_report(report).split())
+
+
+def test_a_mail_from_several_authors_is_not_authenticated(ctx, send, record, dns_zone):
+    # RFC 7489 §6.6.1; authheaders checked every From address in turn (14,000 took 30 s,
+    # found by the fuzzer): a From naming more than one address has no one sender to vouch for.
+    dns_zone.publish_dkim(COMPANY)
+    mail = make_mail("同意，周五前给出评估。", subject=SUBJECT, to=f"liuhen@{DOMAIN}", sender=f"王强 <{WANG}>")
+    authors = ", ".join(f"<r{i}@x.test>" for i in range(3000)).encode()
+    raw = dkim_signed(re.sub(rb"(?m)^(From: .*<" + re.escape(WANG.encode()) + rb">)", lambda m: m.group(1) + b", " + authors,
+                             mail, count=1), COMPANY)
+    inbound = send(raw, rcpt=f"liuhen@{DOMAIN}", mail_from=WANG)
+    verdict = InboundMessage.get_by_id(inbound.id).auth
+    assert verdict["result"] == "fail" and "exactly one address" in verdict["evidence"]
+    assert not Event.select().where(Event.kind == "comment").exists()

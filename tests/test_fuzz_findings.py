@@ -33,3 +33,18 @@ def test_an_attached_mail_with_a_control_character_in_a_header_is_read():
     assert attached == raw[raw.index(b"From: =?utf-8?b?546L"):raw.rindex(b"\r\n--outer--")]
     original = parse_message(attached)
     assert original.from_addr == "wangfang@qq.example.com" and "x-spam" not in original.headers
+
+
+def test_a_request_naming_a_person_with_a_huge_run_of_address_characters_is_answered_at_once(ctx):
+    # The directory's address pattern was searched again from every character of a run
+    # without "@": quadratic, one such request took 85 s and, stopped by the time budget,
+    # ended in 'error'. It is an ordinary rejection (no such person).
+    from conftest import DOMAIN, PROJECT_BODY, make_mail
+
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_inbound
+
+    body = PROJECT_BODY.replace("研发部/王强", "研发部/" + "wang.qiang" * 20_000)
+    stored = store_raw(ctx.db, make_mail(body), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "rejected"

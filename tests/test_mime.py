@@ -657,3 +657,15 @@ def test_parsing_a_large_attachment_does_not_copy_it():
 class _Discard:
     def write(self, data: bytes) -> int:
         return len(data)
+
+
+def test_html_is_read_up_to_a_bound_and_what_comes_first_is_kept():
+    # A megabyte of tags took 2.4 s to read twice (text, tables); found by the fuzzer.
+    from parsers.mime import MAX_HTML_CHARS
+
+    form = "<table><tr><td>沟通主题：</td><td>智能手表项目-硬件方案评审</td></tr></table><p>正文开头</p>"
+    html = form + "<span>填充</span>" * (MAX_HTML_CHARS // 10) + "<p>末尾文字</p>"
+    text = html_to_text(html)
+    assert text.startswith("沟通主题：\t智能手表项目-硬件方案评审\n正文开头") and "末尾文字" not in text
+    assert html_tables(html)[0] == [["沟通主题：", "智能手表项目-硬件方案评审"]]
+    assert html_to_text("<p>前文</p><img src='data:image/png;base64," + "A" * MAX_HTML_CHARS + "'>") == "前文"

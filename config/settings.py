@@ -137,6 +137,15 @@ class ProcessingSettings:
 
 
 @dataclass(frozen=True)
+class ProbeSettings:
+    # An HTTP listener in `serve` for a supervisor's probes: GET /healthz (the process
+    # answers) and GET /readyz (200 when the database answers, else 503; the body is
+    # `liuhen status --json`). Port 0: off.
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -147,6 +156,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
     imap: tuple[ImapSettings, ...] = ()
 
     @property
@@ -182,6 +192,7 @@ _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
     "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
+    "probe": ProbeSettings,
 }
 
 

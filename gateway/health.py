@@ -1,15 +1,17 @@
 """How the gateway is doing: whether its database answers, and how much mail waits where.
 
-`liuhen status` prints it; a readiness probe (`/readyz` of a web console) serves it from
-inside `serve` with ``health(ctx)`` — HTTP 200 when ``ready``, else 503, the dict as JSON.
+`liuhen status` prints it; `serve`'s probe listener ([probe] port) serves it as GET /readyz
+with ``health(ctx)`` — HTTP 200 when ``ready``, else 503, the dict as JSON.
 While the database is away, SMTP still accepts mail (the spool holds it): the spool backlog
 is what grows, and what drains when it is back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -100,3 +102,44 @@ def _without_password(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# ---------------------------------------------------------------------------------------
+# Probes over HTTP, for a supervisor (systemd, Kubernetes, a load balancer)
+
+PROBE_TIMEOUT_SECONDS = 5.0
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+async def start_probe(ctx: Context, host: str, port: int,
+                      run: Callable[[Callable[[], dict[str, Any]]], Awaitable[dict[str, Any]]]) -> asyncio.Server:
+    """Answer GET /healthz (this process answers) and GET /readyz (200 when the database
+    answers, else 503; the body is `health(ctx)` as JSON). `run` runs the database read off
+    the event loop. One request per connection: a probe needs no more."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PROBE_TIMEOUT_SECONDS)
+            body: dict[str, Any]
+            method, _, rest = request.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if method not in (b"GET", b"HEAD"):
+                status, body = 405, {"error": "GET only"}
+            elif path == b"/healthz":
+                status, body = 200, {"alive": True}
+            elif path == b"/readyz":
+                body = await run(lambda: health(ctx))
+                status = 200 if body["ready"] else 503
+            else:
+                status, body = 404, {"error": "no such probe: /healthz, /readyz"}
+            data = json.dumps(body, ensure_ascii=False).encode()
+            writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                         + (data if method != b"HEAD" else b""))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # a client that sent no whole request, or left: nothing to answer
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port, limit=8192)

@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.bootstrap import Context
 from gateway.delivery import Transport
+from gateway.health import start_probe
 from gateway.imap import Poller
 from gateway.outbox import deliver_due, stuck_sending_reset
 from gateway.processor import ChildProcessor, ThreadProcessor
@@ -68,6 +69,14 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         server = await loop.create_server(sessions, host=s.host, port=s.port)
         started.push_async_callback(_close_server, server, sessions)
         log.info("liuhen listening on %s:%s for @%s", s.host, s.port, ctx.settings.gateway.domain)
+        probe = ctx.settings.probe
+        if probe.port:
+            # In the outbox's worker threads: they hold connections of their own (peewee's
+            # are per thread), and a probe must not wait behind the event loop's work.
+            probes = await start_probe(ctx, probe.host, probe.port,
+                                       lambda read: loop.run_in_executor(executor, read))
+            started.push_async_callback(_close_probe, probes)
+            log.info("probes on http://%s:%s/readyz and /healthz", probe.host, probe.port)
         if transport is not None:
             outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor))
             started.push_async_callback(_cancel, outbox_task)
@@ -108,6 +117,11 @@ async def _close_server(server: asyncio.Server, sessions: IntakeSessions) -> Non
     finishing within the grace period is still written."""
     server.close()
     await sessions.close_sessions()
+    await server.wait_closed()
+
+
+async def _close_probe(server: asyncio.Server) -> None:
+    server.close()
     await server.wait_closed()
 
 

@@ -364,3 +364,39 @@ def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
     assert server.returncode == 0, log
     assert "Traceback" not in log, log
     assert log.count("database unavailable") == 1 and log.count("database available again") == 1, log
+
+
+def _probe(port: int, path: str) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+@postgres_only
+def test_the_readiness_probe_of_serve_follows_a_postgres_restart(relayed_ctx: Context, relay: CuttableRelay):
+    from conftest import free_port
+
+    from config.settings import ProbeSettings
+    from gateway.serve import GatewayThread
+
+    port = free_port()
+    ctx = replace(relayed_ctx, settings=replace(relayed_ctx.settings, probe=ProbeSettings(port=port)))
+    gateway = GatewayThread(ctx, transport=None).start()
+    try:
+        status, body = _probe(port, "/readyz")
+        assert status == 200 and body["ready"] is True and body["inbound"] == {}
+        relay.cut()
+        status, body = _probe(port, "/readyz")
+        assert status == 503 and body["database"]["reachable"] is False and body["database"]["error"]
+        assert _probe(port, "/healthz") == (200, {"alive": True})  # the process itself is fine
+        relay.restore()
+        assert _probe(port, "/readyz")[0] == 200
+        assert _probe(port, "/metrics")[0] == 404
+    finally:
+        gateway.stop()

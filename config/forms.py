@@ -145,21 +145,33 @@ def load_keywords(path: str | Path) -> tuple[Keyword, ...]:
                  for k in data["keywords"])
 
 
-def load_reply_contexts(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tuple[Keyword, ...]]:
-    """{context: the words that mean an action there} from the `[contexts]` of the keywords
-    file. Each takes the roles and help of the keyword of its action."""
+@dataclass(frozen=True)
+class ReplyContext:
+    """What replies mean in answer to one kind of mail."""
+
+    words: tuple[Keyword, ...]  # words that mean an action here (roles and help of its keyword)
+    default: str = ""  # the action of a reply with no keyword at all ("" : a comment)
+
+
+def load_reply_contexts(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, ReplyContext]:
+    """{context: ReplyContext} from the `[contexts]` of the keywords file."""
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     by_action = {k.action: k for k in keywords}
     contexts = {}
     for name, meanings in data.get("contexts", {}).items():
-        words = []
+        words, default = [], str(meanings.get("default", ""))
+        for action in [default] if default else []:
+            if action not in by_action:
+                raise ConfigError(f"{path}: [contexts.{name}] default names {action!r}, which no keyword has")
         for action, spelled in meanings.items():
+            if action == "default":
+                continue
             if action not in by_action:
                 raise ConfigError(f"{path}: [contexts.{name}] names the action {action!r}, which no keyword has")
             base = by_action[action]
             words.append(replace(base, zh=tuple(w for w in spelled if not w.isascii()),
                                  en=tuple(w for w in spelled if w.isascii()), hant=()))
-        contexts[name] = tuple(words)
+        contexts[name] = ReplyContext(tuple(words), default)
     return contexts
 
 

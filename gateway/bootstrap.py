@@ -10,7 +10,16 @@ from zoneinfo import ZoneInfo
 from peewee import Database
 
 from config.directory import Directory
-from config.forms import FormDef, Keyword, Rules, load_forms, load_keywords, load_reply_contexts, load_rules
+from config.forms import (
+    FormDef,
+    Keyword,
+    ReplyContext,
+    Rules,
+    load_forms,
+    load_keywords,
+    load_reply_contexts,
+    load_rules,
+)
 from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure_secret
 from gateway.clock import Clock, SystemClock
 from gateway.worktime import WorkingTime, parse_clock
@@ -32,7 +41,7 @@ class Context:
     keywords: tuple[Keyword, ...]
     # What short answers mean in the context of the mail answered (config/keywords.toml
     # [contexts]): "request", "signoff", "notice".
-    reply_contexts: dict[str, tuple[Keyword, ...]]
+    reply_contexts: dict[str, ReplyContext]
     renderer: Renderer
     clock: Clock
     tz: ZoneInfo

@@ -37,7 +37,7 @@ def record_report(ctx: Context, ref: str) -> dict[str, Any] | None:
              "response": p.response or ("pending" if p.role == "recipient" else ""), "signed_at": local(p.signed_at)}
             for p in Participant.select().where(Participant.record == record.id).order_by(Participant.id)],
         "fields": [{"key": k, "label": labels.get(k, k), "value": v} for k, v in record.fields.items()],
-        "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email}
+        "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email, "done_at": local(m.done_at)}
                        for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
         "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data}
                    for e in Event.select().where(Event.record_id == record.id).order_by(Event.id)],
@@ -76,7 +76,8 @@ def render_report(r: dict[str, Any]) -> str:
               + (f" · respond by {p['respond_by']} · {p['response']}" if p["role"] == "recipient" else "")
               for p in r["participants"]]
     if r["milestones"]:
-        lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})" for m in r["milestones"]]
+        lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})"
+                                        + (f" — done {m['done_at']}" if m["done_at"] else "") for m in r["milestones"]]
     lines += ["", "Events:"] + [f"  {e['at']}  {e['kind']:<16} {e['actor']}" for e in r["events"]]
     if r["reminders"]:
         lines += ["", "Reminders and escalations:"] + [

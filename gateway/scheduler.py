@@ -362,7 +362,7 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
         for owner, due_at, label, record_id, ref, lang in cast(
                 Iterable[_DueRow],
                 model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang).join(Record)
-                .where(open_records & (model.due_at <= soon)).tuples()):
+                .where(open_records & (model.due_at <= soon) & model.done_at.is_null()).tuples()):
             due = _aware(due_at)
             add(owner, ref, f"{kind}_late" if due < now else kind, due,
                 reply(record_id, owners.get((record_id, owner))), lang, label)

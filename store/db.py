@@ -32,7 +32,7 @@ from store.models import MODELS, Milestone, SchemaVersion
 log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _to_v2(db: Database) -> None:
@@ -85,7 +85,16 @@ def _to_v3(db: Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3}  # version → step from the one before
+def _to_v4(db: Database) -> None:
+    """Loops close: a milestone can be marked done."""
+    from store.models import Milestone
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate_schema(migrator.add_column("milestone", "done_at", Milestone.done_at))
+
+
+# version → the step from the one before
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

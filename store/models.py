@@ -146,6 +146,7 @@ class Milestone(BaseModel):
     owner_email = CharField(max_length=512, default="")
     delayed_from = UTCDateTimeField(null=True)  # the date before the last announced delay
     next_reminder_at = UTCDateTimeField(null=True, index=True)
+    done_at = UTCDateTimeField(null=True)  # marked done (完成) by its owner or the initiator
 
 
 class Meeting(BaseModel):

@@ -92,17 +92,30 @@ def record_authentication(inbound_id: int, verdict: dict) -> None:
     InboundMessage.update(auth=verdict).where(InboundMessage.id == inbound_id).execute()
 
 
-def answered_mail_kind(record_id: int, message_ids: Iterable[str]) -> str:
-    """The kind of our mail of this record that a reply answers ("request", "signoff", …):
-    the newest of `message_ids` (In-Reply-To first, then References from the newest) that we
-    sent; "" when it names none of them."""
+@dataclass(frozen=True)
+class AnsweredMail:
+    kind: str  # "request", "signoff", "question", …
+    about_participant: int | None  # the participant the mail was about (a question: who asked)
+
+
+def answered_mail(record_id: int, message_ids: Iterable[str]) -> AnsweredMail | None:
+    """Our mail of this record that a reply answers: the first of `message_ids` (In-Reply-To,
+    then References from the newest) that we sent; None when it names none of them."""
     ids = [i for i in message_ids if i]
     if not ids:
-        return ""
-    rows = OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind).where(
+        return None
+    rows = OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context).where(
         (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids))
-    kinds: dict[str, str] = {row.message_id: row.kind for row in rows}
-    return next((kinds[i] for i in ids if i in kinds), "")
+    found = {row.message_id: AnsweredMail(row.kind, row.context.get("about_participant")) for row in rows}
+    return next((found[i] for i in ids if i in found), None)
+
+
+def open_proposal(record_id: int) -> Event | None:
+    """The newest milestone proposal (建议调整节点) of the record the initiator has not decided."""
+    decided = {e.data.get("proposal") for e in Event.select(Event.data).where(
+        (Event.record_id == record_id) & Event.kind.in_(("proposal_accepted", "proposal_declined")))}
+    return next((e for e in Event.select().where((Event.record_id == record_id) & (Event.kind == "milestone_proposal"))
+                 .order_by(Event.id.desc()) if e.id not in decided), None)
 
 
 def held_signoffs(record_id: int) -> list[Participant]:

@@ -278,7 +278,7 @@ IN_CONTEXT = [
 
 @pytest.mark.parametrize(("context", "text", "action", "rest"), IN_CONTEXT)
 def test_a_short_answer_means_what_its_context_asked_for(context: str, text: str, action: str | None, rest: str):
-    assert match_keyword(text, KEYWORDS, CONTEXTS[context]) == KeywordMatch(action, rest)
+    assert match_keyword(text, KEYWORDS, CONTEXTS[context].words) == KeywordMatch(action, rest)
 
 
 def test_outside_its_context_a_context_word_is_an_ordinary_word():

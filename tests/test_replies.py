@@ -88,8 +88,8 @@ def test_only_the_new_text_counts(ctx, send, record):
     inbound = reply(send, WANG, "您好，\n需补充信息：请提供BOM成本明细\n\n发自我的iPhone" + OUTLOOK_ZH_QUOTE)
     assert inbound.state == "processed", inbound.reason
     assert participant(WANG).response == "need_info"
-    assert "请提供BOM成本明细" in text_of(ctx, mails_to(CHEN, "update")[0])
-    assert "发自我的iPhone" not in text_of(ctx, mails_to(CHEN, "update")[0])
+    assert "请提供BOM成本明细" in text_of(ctx, mails_to(CHEN, "question")[0])
+    assert "发自我的iPhone" not in text_of(ctx, mails_to(CHEN, "question")[0])
 
 
 @pytest.mark.parametrize("body", ["不同意，成本太高", "未确认", "I don't agree with the budget"])

@@ -13,6 +13,7 @@ V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "
               "milestone": ["delayed_from", "next_reminder_at"], "outboundmessage": ["attachments"]}
 V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
               "outboundmessage": ["claimed_by", "lease_until"]}
+V4_COLUMNS = {"milestone": ["done_at"]}
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -22,7 +23,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
     migrate(migrator.drop_index("inboundmessage", "inboundmessage_next_attempt_at"))
-    migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS)
+    migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS, V4_COLUMNS)
               for table, columns in columns_by_table.items() for column in columns])
     for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate"):
         db.execute_sql(f'DROP TABLE "{table}"')
@@ -30,8 +31,8 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 3
-    for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items()):
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 4
+    for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
     assert InboundMessage.get().dedupe_key == "k"

@@ -25,8 +25,18 @@ from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
 from store.archive import archive_record
-from store.models import ActionItem, Dispute, InboundMessage, Meeting, Milestone, Participant, ProgressRow, Record
-from store.repositories import held_signoffs
+from store.models import (
+    ActionItem,
+    Dispute,
+    Event,
+    InboundMessage,
+    Meeting,
+    Milestone,
+    Participant,
+    ProgressRow,
+    Record,
+)
+from store.repositories import held_signoffs, open_proposal
 
 URL = re.compile(r"https?://\S+")
 LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
@@ -49,6 +59,7 @@ class Act:
     drafts: list[Draft] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # told to the sender in the receipt
     said: str = ""  # the whole new text of the mail (`text` is what follows its keyword)
+    answered_about: int | None = None  # the participant the answered mail was about (a question's asker)
 
     @property
     def lang(self) -> str:
@@ -77,7 +88,8 @@ class Act:
         return chosen
 
     def update(self, to: Participant, headline: str, text: str = "", lines: tuple[str, ...] = (),
-               keywords_for: str = "", kind: str = "update", attachments: tuple[dict, ...] = ()) -> None:
+               keywords_for: str = "", kind: str = "update", attachments: tuple[dict, ...] = (),
+               about: Participant | None = None) -> None:
         """Queue the generic record update mail to one participant, with their reply address."""
         s = self.ctx.settings
         self.drafts.append(Draft(
@@ -88,7 +100,7 @@ class Act:
             context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
                          author=f"{self.participant.name} <{self.participant.email}>", text=text,
                          lines=list(lines), at=self.local(self.now),
-                         keywords_for=keywords_for)))
+                         keywords_for=keywords_for, about_participant=about.id if about else None)))
 
     def receipt(self, label: str) -> None:
         """After every recorded action the sender gets a short receipt, so nobody wonders."""
@@ -150,10 +162,10 @@ class Act:
             raise Refusal("need_text", value=keyword, detail=example)
 
 
-def _tell_initiator(act: Act, headline: str) -> None:
+def _tell_initiator(act: Act, headline: str, kind: str = "update") -> None:
     if act.participant.role != "initiator":
         for initiator in act.participants("initiator"):
-            act.update(initiator, headline, act.text, keywords_for="initiator")
+            act.update(initiator, headline, act.text, keywords_for="initiator", kind=kind, about=act.participant)
 
 
 def comment(act: Act) -> None:
@@ -173,10 +185,40 @@ def agree(act: Act) -> None:
 
 
 def need_info(act: Act) -> None:
+    """需补充信息: the question goes to the initiator, whose reply to it is the answer
+    (answer_info); the asker's answer waits for it."""
     act.require_text("需补充信息", "需补充信息：请提供BOM成本明细")
     _respond(act, "need_info")
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息",
-                                   f"{act.participant.name} needs more information"))
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息（直接回复本邮件即为答复）",
+                                   f"{act.participant.name} needs more information (your reply is the answer)"),
+                    kind="question")
+
+
+def answer_info(act: Act) -> None:
+    """补充信息 (or any reply to a question mail): the initiator's answer goes to the asker,
+    who is asked again for their answer, with a new deadline."""
+    act.require_text("补充信息", "补充信息：BOM 成本明细见附件，模具费另计 12 万元")
+    asking = [p for p in act.participants("recipient", "external") if p.response == "need_info"]
+    asker = next((p for p in asking if p.id == act.answered_about), None)
+    if asker is None and len(asking) == 1:
+        asker = asking[0]
+    if asker is None:
+        if not asking:
+            act.note("没有待答复的“需补充信息”，已记录为留言。",
+                     "No NEED INFO is waiting for an answer; kept as a comment.")
+            comment(act)
+            return
+        raise Refusal("answer_which", detail="、".join(p.name for p in asking))
+    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+    Participant.update(response="", responded_at=None, response_due_at=due, chain_due_at=None,
+                       next_reminder_at=due).where(Participant.id == asker.id).execute()
+    act.event("info_answered", to=asker.email, text=act.text)
+    act.update(asker, act.zh_en(f"{act.participant.name} 补充了信息", f"{act.participant.name} answered your question"),
+               act.text, (act.zh_en(f"请在 {act.local(due)} 前答复：同意需求 / 需补充信息 / 建议调整节点",
+                                    f"Please answer by {act.local(due)}: AGREE / NEED INFO / PROPOSE"),),
+               keywords_for="recipient", kind="request")
+    act.note(f"已转给 {asker.name}，并请其在 {act.local(due)} 前重新答复。",
+             f"Passed on to {asker.name}, who is asked to answer by {act.local(due)}.")
 
 
 def propose(act: Act) -> None:
@@ -190,8 +232,108 @@ def propose(act: Act) -> None:
         raise Refusal("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 建议调整节点",
-                                   f"{act.participant.name} proposes new dates"))
+    for initiator in act.participants("initiator"):
+        act.update(initiator, act.zh_en(f"{act.participant.name} 建议调整节点",
+                                        f"{act.participant.name} proposes new dates"),
+                   act.text, (act.zh_en("接受请回复：接受调整；不接受请回复：不接受：原因",
+                                        "Reply ACCEPT CHANGE, or DECLINE: reason"),),
+                   keywords_for="initiator", about=act.participant)
+
+
+def _proposal(act: Act) -> tuple[Event, Participant]:
+    proposal = open_proposal(act.record.id)
+    if proposal is None:
+        raise Refusal("no_proposal", detail=act.record.ref)
+    proposer = Participant.get_or_none((Participant.record == act.record.id) & (Participant.email == proposal.actor)
+                                       & Participant.role.in_(KEY_ROLES))
+    if proposer is None:
+        raise Refusal("no_proposal", detail=act.record.ref)
+    return proposal, proposer
+
+
+def accept_change(act: Act) -> None:
+    """接受调整: the milestones of the open proposal move to the proposed dates; everyone hears."""
+    proposal, proposer = _proposal(act)
+    milestones = list(Milestone.select().where(Milestone.record == act.record.id).order_by(Milestone.position))
+    moved, lines = [], []
+    before = timedelta(hours=act.ctx.settings.reminders.before_hours)
+    for change in proposal.data.get("changes", []):
+        named = [m for m in milestones if m.name and m.name in change["line"]]
+        target = max(named, key=lambda m: len(m.name)) if named else (milestones[0] if len(milestones) == 1 else None)
+        if target is None:
+            continue
+        new = datetime.fromisoformat(change["new_date"])
+        Milestone.update(due_at=new, delayed_from=target.due_at, next_reminder_at=first_reminder(
+            new, before, act.now)).where(Milestone.id == target.id).execute()
+        moved.append({"milestone": target.name, "old": target.due_at.isoformat(), "new": new.isoformat()})
+        lines.append(act.zh_en(f"{target.name}：{act.local(target.due_at)} → {act.local(new)}",
+                               f"{target.name}: {act.local(target.due_at)} → {act.local(new)}"))
+    if not moved:
+        raise Refusal("proposal_unmatched", detail="、".join(m.name for m in milestones))
+    act.event("proposal_accepted", proposal=proposal.id, proposer=proposer.email, moved=moved)
+    for person in act.participants():
+        act.update(person, act.zh_en("关键节点已调整", "Milestones changed"),
+                   act.zh_en(f"{act.participant.name} 接受了 {proposer.name} 的调整建议。",
+                             f"{act.participant.name} accepted {proposer.name}'s proposal."), tuple(lines))
+    act.note("已调整：" + "；".join(lines), "Changed: " + "; ".join(lines))
+
+
+def decline_change(act: Act) -> None:
+    """不接受调整: the proposer hears why, and is asked again for their answer."""
+    act.require_text("不接受", "不接受：评审日期已与客户确认，不能推迟")
+    proposal, proposer = _proposal(act)
+    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+    Participant.update(response="", responded_at=None, response_due_at=due, chain_due_at=None,
+                       next_reminder_at=due).where(Participant.id == proposer.id).execute()
+    act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
+    act.update(proposer, act.zh_en(f"{act.participant.name} 不接受节点调整",
+                                   f"{act.participant.name} declined your change"),
+               act.text, (act.zh_en(f"请在 {act.local(due)} 前重新答复：同意需求 / 需补充信息 / 建议调整节点",
+                                    f"Please answer again by {act.local(due)}: AGREE / NEED INFO / PROPOSE"),),
+               keywords_for="recipient", kind="request")
+    act.note(f"已告知 {proposer.name}，并请其重新答复。", f"{proposer.name} is told, and asked to answer again.")
+
+
+def done(act: Act) -> None:
+    """完成: a milestone or action item is done — marked by its owner or the initiator; its
+    reminders stop. The text names it; with one open item of the sender's, it may be left out."""
+    initiator = act.participant.role == "initiator" or act.participant.email == act.record.initiator_email
+    open_items: list[Milestone | ActionItem] = [
+        *Milestone.select().where((Milestone.record == act.record.id) & Milestone.done_at.is_null()),
+        *ActionItem.select().where((ActionItem.record == act.record.id) & ActionItem.done_at.is_null())]
+    mine = [i for i in open_items if initiator or i.owner_email == act.participant.email]
+    named = [i for i in mine if _item_name(i) and _item_name(i) in act.text]
+    if named:
+        item = max(named, key=lambda i: len(_item_name(i)))
+    elif len(mine) == 1 and not act.text.strip():
+        item = mine[0]
+    else:
+        raise Refusal("done_which", value=act.text[:60], detail="、".join(_item_name(i) for i in mine) or "—")
+    type(item).update(done_at=act.now, next_reminder_at=None).where(type(item).id == item.id).execute()
+    kind = "milestone" if isinstance(item, Milestone) else "action_item"
+    act.event("item_done", item=_item_name(item), item_kind=kind, owner=item.owner_email, text=act.text)
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 已完成：{_item_name(item)}",
+                                   f"{act.participant.name} finished: {_item_name(item)}"))
+    act.note(f"已标记完成：{_item_name(item)}，不再提醒。", f"Marked done: {_item_name(item)}; no more reminders.")
+
+
+def _item_name(item: Milestone | ActionItem) -> str:
+    return item.name if isinstance(item, Milestone) else item.text
+
+
+def reopen(act: Act) -> None:
+    """重新打开: an archived record is open again (the initiator, with a reason): signatures
+    are undone, everyone hears, and the result must be signed anew."""
+    if act.record.status != "archived":
+        raise Refusal("reopen_not_archived", detail=act.record.ref)
+    act.require_text("重新打开", "重新打开：客户要求增加防水等级，需重新评估")
+    Participant.update(signed_at=None, chain_due_at=None, next_reminder_at=None).where(
+        (Participant.record == act.record.id) & Participant.role.in_(KEY_ROLES)).execute()
+    act.save(status="open", archived_at=None, next_reminder_at=None)
+    act.event("reopened", reason=act.text, archive_key=act.record.archive_key)
+    for person in act.participants():
+        act.update(person, act.zh_en(f"{act.participant.name} 重新打开了此事项",
+                                     f"{act.participant.name} reopened the record"), act.text)
 
 
 PROGRESS_LABELS = {
@@ -558,7 +700,8 @@ ACTIONS: dict[str, Callable[[Act], None]] = {
     "comment": comment, "agree": agree, "need_info": need_info, "propose": propose, "progress": progress,
     "delay": delay, "meeting": meeting, "minutes": minutes, "result": result, "confirm": confirm,
     "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
-    "accept_signoff": accept_signoff,
+    "accept_signoff": accept_signoff, "answer_info": answer_info, "accept_change": accept_change,
+    "decline_change": decline_change, "done": done, "reopen": reopen,
 }
 
 

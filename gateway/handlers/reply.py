@@ -27,7 +27,7 @@ from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
 from store.models import InboundMessage, OutboundMessage, Participant, Record
-from store.repositories import answered_mail_kind, claim_sent_key
+from store.repositories import AnsweredMail, answered_mail, claim_sent_key
 
 RECORD_TAG = re.compile(r"\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
 ROLE_PRECEDENCE = ("initiator", "recipient", "lead", "head", "external")
@@ -69,14 +69,16 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         return Outcome("ignored", f"the same text from {msg.from_addr} on {match.record.ref} more than "
                                   f"{SAME_TEXT_DAILY} times today (an auto-responder?); not recorded, not answered",
                        match.record.id, events)
-    keyword = match_keyword(text, ctx.keywords, ctx.reply_contexts.get(reply_context(match, msg), ()))
+    answered = answered_mail(match.record.id, [msg.in_reply_to, *reversed(msg.references)])
+    context = ctx.reply_contexts.get(reply_context(match, answered))
+    keyword = match_keyword(text, ctx.keywords, context.words if context else ())
     if match.via != "token":
         return _without_token(ctx, row, msg, match, text, keyword.action or "comment")
     if keyword.ambiguous:
         raise Refusal("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh") for a in keyword.ambiguous),
                       record=match.record, participant=match.participant)
-    action = keyword.action or "comment"
-    if match.record.status == "archived" and action != "retro":
+    action = keyword.action or (context.default if context and context.default else "comment")
+    if match.record.status == "archived" and action not in ("retro", "reopen"):
         raise Refusal("reply_closed", detail=match.record.ref, record=match.record, participant=match.participant)
     participant = _participant_for(match, action, ctx)
     if participant is None:
@@ -85,7 +87,8 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
                       detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed),
                       record=match.record, participant=match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
-              via=match.via, token=match.token, said=text)
+              via=match.via, token=match.token, said=text,
+              answered_about=answered.about_participant if answered else None)
     try:
         with ctx.db.atomic():  # an action refused half-way leaves nothing behind
             ACTIONS[action](act)
@@ -122,17 +125,20 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
                                 f"(sender authenticated: {verdict.method})", record.id, act.events)
 
 
-def reply_context(match: Matched, msg: ParsedMessage) -> str:
+def reply_context(match: Matched, answered: AnsweredMail | None) -> str:
     """What the mail being answered asked of this person: "signoff" (a result to sign),
-    "notice" (a notice to confirm), "request" (an answer to the request), or "" (nothing in
-    particular). The answered mail (In-Reply-To, References) says it; a reply that names none
-    of ours, or a reminder or update, is read by what is still expected of the person."""
+    "notice" (a notice to confirm), "request" (an answer to the request), "question" (a
+    recipient's 需补充信息, to the initiator), or "" (nothing in particular). The answered mail
+    (In-Reply-To, References) says it; a reply that names none of ours, or a reminder or an
+    update, is read by what is still expected of the person."""
     record, person = match.record, match.participant
-    answered = answered_mail_kind(record.id, [msg.in_reply_to, *reversed(msg.references)])
-    if answered == "signoff":
+    kind = answered.kind if answered else ""
+    if kind == "signoff":
         return "signoff"
-    if answered == "request":
+    if kind == "request":
         return "notice" if record.form == "notice" else "request"
+    if kind == "question" and person.role == "initiator":
+        return "question"
     if person.role not in KEY_ROLES:
         return ""
     if record.form == "notice":

@@ -1,0 +1,113 @@
+"""Every loop closes (issue 10): a question is answered back to whoever asked, a proposed
+milestone change is accepted or declined, finished work is marked done and stops reminding,
+an archived record can be reopened. Each test replies as people do — to the gateway's mail,
+from their own client — and checks the record, the receipts and what the others get."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_mail
+from test_replies import CHEN, MEDIUM, WANG, ZHAO, mails_to, participant, reply, text_of
+from test_reply_context import answer
+
+from gateway.scheduler import sweep
+from store.models import Event, Milestone, Record
+
+
+@pytest.fixture
+def record(ctx, send) -> Record:
+    assert send(make_mail(MEDIUM)).state == "processed"
+    return Record.get()
+
+
+def test_the_answer_to_a_question_goes_to_whoever_asked_and_they_are_asked_again(ctx, send, record):
+    assert answer(send, WANG, "需补充信息：请提供BOM成本明细", "request").state == "processed"
+    assert participant(WANG).response == "need_info"
+    [question] = mails_to(CHEN, "question")
+    assert "王强 需要补充信息" in question.subject
+    # 陈静 answers by replying to that mail, with no keyword at all.
+    assert answer(send, CHEN, "BOM 成本明细见下：主控 86 元，屏幕 54 元，其余 180 元。", "question").state == "processed"
+    wang = participant(WANG)
+    assert wang.response == "" and wang.response_due_at is not None and wang.next_reminder_at is not None
+    passed_on = mails_to(WANG, "request")[-1]
+    body = text_of(ctx, passed_on)
+    assert "陈静 补充了信息" in passed_on.subject and "主控 86 元" in body
+    assert "已转给 王强" in text_of(ctx, mails_to(CHEN, "receipt")[-1])
+    assert Event.get(Event.kind == "info_answered").data["to"] == WANG
+    # And the loop ends where it should: his answer is now an agreement.
+    assert answer(send, WANG, "同意", "request").state == "processed"
+    assert participant(WANG).response == "agree"
+
+
+def test_with_two_questions_open_the_answer_goes_to_the_one_replied_to(ctx, send, record):
+    answer(send, WANG, "需补充信息：BOM 明细", "request")
+    answer(send, ZHAO, "需补充信息：竞品清单", "request")
+    unclear = reply(send, CHEN, "补充信息：都在附件里")  # to the reply address, answering no mail
+    assert unclear.state == "rejected" and unclear.reason.startswith("answer_which")
+    newest = mails_to(CHEN, "question")[-1]
+    assert "赵磊" in newest.subject
+    assert answer(send, CHEN, "竞品：A 款 899 元，B 款 1099 元", "question").state == "processed"  # to that one
+    assert participant(ZHAO).response == "" and participant(WANG).response == "need_info"
+    assert "A 款 899 元" in text_of(ctx, mails_to(ZHAO, "request")[-1])
+    assert not any("A 款 899 元" in text_of(ctx, m) for m in mails_to(WANG))
+
+
+def test_an_answer_with_no_question_open_is_kept_as_a_comment(ctx, send, record):
+    assert reply(send, CHEN, "补充信息：评审会改到 3 号会议室").state == "processed"
+    assert Event.get(Event.kind == "comment").data["text"] == "评审会改到 3 号会议室"
+    assert "没有待答复的“需补充信息”" in text_of(ctx, mails_to(CHEN, "receipt")[-1])
+
+
+def test_a_proposed_milestone_change_accepted_moves_the_milestone_and_everyone_hears(ctx, send, record):
+    assert answer(send, WANG, "建议调整节点：方案评审 — 2026-12-14 14:00，样机未到", "request").state == "processed"
+    proposal = mails_to(CHEN, "update")[-1]
+    assert "接受调整" in text_of(ctx, proposal)
+    assert reply(send, CHEN, "接受调整").state == "processed"
+    moved = Milestone.get(Milestone.name == "方案评审")
+    assert moved.due_at.astimezone(ctx.tz).strftime("%m-%d %H:%M") == "12-14 14:00"
+    assert moved.delayed_from.astimezone(ctx.tz).strftime("%m-%d %H:%M") == "12-10 14:00"
+    for person in (WANG, ZHAO):
+        assert "方案评审：2026-12-10 14:00 → 2026-12-14 14:00" in text_of(ctx, mails_to(person, "update")[-1])
+    again = reply(send, CHEN, "接受调整")
+    assert again.state == "rejected" and again.reason.startswith("no_proposal")
+
+
+def test_a_declined_change_goes_back_to_the_proposer_with_the_reason(ctx, send, record):
+    answer(send, WANG, "建议调整节点：方案评审 — 2026-12-14 14:00", "request")
+    assert reply(send, CHEN, "不接受").reason.startswith("need_text")
+    assert reply(send, CHEN, "不接受：评审日期已与客户确认").state == "processed"
+    assert Milestone.get(Milestone.name == "方案评审").due_at.astimezone(ctx.tz).day == 10
+    wang = participant(WANG)
+    assert wang.response == "" and wang.next_reminder_at is not None
+    told = mails_to(WANG, "request")[-1]
+    assert "不接受节点调整" in told.subject and "已与客户确认" in text_of(ctx, told)
+
+
+def test_a_milestone_marked_done_stops_reminding_and_shows_as_done(ctx, send, record, clock):
+    refused = reply(send, WANG, "完成：方案评审")  # not his: the initiator owns it
+    assert refused.state == "rejected" and refused.reason.startswith("done_which")
+    assert reply(send, CHEN, "完成：方案评审").state == "processed"
+    assert Milestone.get(Milestone.name == "方案评审").done_at is not None
+    clock.advance(days=20)  # far past its date: no before, overdue or escalation mail
+    sweep(ctx)
+    reminded = {e.data.get("item") for e in Event.select().where(Event.kind.in_(("reminder", "escalation")))}
+    assert "样机测试" in reminded and "方案评审" not in reminded
+    from gateway.report import record_report
+
+    shown = {m["name"]: m for m in record_report(ctx, record.ref)["milestones"]}
+    assert shown["方案评审"]["done_at"] is not None and shown["样机测试"]["done_at"] is None
+
+
+def test_an_archived_record_can_be_reopened_by_its_initiator_with_a_reason(ctx, send, record):
+    assert reply(send, CHEN, "重新打开：再看看").reason.startswith("reopen_not_archived")
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, WANG, "确认")
+    reply(send, ZHAO, "确认")
+    assert Record.get().status == "archived"
+    assert reply(send, CHEN, "重新打开").reason.startswith("need_text")
+    assert reply(send, CHEN, "重新打开：客户要求增加防水等级").state == "processed"
+    reopened = Record.get()
+    assert reopened.status == "open" and reopened.archived_at is None
+    assert participant(WANG).signed_at is None and participant(ZHAO).signed_at is None
+    assert "重新打开" in mails_to(WANG, "update")[-1].subject
+    assert Event.get(Event.kind == "reopened").data["reason"] == "客户要求增加防水等级"

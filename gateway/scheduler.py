@@ -31,6 +31,7 @@ from gateway.tokens import reply_address
 from store.models import (
     ActionItem,
     DigestPreference,
+    Dispute,
     Event,
     Meeting,
     Milestone,
@@ -76,7 +77,7 @@ def first_reminder(due: datetime, before: timedelta, now: datetime) -> datetime:
 def sweep(ctx: Context) -> int:
     """Send everything that is due now; returns how many mails were queued."""
     sent = 0
-    for kind in (_participants, _milestones, _action_items, _minutes, _retros):
+    for kind in (_participants, _milestones, _action_items, _disputes, _minutes, _retros):
         while True:
             with ctx.db.atomic():
                 done, queued = kind(ctx)
@@ -170,8 +171,11 @@ def _participants(ctx: Context) -> tuple[int, int]:
     return len(rows), queued
 
 
-def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str) -> tuple[int, int]:
-    """Milestones and action items: before, overdue, escalation."""
+def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str,
+                    before_zh: str = "如需延期，请在截止前回复「延期：原因、新计划」。",
+                    before_en: str = "If it will be late, reply DELAY with reason and new plan before the deadline.",
+                    ) -> tuple[int, int]:
+    """Milestones, action items and disputes: before, overdue, escalation."""
     now, r = ctx.clock.now(), ctx.settings.reminders
     rows = list(model.select(model, Record).join(Record).where(
         (model.next_reminder_at <= now) & (Record.status != "archived")).order_by(model.next_reminder_at).limit(BATCH))
@@ -180,16 +184,14 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
         record = item.record
         stage = deadline_stage(item.due_at, now, timedelta(hours=r.before_hours),
                                timedelta(hours=r.escalate_after_hours))
-        name = getattr(item, "name", None) or item.text
+        name = (getattr(item, "name", None) or item.text)[:60]
         owner = _participant_row(record, item.owner_email)
         zh = record.lang != "en"
         due = _local(ctx, item.due_at)
         key = f"{kind}:{item.id}:{item.due_at:%Y%m%d%H%M}:{stage.name}"
         if stage.name == "before":
             drafts = [_mail(ctx, record, owner, f"{label_zh}即将到期：{name}" if zh else f"{label_en} due soon: {name}",
-                            [f"{'截止' if zh else 'Due'}：{due}",
-                             "如需延期，请在截止前回复「延期：原因、新计划」。" if zh
-                             else "If it will be late, reply DELAY with reason and new plan before the deadline."],
+                            [f"{'截止' if zh else 'Due'}：{due}", before_zh if zh else before_en],
                             "reminder")]
         elif stage.name == "overdue":
             initiator = _participant_row(record, record.initiator_email, record.initiator_name)
@@ -206,6 +208,11 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
                                                data={"chain": kind, "item": name, "stage": stage.name, "key": key}))
         model.update(next_reminder_at=stage.next_at).where(model.id == item.id).execute()
     return len(rows), queued
+
+
+def _disputes(ctx: Context) -> tuple[int, int]:
+    return _deadline_chain(ctx, Dispute, "争议待裁定", "Dispute to rule", "dispute",
+                           "请在截止前回复「裁定：…」。", "Please reply RULING: … before the deadline.")
 
 
 def _milestones(ctx: Context) -> tuple[int, int]:
@@ -300,6 +307,8 @@ _DIGEST_WHAT = {
     "milestone_late": ("关键节点（已逾期）：{label}", "milestone (overdue): {label}"),
     "action": ("行动项：{label}", "action item: {label}"),
     "action_late": ("行动项（已逾期）：{label}", "action item (overdue): {label}"),
+    "dispute": ("争议待您裁定：{label}", "dispute waiting for your ruling: {label}"),
+    "dispute_late": ("争议待您裁定（已逾期）：{label}", "dispute waiting for your ruling (overdue): {label}"),
 }
 
 
@@ -366,6 +375,13 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
             due = _aware(due_at)
             add(owner, ref, f"{kind}_late" if due < now else kind, due,
                 reply(record_id, owners.get((record_id, owner))), lang, label)
+    for lead, due_at, text, record_id, ref, lang in cast(
+            Iterable[_DueRow],
+            Dispute.select(Dispute.lead_email, Dispute.due_at, Dispute.text, Record.id, Record.ref, Record.lang)
+            .join(Record).where(open_records & Dispute.ruled_at.is_null()).tuples()):
+        ruling_due = _aware(due_at) if due_at else None
+        add(lead, ref, "dispute_late" if ruling_due and ruling_due < now else "dispute", ruling_due,
+            reply(record_id, owners.get((record_id, lead))), lang, text[:60])
     overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
     for email, pending in items.items():
         person = ctx.directory.by_email(email)

@@ -86,11 +86,15 @@ def _to_v3(db: Database) -> None:
 
 
 def _to_v4(db: Database) -> None:
-    """Loops close: a milestone can be marked done."""
-    from store.models import Milestone
+    """Loops close: a milestone can be marked done; a dispute is due and reminded."""
+    from store.models import Dispute, Milestone
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
-    migrate_schema(migrator.add_column("milestone", "done_at", Milestone.done_at))
+    wanted = (("milestone", "done_at", Milestone.done_at), ("dispute", "due_at", Dispute.due_at),
+              ("dispute", "next_reminder_at", Dispute.next_reminder_at))
+    # The dispute table is created whole (current columns) when an older schema lacked it.
+    migrate_schema(*[migrator.add_column(table, name, column) for table, name, column in wanted
+                     if name not in {c.name for c in db.get_columns(table)}])
 
 
 # version → the step from the one before

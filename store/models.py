@@ -207,10 +207,17 @@ class Dispute(BaseModel):
     opened_by = CharField(max_length=512)
     text = TextField()
     opened_at = UTCDateTimeField()
-    lead_email = CharField(max_length=512)
+    lead_email = CharField(max_length=512)  # who is reminded first: the lead (initiator's head)
     ruled_by = CharField(max_length=512, default="")
     ruling = TextField(default="")
     ruled_at = UTCDateTimeField(null=True)
+    # A dispute waits for a ruling like any answer: due, reminded, escalated.
+    due_at = UTCDateTimeField(null=True)
+    next_reminder_at = UTCDateTimeField(null=True, index=True)
+
+    @property
+    def owner_email(self) -> str:  # whose deadline it is, for the scheduler's deadline chains
+        return self.lead_email
 
 
 class Attachment(BaseModel):

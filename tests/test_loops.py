@@ -11,7 +11,7 @@ from test_replies import CHEN, MEDIUM, WANG, ZHAO, mails_to, participant, reply,
 from test_reply_context import answer
 
 from gateway.scheduler import sweep
-from store.models import Event, Milestone, Record
+from store.models import Dispute, Event, Milestone, Record
 
 
 @pytest.fixture
@@ -111,3 +111,69 @@ def test_an_archived_record_can_be_reopened_by_its_initiator_with_a_reason(ctx, 
     assert participant(WANG).signed_at is None and participant(ZHAO).signed_at is None
     assert "重新打开" in mails_to(WANG, "update")[-1].subject
     assert Event.get(Event.kind == "reopened").data["reason"] == "客户要求增加防水等级"
+
+
+ZHOU, LI = "zhou.ming@liuhen.localhost", "li.na@liuhen.localhost"  # heads of 研发部 and 产品部
+
+
+def test_a_dispute_may_be_ruled_by_the_lead_or_a_head_of_a_department_taking_part(ctx, send, record):
+    from test_replies import NAMES
+
+    NAMES.setdefault(ZHOU, "周明")
+    NAMES.setdefault(LI, "李娜")
+    assert reply(send, WANG, "争议：研发与市场对上市时间意见不一致").state == "processed"
+    for ruler in (CHEN, LI, ZHOU, ZHAO):  # the initiator, and the heads of 产品部, 研发部, 市场部
+        assert "争议待您裁定" in mails_to(ruler)[-1].subject, ruler
+    assert reply(send, ZHOU, "裁定：按研发意见，上市推迟两周").state == "processed"
+    settled = Dispute.get()
+    assert settled.ruled_by == ZHOU and settled.next_reminder_at is None
+
+
+def test_only_someone_who_may_rule_does(ctx, send, record):
+    from store.models import Participant
+
+    reply(send, WANG, "争议：研发与市场对上市时间意见不一致")
+    # A head of a department that takes no part (copied in some other way) may not.
+    Participant.create(record=record.id, email="qian.hong@liuhen.localhost", name="钱红", department="财务部",
+                       role="head")
+    from test_replies import NAMES
+
+    NAMES.setdefault("qian.hong@liuhen.localhost", "钱红")
+    refused = reply(send, "qian.hong@liuhen.localhost", "裁定：按市场意见",
+                    to=_reply_address_of(ctx, record, "qian.hong@liuhen.localhost"))
+    assert refused.state == "rejected" and refused.reason.startswith("ruling_not_allowed")
+    assert Dispute.get().ruled_at is None
+
+
+def _reply_address_of(ctx, record, email):
+    from gateway.tokens import reply_address
+    from store.models import Participant
+
+    p = Participant.get((Participant.record == record.id) & (Participant.email == email))
+    return reply_address(ctx.settings.gateway.secret, ctx.settings.gateway.domain, record.id, p.id)
+
+
+def test_an_unruled_dispute_is_reminded_escalated_and_in_the_digest(ctx, send, record, clock):
+    reply(send, WANG, "争议：研发与市场对上市时间意见不一致")
+    clock.advance(hours=25)
+    sweep(ctx)
+    reminded = [e for e in Event.select().where(Event.kind == "reminder") if e.data.get("chain") == "dispute"]
+    assert [e.data["stage"] for e in reminded] == ["overdue"]
+    clock.advance(hours=48)
+    sweep(ctx)
+    assert any(e.data.get("chain") == "dispute" for e in Event.select().where(Event.kind == "escalation"))
+    digest = [m for m in mails_to(LI) if m.kind == "digest"]  # the sweeps send the 09:00 digest too
+    assert digest and "争议待您裁定（已逾期）" in text_of(ctx, digest[-1])
+
+
+def test_an_open_dispute_holds_the_archive_until_it_is_ruled(ctx, send, record):
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, ZHAO, "争议：市场部认为成本估算偏低")
+    reply(send, WANG, "确认")
+    last = reply(send, ZHAO, "确认")
+    assert last.state == "processed" and Record.get().status == "confirming"
+    assert "有未裁定的争议" in text_of(ctx, mails_to(ZHAO, "receipt")[-1])
+    closing = reply(send, CHEN, "关闭")
+    assert closing.state == "rejected" and closing.reason.startswith("close_dispute_open")
+    assert reply(send, CHEN, "裁定：成本按财务复核后的数字").state == "processed"
+    assert Record.get().status == "archived"

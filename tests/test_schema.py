@@ -13,7 +13,8 @@ V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "
               "milestone": ["delayed_from", "next_reminder_at"], "outboundmessage": ["attachments"]}
 V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
               "outboundmessage": ["claimed_by", "lease_until"]}
-V4_COLUMNS = {"milestone": ["done_at"]}
+V4_COLUMNS = {"milestone": ["done_at"]}  # and dispute's due_at, next_reminder_at: the table is new in v2
+V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"]}
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -32,10 +33,25 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
 
     db = open_database(db_url)
     assert SchemaVersion.get().version == SCHEMA_VERSION == 4
-    for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items()):
+    for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V4_TABLE_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
     assert InboundMessage.get().dedupe_key == "k"
     assert InboundMessage.get().attempts == 0
     assert Record.select().count() == 0
+    db.close()
+
+
+def test_a_version_3_database_gets_the_dispute_deadline_columns(db_url):
+    db = open_database(db_url)
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate(migrator.drop_index("dispute", "dispute_next_reminder_at"))
+    migrate(*[migrator.drop_column("dispute", c) for c in V4_TABLE_COLUMNS["dispute"]],
+            *[migrator.drop_column(t, c) for t, columns in V4_COLUMNS.items() for c in columns])
+    SchemaVersion.update(version=3).execute()
+    db.close()
+    db = open_database(db_url)
+    assert SchemaVersion.get().version == 4
+    assert {c.name for c in db.get_columns("dispute")} >= {"due_at", "next_reminder_at"}
+    assert "done_at" in {c.name for c in db.get_columns("milestone")}
     db.close()

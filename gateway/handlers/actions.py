@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from config.directory import Person
 from config.forms import Keyword
 from config.settings import ConfigError
 from gateway.authentication import Verdict, sender_verdict
@@ -599,6 +600,9 @@ def _sign(act: Act, signer: Participant, authentication: dict, notice: bool) -> 
         act.note(f"还待签字：{'、'.join(p.name for p in missing)}",
                  f"Still to sign: {', '.join(p.name for p in missing)}")
         return
+    if _open_disputes(act):
+        act.note("全部签字完成；有未裁定的争议，裁定后归档。", "All signed; archived once the open dispute is ruled.")
+        return
     _archive(act)
 
 
@@ -639,41 +643,85 @@ def reject(act: Act) -> None:
     _tell_initiator(act, act.zh_en(f"{act.participant.name} 驳回了结果", f"{act.participant.name} rejected the result"))
 
 
+def _rulers(act: Act) -> list[Participant]:
+    """Who may rule a dispute (the seed: the project lead or a superior): the initiator, the
+    initiator's department head, and the heads of the other departments taking part — made
+    participants (role "lead") so that their replies carry a token."""
+    directory = act.ctx.directory
+    people = list(Participant.select().where(Participant.record == act.record.id))
+    heads: list[Person] = []
+    parties = [p for p in people if p.role in KEY_ROLES]  # the departments taking part
+    for person in [directory.by_email(act.record.initiator_email), *(directory.by_email(p.email) for p in parties)]:
+        department = directory.department(person.department) if person.department else None
+        head = directory.by_email(department.head) if department else None  # perhaps the person
+        if head is not None and head.email not in {h.email for h in heads}:
+            heads.append(head)
+    rulers = [p for p in people if p.role == "initiator"]
+    for head in heads:
+        row = next((p for p in people if p.email == head.email and p.role in ("lead", "head")), None)
+        if row is None:
+            row = Participant.create(record=act.record.id, email=head.email, name=head.name,
+                                     department=head.department, role="lead")
+            people.append(row)
+        rulers.append(row)
+    return rulers
+
+
 def dispute(act: Act) -> None:
-    """争议: moved to the dispute area; the project lead (the initiator's department head) rules."""
+    """争议: moved to the dispute area; the project lead (the initiator) or a superior (a head
+    of a department taking part) rules. It is due, reminded and escalated like an answer,
+    listed in digests, and the record is not archived while it is open."""
     act.require_text("争议", "争议：研发与市场对上市时间意见不一致，请裁定")
+    rulers = _rulers(act)
     initiator = act.ctx.directory.by_email(act.record.initiator_email)
     lead = act.ctx.directory.head_of(initiator) or initiator
-    lead_row = Participant.get_or_none((Participant.record == act.record.id) & (Participant.email == lead.email) &
-                                       Participant.role.in_(("lead", "head")))
-    if lead_row is None:
-        lead_row = Participant.create(record=act.record.id, email=lead.email, name=lead.name,
-                                      department=lead.department, role="lead")
+    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
     item = Dispute.create(record=act.record.id, opened_by=act.participant.email, text=act.text, opened_at=act.now,
-                          lead_email=lead.email)
-    act.event("dispute", dispute_id=item.id, text=act.text, lead=lead.email)
-    act.update(lead_row, act.zh_en("争议待您裁定", "A dispute awaits your ruling"), act.text,
-               (act.zh_en("请回复「裁定：…」给出裁定。", "Reply RULING: … to settle it."),), keywords_for="lead")
+                          lead_email=lead.email, due_at=due, next_reminder_at=due)
+    names = "、".join(dict.fromkeys(r.name for r in rulers))
+    act.event("dispute", dispute_id=item.id, text=act.text, lead=lead.email, rulers=[r.email for r in rulers],
+              due=due.isoformat())
+    told = set()
+    for ruler in rulers:
+        if ruler.email in told or (ruler.email == act.participant.email and ruler.role != "initiator"):
+            continue
+        told.add(ruler.email)
+        act.update(ruler, act.zh_en("争议待您裁定", "A dispute awaits your ruling"), act.text,
+                   (act.zh_en(f"可裁定：{names}；请在 {act.local(due)} 前回复「裁定：…」。",
+                              f"May rule: {names}. Reply RULING: … by {act.local(due)}."),),
+                   keywords_for="lead")
     for person in act.participants():
-        if person.email != lead.email:
+        if person.email not in told:
             act.update(person, act.zh_en(f"{act.participant.name} 提出争议",
                                          f"{act.participant.name} opened a dispute"),
-                       act.text, (act.zh_en(f"裁定人：{lead.name}", f"To be ruled by {lead.name}"),))
+                       act.text, (act.zh_en(f"裁定人：{names}", f"To be ruled by {names}"),))
+    act.note(f"争议已提交，由 {names} 裁定（{act.local(due)} 前）。",
+             f"Dispute filed; {names} may rule (by {act.local(due)}).")
 
 
 def ruling(act: Act) -> None:
-    """裁定: the lead or a superior settles the open dispute; all parties are told."""
+    """裁定: the lead or a superior settles the open dispute; all parties are told. A record
+    whose signatures were all in waits for this to be archived."""
     item = Dispute.select().where((Dispute.record == act.record.id) & Dispute.ruled_at.is_null()) \
         .order_by(Dispute.opened_at.desc()).first()
     if item is None:
         raise Refusal("no_dispute", detail=act.record.ref)
+    rulers = _rulers(act)
+    if act.participant.email not in {r.email for r in rulers}:
+        raise Refusal("ruling_not_allowed", detail="、".join(dict.fromkeys(r.name for r in rulers)))
     act.require_text("裁定", "裁定：按研发意见，上市推迟两周")
-    Dispute.update(ruled_by=act.participant.email, ruling=act.text, ruled_at=act.now).where(
+    Dispute.update(ruled_by=act.participant.email, ruling=act.text, ruled_at=act.now, next_reminder_at=None).where(
         Dispute.id == item.id).execute()
     act.event("ruling", dispute_id=item.id, text=act.text)
     for person in act.participants():
         act.update(person, act.zh_en("争议已裁定", "The dispute is settled"), act.text,
                    (act.zh_en(f"争议：{item.text}", f"Dispute: {item.text}"),))
+    if act.record.status == "confirming" and not _unsigned(act) and not _open_disputes(act):
+        _archive(act)
+
+
+def _open_disputes(act: Act) -> list[Dispute]:
+    return list(Dispute.select().where((Dispute.record == act.record.id) & Dispute.ruled_at.is_null()))
 
 
 def retro(act: Act) -> None:
@@ -693,6 +741,8 @@ def close(act: Act) -> None:
     missing = _unsigned(act)
     if missing:
         raise Refusal("close_unsigned", detail="、".join(f"{p.name} <{p.email}>" for p in missing))
+    if _open_disputes(act):
+        raise Refusal("close_dispute_open", detail="；".join(d.text[:60] for d in _open_disputes(act)))
     _archive(act)
 
 

@@ -86,12 +86,14 @@ def _to_v3(db: Database) -> None:
 
 
 def _to_v4(db: Database) -> None:
-    """Loops close: a milestone can be marked done; a dispute is due and reminded."""
-    from store.models import Dispute, Milestone
+    """Loops close: a milestone can be marked done; a dispute is due and reminded; a progress
+    row is internal unless marked for the client."""
+    from store.models import Dispute, Milestone, ProgressRow
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     wanted = (("milestone", "done_at", Milestone.done_at), ("dispute", "due_at", Dispute.due_at),
-              ("dispute", "next_reminder_at", Dispute.next_reminder_at))
+              ("dispute", "next_reminder_at", Dispute.next_reminder_at),
+              ("progressrow", "client_visible", ProgressRow.client_visible))
     # The dispute table is created whole (current columns) when an older schema lacked it.
     migrate_schema(*[migrator.add_column(table, name, column) for table, name, column in wanted
                      if name not in {c.name for c in db.get_columns(table)}])

@@ -195,6 +195,7 @@ class ProgressRow(BaseModel):
     people = TextField(default="")
     next_step = TextField(default="")
     risks = TextField(default="")
+    client_visible = BooleanField(default=False)  # internal unless marked for the client (进度（客户可见）：)
 
 
 class Dispute(BaseModel):

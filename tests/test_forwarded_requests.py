@@ -86,3 +86,28 @@ def test_a_client_mail_attached_as_message_rfc822(ctx, send):
     assert inbound.state == "processed", inbound.reason
     client = Participant.get(Participant.role == "external")
     assert (client.email, client.name) == (CLIENT, "林先生")
+
+
+def test_internal_progress_stays_inside_and_the_client_sees_only_their_request(ctx, send):
+    # issue 10: progress rows with costs and stock risks were mailed to the client, and the
+    # client's 状态 showed our staff and the event log.
+    from test_replies import mails_to, text_of
+
+    send(make_mail(QQ_FORWARD, subject="转发：定制表带刻字需求", to=f"customer@{DOMAIN}", sender=WU),
+         rcpt=f"customer@{DOMAIN}", mail_from=WU)
+    NAMES[CLIENT], NAMES[WU] = "林先生", "吴刚"
+    wang = "wang.qiang@liuhen.localhost"
+    reply(send, wang, "进度：\n进展：刻字工艺已打样\n风险：激光头库存只够 300 条，成本每条多 4 元")
+    assert not mails_to(CLIENT, "update")  # internal: the client gets nothing of it
+    assert "库存只够 300 条" in text_of(ctx, mails_to(WU, "update")[-1])
+    reply(send, wang, "进度（客户可见）：\n进展：刻字样品已完成\n下一步：12月8日前寄样给客户\n风险：激光头库存不足")
+    [shared] = mails_to(CLIENT, "update")
+    text = text_of(ctx, shared)
+    assert "刻字样品已完成" in text and "12月8日前寄样" in text and "库存" not in text
+    status = send(make_mail("", subject=f"状态 {Record.get().ref}", to=f"customer@{DOMAIN}",
+                            sender=f"林先生 <{CLIENT}>"), rcpt=f"customer@{DOMAIN}", mail_from=CLIENT)
+    assert status.state == "processed", status.reason
+    answer = text_of(ctx, mails_to(CLIENT)[-1])
+    assert "首批500条" in answer and "刻字样品已完成" in answer and "12月8日前寄样" in answer
+    for internal in ("王强", "吴刚", wang, WU, "库存", "record_created", "progress"):
+        assert internal not in answer, internal

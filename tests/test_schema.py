@@ -14,7 +14,7 @@ V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "
 V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
               "outboundmessage": ["claimed_by", "lease_until"]}
 V4_COLUMNS = {"milestone": ["done_at"]}  # and dispute's due_at, next_reminder_at: the table is new in v2
-V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"]}
+V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"], "progressrow": ["client_visible"]}
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -46,7 +46,7 @@ def test_a_version_3_database_gets_the_dispute_deadline_columns(db_url):
     db = open_database(db_url)
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(migrator.drop_index("dispute", "dispute_next_reminder_at"))
-    migrate(*[migrator.drop_column("dispute", c) for c in V4_TABLE_COLUMNS["dispute"]],
+    migrate(*[migrator.drop_column(t, c) for t, columns in V4_TABLE_COLUMNS.items() for c in columns],
             *[migrator.drop_column(t, c) for t, columns in V4_COLUMNS.items() for c in columns])
     SchemaVersion.update(version=3).execute()
     db.close()

@@ -77,12 +77,17 @@ class Act:
         self.events.append(dict(record_id=self.record.id, inbound_id=self.row.id, kind=kind,
                                 actor=self.participant.email, data=data))
 
-    def participants(self, *roles: str, exclude_sender: bool = True) -> list[Participant]:
+    def participants(self, *roles: str, exclude_sender: bool = True, clients: bool = False) -> list[Participant]:
+        """The record's people, once each. External clients only when named by role or asked
+        for (`clients`): they receive what is addressed to them — acknowledgements, questions
+        to them, the result to confirm, the closing, progress marked for them — never the
+        internal traffic."""
         people = Participant.select().where(Participant.record == self.record.id).order_by(Participant.id)
         seen, chosen = set(), []
         for p in people:
             is_sender = exclude_sender and p.email == self.participant.email
-            if (roles and p.role not in roles) or p.email in seen or is_sender:
+            internal_only = not roles and not clients and (p.external or p.role == "external")
+            if (roles and p.role not in roles) or p.email in seen or is_sender or internal_only:
                 continue
             seen.add(p.email)
             chosen.append(p)
@@ -349,18 +354,23 @@ PROGRESS_LABELS = {
 def progress(act: Act) -> None:
     """进度: a row of the progress table; every other participant is kept in sync."""
     act.require_text("进度", "进度：\n阶段：样机测试\n进展：已完成跌落测试\n下一步：12月5日前出报告\n风险：无")
-    values = labelled_values(act.text, PROGRESS_LABELS)
-    row = dict(stage=values.get("stage", ""), progress=values.get("progress") or act.text,
+    marked = CLIENT_VISIBLE.match(act.text)
+    text = act.text[marked.end():] if marked else act.text
+    values = labelled_values(text, PROGRESS_LABELS)
+    row = dict(stage=values.get("stage", ""), progress=values.get("progress") or text,
                people=values.get("people", act.participant.name), next_step=values.get("next_step", ""),
                risks=values.get("risks", ""))
-    ProgressRow.create(record=act.record.id, at=act.now, author_email=act.participant.email, **row)
-    act.event("progress", **row)
+    ProgressRow.create(record=act.record.id, at=act.now, author_email=act.participant.email,
+                       client_visible=bool(marked), **row)
+    act.event("progress", client_visible=bool(marked), **row)
     lines = tuple(f"{label}：{row[key]}" for key, label in
                   (("stage", act.zh_en("阶段", "Stage")), ("next_step", act.zh_en("下一步", "Next")),
                    ("risks", act.zh_en("风险", "Risks"))) if row[key])
-    for person in act.participants():
+    for person in act.participants(clients=bool(marked)):
+        client = person.external or person.role == "external"
+        # A client sees the progress and the next step; stage names and risks stay inside.
         act.update(person, act.zh_en(f"{act.participant.name} 同步进度", f"Progress from {act.participant.name}"),
-                   row["progress"], lines)
+                   row["progress"], tuple(line for line in lines if not client or line.startswith(("下一步", "Next"))))
 
 
 DELAY_LABELS = {"milestone": ("节点", "关键节点", "Milestone"), "reason": ("原因", "延期原因", "Reason"),
@@ -611,6 +621,11 @@ def _unsigned(act: Act) -> list[Participant]:
                                                   Participant.role.in_(KEY_ROLES)) if p.signed_at is None]
 
 
+# 进度（客户可见）：… / PROGRESS [client]: … — a progress row the client is sent; others stay inside.
+CLIENT_VISIBLE = re.compile(r"\s*[（(【\[]\s*(?:客户可见|客戶可見|给客户|給客戶|对客户|client|for (?:the )?client)"
+                            r"\s*[)）】\]]\s*[:：]?\s*", re.IGNORECASE)
+
+
 def _archive(act: Act) -> None:
     form = act.ctx.forms.get(act.record.form)
     archive_record(act.record, form.archive if form else "项目档案库", act.now, act.ctx.tz)
@@ -620,7 +635,7 @@ def _archive(act: Act) -> None:
         act.save(next_reminder_at=act.now + timedelta(days=act.ctx.settings.reminders.retro_after_days))
     act.event("archived", archive_key=act.record.archive_key, category=act.record.archive_category)
     outcome = act.record.result or act.record.fields.get("content", "")
-    for person in act.participants(exclude_sender=False):
+    for person in act.participants(exclude_sender=False, clients=True):
         retro = person.role == "initiator"
         act.update(person, act.zh_en("已完成签字确认并归档", "Signed off and archived"), outcome,
                    (act.zh_en(f"归档：{act.record.archive_category} / {act.record.archive_key}",

@@ -16,7 +16,7 @@ from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
 from store.archive import index_pending
-from store.models import Event, InboundMessage, Participant, Record
+from store.models import Event, InboundMessage, Participant, ProgressRow, Record
 
 COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
 
@@ -136,6 +136,8 @@ def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
         # The same answer whether it does not exist or is not theirs: no probing.
         return (f"{'Status' if en else '状态'}：{argument}",
                 "No record of that id that you may see." if en else "没有找到您有权查看的该编号记录。")
+    if ctx.directory.by_email(msg.from_addr).external:
+        return _client_status(record, en)
     people = Participant.select().where(Participant.record == record.id).order_by(Participant.id)
     lines = [f"{record.ref} {record.subject}", f"{'Status' if en else '状态'}: {record.status}", ""]
     lines += [f"  {p.role}: {p.name} <{p.email}> {p.response or ''}{' ✔' if p.signed_at else ''}" for p in people]
@@ -143,3 +145,26 @@ def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
     for event in Event.select().where(Event.record_id == record.id).order_by(Event.id):
         lines.append(f"  {event.at.astimezone(ctx.tz).strftime('%Y-%m-%d %H:%M')}  {event.kind}  {event.actor}")
     return f"{'Status' if en else '状态'}：{record.ref}", "\n".join(lines)
+
+
+_CLIENT_STAGES = {"open": ("处理中", "in progress"), "confirming": ("待您确认结果", "result waiting for confirmation"),
+                  "archived": ("已完成", "done")}
+
+
+def _client_status(record: Record, en: bool) -> tuple[str, str]:
+    """What an external client sees of their own request: what they asked, the stage, and
+    the next step we told them — never our staff, our internal progress or the trace."""
+    shared = (ProgressRow.select().where((ProgressRow.record == record.id) & ProgressRow.client_visible)
+              .order_by(ProgressRow.id.desc()).first())
+    stage = _CLIENT_STAGES.get(record.status, (record.status, record.status))[en]
+    request = record.fields.get("progress") or record.fields.get("content") or record.subject
+    if en:
+        lines = [f"{record.ref} {record.subject}", f"Stage: {stage}", "", f"Your request: {request}"]
+        if shared:
+            lines += [f"Latest progress: {shared.progress}"] + ([f"Next step: {shared.next_step}"]
+                                                                if shared.next_step else [])
+        return f"Status: {record.ref}", "\n".join(lines)
+    lines = [f"{record.ref} {record.subject}", f"阶段：{stage}", "", f"您的需求：{request}"]
+    if shared:
+        lines += [f"最新进展：{shared.progress}"] + ([f"下一步：{shared.next_step}"] if shared.next_step else [])
+    return f"状态：{record.ref}", "\n".join(lines)

@@ -18,7 +18,7 @@ from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.handlers.bounce import handle_bounce
 from gateway.handlers.command import COMMANDS, handle_command
-from gateway.handlers.reply import handle_reply, referenced_record
+from gateway.handlers.reply import handle_digest_reply, handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
 from gateway.refusals import Refusal, may_answer
@@ -29,7 +29,7 @@ from parsers.mime import ParsedMessage, parse_message
 from parsers.signals import auto_reply_reason
 from store.archive import mark_for_index
 from store.models import InboundMessage
-from store.repositories import add_events, begin_attempts, fail_inbound, finish_inbound
+from store.repositories import add_events, begin_attempts, fail_inbound, finish_inbound, our_mail
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,9 @@ def _route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Comma
         record = referenced_record(ctx, msg)
         if record is not None:
             return handle_reply(ctx, row, msg, record=record)
+        answered = our_mail([msg.in_reply_to, *reversed(msg.references)])
+        if answered is not None and answered.kind in ("digest", "digest_head"):
+            return handle_digest_reply(ctx, row, msg, answered)
         return handle_submission(ctx, row, msg, ctx.form_by_address(target.local_part))
     if target.kind == "operator":
         return Outcome("ignored", f"addressed to {target.local_part}@; kept for the operators")

@@ -46,7 +46,7 @@ REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "rep
                   "delay_which", "meeting_incomplete", "minutes_problems", "nothing_to_sign", "close_no_result",
                   "close_unsigned", "no_dispute", "no_held_signoff", "answer_which", "no_proposal",
                   "proposal_unmatched", "done_which", "reopen_not_archived",
-                  "ruling_not_allowed", "close_dispute_open")
+                  "ruling_not_allowed", "close_dispute_open", "digest_which")
 # Sentences the handlers put into other mails (receipts, updates): texts, not refusals.
 NOTES = ("reply_comment_only", "signoff_held", "signoff_held_initiator")
 INVALID_REQUEST = "invalid_request"  # the code of a request's refusal; its problems say why
@@ -171,9 +171,12 @@ def _rejection(ctx: Context, row: InboundMessage, msg: ParsedMessage, refusal: R
                           text=ctx.renderer.problem_text(lang, p.code, label=label, value=p.value, detail=p.detail)))
     fields = form.fields if form else ()
     rows = [(f.label_for(lang), refusal.fields[f.key]) for f in fields if refusal.fields.get(f.key)]
+    # A reply with the corrected form goes to the form's own intake address.
+    intake = form.address if form else "requests"
     return Draft(
         kind="rejection", template="sender/rejection", lang=lang, to_addr=msg.from_addr,
         to_name=msg.from_name, inbound_id=row.id, in_reply_to=msg.message_id,
         references=(msg.message_id,) if msg.message_id else (), auto_submitted="auto-replied",
+        reply_to=f"{intake}@{ctx.settings.gateway.domain}",
         context=dict(problems=items, rows=rows, form_name=form.name_for(lang) if form else "",
                      original_subject=msg.subject))

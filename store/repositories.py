@@ -110,6 +110,17 @@ def answered_mail(record_id: int, message_ids: Iterable[str]) -> AnsweredMail | 
     return next((found[i] for i in ids if i in found), None)
 
 
+def our_mail(message_ids: Iterable[str]) -> OutboundMessage | None:
+    """The first of `message_ids` that names a mail we sent (any record, or none)."""
+    ids = [i for i in message_ids if i]
+    if not ids:
+        return None
+    found = {m.message_id: m for m in OutboundMessage.select(
+        OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context, OutboundMessage.to_addr)
+        .where(OutboundMessage.message_id.in_(ids))}
+    return next((found[i] for i in ids if i in found), None)
+
+
 def open_proposal(record_id: int) -> Event | None:
     """The newest milestone proposal (建议调整节点) of the record the initiator has not decided."""
     decided = {e.data.get("proposal") for e in Event.select(Event.data).where(

@@ -45,9 +45,12 @@ def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, comman
         title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
                        "digest_on": _digest_on, "digest_off": _digest_off}[command.name](ctx, msg, command.argument,
                                                                                           lang)
+    # A blank form filled in and sent back as a reply reaches that form's intake address.
+    form = _form_named(ctx, command.argument) if command.name == "template" else None
     queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
                             to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=row.id,
                             in_reply_to=msg.message_id, auto_submitted="auto-replied",
+                            reply_to=f"{form.address}@{ctx.settings.gateway.domain}" if form else "",
                             context=dict(title=title, text=text))])
     return Outcome("processed", f"command {command.name} {command.argument}".strip())
 

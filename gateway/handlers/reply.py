@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 
 from gateway.authentication import sender_verdict
 from gateway.bootstrap import Context
@@ -98,6 +99,23 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         act.receipt(_label(ctx, action, act.sender_lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
+
+
+DIGEST_ITEM = re.compile(r"\s*(\d{1,3})\s*[.、:：)）]?\s*")
+
+
+def handle_digest_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, digest: OutboundMessage) -> Outcome:
+    """A reply to a daily digest: "3 确认" acts on its item 3 exactly as a reply to that
+    record's mail would (the item's personal reply address decides who and which record);
+    anything else is answered with how to act."""
+    text = new_text(msg.text)
+    entries = digest.context.get("entries", [])
+    found = DIGEST_ITEM.match(text)
+    number = int(found.group(1)) if found else 0
+    if found is None or not 1 <= number <= len(entries) or not entries[number - 1][3]:
+        raise Refusal("digest_which", detail=str(len(entries)))
+    token = entries[number - 1][3].partition("@")[0].removeprefix("reply+")
+    return handle_reply(ctx, row, dataclass_replace(msg, text=text[found.end():]), token=token)
 
 
 def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match: Matched, text: str,

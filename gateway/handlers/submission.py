@@ -20,10 +20,22 @@ from parsers.dates import parse_datetime
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables
+from parsers.quotes import new_text
 from store.models import InboundMessage, Participant, Record
-from store.repositories import NewMilestone, NewParticipant, create_record, next_record_ref, save_attachments
+from store.repositories import (
+    NewMilestone,
+    NewParticipant,
+    create_record,
+    next_record_ref,
+    our_mail,
+    save_attachments,
+)
 
 SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
+# What our rejection put before the subject (mail_templates/*/sender/rejection.subject.j2),
+# behind the sender's reply prefixes: the resent request keeps its own subject.
+SUBJECT_NOISE = re.compile(r"^\s*(?:(?:re|aw|回复|答复|回覆)\s*[:：]\s*)*"
+                           r"(?:请修改后重新提交|Please correct and resend)\s*[:：]\s*", re.IGNORECASE)
 
 
 def choose_form(ctx: Context, msg: ParsedMessage, template_hint: str) -> FormDef | None:
@@ -56,8 +68,11 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
         values.setdefault("progress", client.body)
         subject = client.subject
     else:
-        values = extract_fields(msg.text, tables, form)
-        subject = msg.subject
+        # A corrected form sent as a reply to our rejection (or a filled blank form as a reply
+        # to the template mail) quotes our mail below it: only the new text is the form.
+        own = new_text(msg.text) if our_mail([msg.in_reply_to, *reversed(msg.references)]) else ""
+        values = extract_fields(own or msg.text, tables, form)
+        subject = SUBJECT_NOISE.sub("", msg.subject)
     result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],
                       lang, ctx.rules, ctx.directory, ctx.local_now())
     if isinstance(result, list):

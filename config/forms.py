@@ -76,6 +76,8 @@ class Rules:
     attachment_pattern: re.Pattern[str]
     attachment_example: str
     optional_may_be_none: tuple[str, ...] = field(default=())
+    group_heads: frozenset[str] = field(default=frozenset())  # 各部门负责人: every department's head
+    group_everyone: frozenset[str] = field(default=frozenset())  # 全体员工: everyone in the directory
 
 
 class FormError(ValueError):
@@ -121,6 +123,8 @@ def load_rules(path: str | Path) -> Rules:
         response_hours={k: float(v) for k, v in data["response_hours"].items()},
         attachment_pattern=re.compile(data["attachments"]["pattern"]),
         attachment_example=data["attachments"]["example"],
+        group_heads=frozenset(w.casefold() for w in data.get("groups", {}).get("department_heads", ())),
+        group_everyone=frozenset(w.casefold() for w in data.get("groups", {}).get("everyone", ())),
     )
 
 

@@ -200,7 +200,10 @@ def check_datetime(c: _Check, f: FieldDef, value: str) -> datetime | None:
         c.add(f, "vague_value", value)
         return None
     when = parse_datetime(value, c.now)
-    if when is None:
+    first = find_datetime(value, c.now) if when is None else None
+    if when is None and first is not None and _second_time(c, value[first[2]:]):
+        c.add(f, "date_alternatives", value)
+    elif when is None:
         c.add(f, "bad_date", value)
     elif when < c.now and not f.allow_past:
         c.add(f, "past_date", value)
@@ -208,7 +211,9 @@ def check_datetime(c: _Check, f: FieldDef, value: str) -> datetime | None:
 
 
 def check_people(c: _Check, f: FieldDef, value: str) -> list[Recipient]:
-    """One line per person or group: `研发部/王强 — 职责`, or a list `王强、张喆`."""
+    """One line per person or group: `研发部/王强 — 职责`, a list `研发部/王强、张喆` (the
+    department goes with the names after it), or a group (`各部门负责人`, a department's name:
+    its head). Several people on one duty each get it, and the sender is told."""
     recipients: dict[str, Recipient] = {}
     for line in (raw.strip(" ;；") for raw in value.splitlines()):
         if not line:
@@ -217,15 +222,51 @@ def check_people(c: _Check, f: FieldDef, value: str) -> list[Recipient]:
         if c.is_vague(who):
             c.add(f, "vague_value", line)
             continue
-        for name in (n for n in PEOPLE_LIST.split(who) if n.strip()):
-            person = resolve_person(c, f, name)
-            if person is None:
+        people: list[Person] = []
+        department = ""
+        for name in (n.strip() for n in PEOPLE_LIST.split(who) if n.strip()):
+            group = _group(c, name)
+            if group is not None:
+                people += group
                 continue
+            if "/" in name or "／" in name:
+                department = re.split(r"\s*[/／]\s*", name, maxsplit=1)[0]
+            elif department and c.directory.resolve(f"{department}/{name}").person is not None:
+                name = f"{department}/{name}"  # 研发部/王强、张喆: 张喆 of 研发部
+            person = resolve_person(c, f, name)
+            if person is not None:
+                people.append(person)
+        if len(people) > 1 and what:
+            c.add(f, "shared_duty", who, "、".join(p.name for p in people), "warning")
+        for person in people:
             known = recipients.get(person.email)
             if known and what and what not in known.responsibility:
                 what = f"{known.responsibility}；{what}" if known.responsibility else what
             recipients[person.email] = Recipient(person, what or (known.responsibility if known else ""))
     return list(recipients.values())
+
+
+def _group(c: _Check, name: str) -> list[Person] | None:
+    """The people a group word stands for (config/rules.toml [groups]), or None."""
+    word = name.casefold()
+    if word in c.rules.group_heads:
+        return [c.directory.by_email(d.head) for d in c.directory.departments]
+    if word in c.rules.group_everyone:
+        return list(c.directory.people)
+    return None
+
+
+# Two times offered as alternatives or a range: 3月5日或3月6日, 12-10 至 12-12, 10/12 or 11/12.
+ALTERNATIVE_TIMES = re.compile(r"^\s*(?:或者?|或是|至|到|~|～|—|-|/|／|or|to)\s*", re.IGNORECASE)
+
+
+def _second_time(c: _Check, text: str) -> bool:
+    """Whether `text` (what follows a date) offers another time as an alternative."""
+    joined = ALTERNATIVE_TIMES.match(text)
+    if joined is None:
+        return False
+    other = find_datetime(text[joined.end():], c.now)
+    return other is not None and other[1] == 0
 
 
 def check_milestones(c: _Check, f: FieldDef, value: str) -> list[PlannedMilestone]:
@@ -239,6 +280,9 @@ def check_milestones(c: _Check, f: FieldDef, value: str) -> list[PlannedMileston
             continue
         when, start, end = found
         name = WHO_WHAT.sub(" ", line[:start]).strip(" -—") or f"#{number}"
+        if _second_time(c, line[end:]):
+            c.add(f, "date_alternatives", line)
+            continue
         owner_text = line[end:].strip(" -—–:：|\t")
         owner = resolve_person(c, f, owner_text) if owner_text else None
         if when < c.now:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # The problems a request can have; its rejection lists them all (gateway/checks.py).
 REQUEST_PROBLEMS = ("missing", "vague_value", "vague_subject", "short_subject", "unknown_person",
                     "ambiguous_person", "bad_priority", "bad_date", "past_date", "bad_milestone",
-                    "attachment_name", "no_template")
+                    "attachment_name", "no_template", "shared_duty", "date_alternatives")
 # Why a reply changed nothing (gateway/handlers/reply.py and actions.py).
 REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "reply_unverified", "reply_closed",
                   "reply_role", "reply_ambiguous", "need_text", "propose_no_date", "delay_incomplete",

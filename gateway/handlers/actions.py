@@ -22,7 +22,7 @@ from gateway.outbox import Draft
 from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
-from parsers.dates import find_datetime, parse_datetime
+from parsers.dates import find_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
 from store.archive import archive_record
@@ -502,17 +502,20 @@ def minutes(act: Act) -> None:
             in_items, line = True, label.group(2)
         if not in_items or not line:
             continue
-        parts = [p for p in ACTION_ITEM.split(line.lstrip("-•·*0123456789.、) ")) if p]
-        if len(parts) < 3:
+        # 行动项 / 负责人 / 截止时间, read from the time back: the owner may be written 部门/人
+        # (市场部/刘洋) and the time with slashes.
+        line = line.lstrip("-•·*0123456789.、) ")
+        found = find_datetime(line, act.ctx.local_now())
+        separator = ACTION_ITEM.search(line, 0, found[1]) if found else None
+        if found is None or separator is None:
             problems.append(line)
             continue
-        owner = act.ctx.directory.resolve(parts[1]).person
-        local_now = act.ctx.local_now()
-        due = parse_datetime(parts[2], local_now) or (find_datetime(parts[2], local_now) or [None])[0]
-        if owner is None or due is None:
+        text = line[:separator.start()].strip()
+        owner = act.ctx.directory.resolve(line[separator.end():found[1]].strip(" /／|｜—–;；")).person
+        if not text or owner is None:
             problems.append(line)
             continue
-        items.append((parts[0], owner, due))
+        items.append((text, owner, found[0]))
     if problems:
         raise Refusal("minutes_problems", detail="；".join(problems))
     open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()) \

@@ -86,7 +86,9 @@ class ReminderSettings:
     minutes_due_hours: float = 1  # minutes are due this long after a meeting ends
     retro_after_days: float = 3  # the initiator of a closed record is asked for the 复盘
     digest_time: str = "09:00"  # local time of the daily digest
-    business_hours: bool = False  # count answer and sign-off deadlines in working time
+    # Count deadlines in working time (Chinese working days with 调休, work_start–work_end) and
+    # send reminders, escalations and digests only within it. A company can turn it off.
+    business_hours: bool = True
     work_start: str = "09:00"
     work_end: str = "18:00"
     days_off: tuple[str, ...] = ()  # ISO dates off besides the statutory holidays, e.g. "2027-02-05"

@@ -56,6 +56,12 @@ class Context:
             return start + timedelta(hours=hours)
         return _working_time(r, self.tz).add(start, hours)
 
+    def working_now(self) -> bool:
+        """Whether reminders may go out now: always, unless [reminders] business_hours is on
+        and it is outside working time (no escalation at 00:01 on a Saturday)."""
+        r = self.settings.reminders
+        return not r.business_hours or _working_time(r, self.tz).is_working(self.clock.now())
+
     def form_by_address(self, local_part: str) -> FormDef | None:
         return next((f for f in self.forms.values() if f.address == local_part), None)
 

@@ -46,7 +46,8 @@ REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "rep
                   "delay_which", "meeting_incomplete", "minutes_problems", "nothing_to_sign", "close_no_result",
                   "close_unsigned", "no_dispute", "no_held_signoff", "answer_which", "no_proposal",
                   "proposal_unmatched", "done_which", "reopen_not_archived",
-                  "ruling_not_allowed", "close_dispute_open", "digest_which")
+                  "ruling_not_allowed", "close_dispute_open", "digest_which",
+                  "delegate_unknown", "delegate_already")
 # Sentences the handlers put into other mails (receipts, updates): texts, not refusals.
 NOTES = ("reply_comment_only", "signoff_held", "signoff_held_initiator")
 INVALID_REQUEST = "invalid_request"  # the code of a request's refusal; its problems say why

@@ -75,7 +75,10 @@ def first_reminder(due: datetime, before: timedelta, now: datetime) -> datetime:
 
 
 def sweep(ctx: Context) -> int:
-    """Send everything that is due now; returns how many mails were queued."""
+    """Send everything that is due now; returns how many mails were queued. With working
+    time on, nothing goes out outside it: what fell due waits for the next working hour."""
+    if not ctx.working_now():
+        return 0
     sent = 0
     for kind in (_participants, _milestones, _action_items, _disputes, _minutes, _retros):
         while True:

@@ -150,6 +150,10 @@ async def _outbox_loop(ctx: Context, transport: Transport, executor: ThreadPoolE
 async def _sweep(ctx: Context, executor: ThreadPoolExecutor) -> None:
     """Reminders, escalations and digests: what is due is read from the store, so a missed
     or doubled run changes nothing (each mail has its key)."""
+    if not ctx.working_now():
+        # Outside working time nothing goes out; and a run that reads nothing must not tell
+        # the database health that the database answered.
+        return
     try:
         await asyncio.get_running_loop().run_in_executor(executor, ctx.db_health.attempt, sweep, ctx)
     except DATABASE_ERRORS:

@@ -44,6 +44,11 @@ class WorkingTime:
                             "(list the holidays in [reminders] days_off / working_days)", day.year)
             return day.weekday() < 5
 
+    def is_working(self, moment: datetime) -> bool:
+        """Whether `moment` lies in working time (a working day, between start and end)."""
+        local = moment.astimezone(self.tz)
+        return self.is_workday(local.date()) and self.start <= local.time() < self.end
+
     def add(self, start: datetime, hours: float) -> datetime:
         """The instant `hours` of working time after `start`."""
         remaining = timedelta(hours=hours)

@@ -164,6 +164,9 @@ def test_settings(tmp_path: Path, db_url: str, **overrides: object) -> Settings:
         smtp=replace(s.smtp, port=free_port(), max_message_bytes=200_000),
         database=replace(s.database, url=db_url),
         delivery=replace(s.delivery, maildir=str(tmp_path / "sent")),
+        # Plain hours keep the tests' deadline arithmetic readable; working time, the default,
+        # has tests of its own (test_worktime.py, test_scheduler.py).
+        reminders=replace(s.reminders, business_hours=False),
     )
 
 

@@ -177,3 +177,30 @@ def test_an_open_dispute_holds_the_archive_until_it_is_ruled(ctx, send, record):
     assert closing.state == "rejected" and closing.reason.startswith("close_dispute_open")
     assert reply(send, CHEN, "裁定：成本按财务复核后的数字").state == "processed"
     assert Record.get().status == "archived"
+
+
+def test_a_recipient_hands_their_part_to_a_colleague_who_then_answers(ctx, send, record):
+    from test_replies import NAMES
+
+    from store.models import Participant
+
+    ZHANG = "zhang.zhe@liuhen.localhost"
+    NAMES.setdefault(ZHANG, "张喆")
+    assert reply(send, WANG, "转交：外星人").reason.startswith("delegate_unknown")
+    assert reply(send, WANG, "转交：市场部/赵磊").reason.startswith("delegate_already")
+    assert reply(send, WANG, "转交：研发部/张喆，结构件由他负责").state == "processed"
+    wang = participant(WANG)
+    assert wang.response == "delegated" and wang.next_reminder_at is None
+    zhang = Participant.get((Participant.email == ZHANG) & (Participant.role == "recipient"))
+    assert zhang.responsibility == wang.responsibility and zhang.response_due_at == wang.response_due_at
+    handed = mails_to(ZHANG, "request")[-1]
+    assert "王强 把这项工作转交给您" in handed.subject and "结构件由他负责" in text_of(ctx, handed)
+    assert "转交给了 张喆" in mails_to(CHEN, "update")[-1].subject
+    assert answer(send, ZHANG, "同意", "request").state == "processed"
+    assert Participant.get_by_id(zhang.id).response == "agree"
+    # The result is signed by whoever holds the part now; the one who handed it on is not waited for.
+    reply(send, CHEN, "结果：采用方案B")
+    assert not mails_to(WANG, "signoff") and mails_to(ZHANG, "signoff")
+    answer(send, ZHANG, "确认", "signoff")
+    answer(send, ZHAO, "确认", "signoff")
+    assert Record.get().status == "archived"

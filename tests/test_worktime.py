@@ -60,3 +60,33 @@ def test_deadlines_use_the_configured_days(ctx):
     company = replace(ctx, settings=replace(ctx.settings, reminders=reminders))
     # Fri 2026-11-27 17:00 + 2 working hours, Monday off: Tuesday 10:00.
     assert company.deadline(local(2026, 11, 27, 17, 0), 2) == local(2026, 12, 1, 10, 0)
+
+
+def test_working_time_is_on_by_default_and_nothing_goes_out_outside_it(ctx, clock):
+    # issue 10: deadlines fell at 23:42 and escalations went out on Saturday at 00:01.
+    from dataclasses import replace
+
+    from conftest import DOMAIN, MEDIUM_BODY, make_mail
+
+    from config.settings import load_settings
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_inbound
+    from gateway.scheduler import sweep
+    from store.models import Event, Participant
+
+    defaults = load_settings(None, env={}).reminders
+    assert defaults.business_hours is True
+    ctx = replace(ctx, settings=replace(ctx.settings, reminders=defaults))
+    clock.instant = local(2026, 11, 27, 17, 42)  # Friday, 17:42
+    stored = store_raw(ctx.db, make_mail(MEDIUM_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "processed"
+    wang = Participant.get((Participant.email == "wang.qiang@liuhen.localhost") & (Participant.role == "recipient"))
+    # 24 working hours (9:00–18:00) from Friday 17:42: 18 min, Monday 9 h, Tuesday 9 h,
+    # Wednesday 5 h 42 min → Wednesday 2 Dec 14:42 — never 23:42 on a Saturday.
+    assert wang.response_due_at.astimezone(TZ) == local(2026, 12, 2, 14, 42)
+    clock.instant = local(2026, 12, 5, 0, 1)  # Saturday 00:01, long overdue
+    assert sweep(ctx) == 0 and not Event.select().where(Event.kind.in_(("reminder", "escalation"))).exists()
+    clock.instant = local(2026, 12, 7, 9, 0)  # Monday 09:00: now it goes out
+    assert sweep(ctx) > 0
+    assert Event.select().where(Event.kind.in_(("reminder", "escalation"))).exists()

@@ -549,7 +549,7 @@ def result(act: Act) -> None:
         (Participant.record == act.record.id) & Participant.role.in_(KEY_ROLES)).execute()
     act.save(result=act.text, status="confirming")
     act.event("result", text=act.text)
-    signers = act.participants(*KEY_ROLES)
+    signers = [p for p in act.participants(*KEY_ROLES) if p.response != DELEGATED]
     for person in signers:
         act.update(person, act.zh_en("结果确认表：请签字确认", "Result for your sign-off"), act.text,
                    (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因",
@@ -621,7 +621,8 @@ def _sign(act: Act, signer: Participant, authentication: dict, notice: bool) -> 
 
 def _unsigned(act: Act) -> list[Participant]:
     return [p for p in Participant.select().where((Participant.record == act.record.id) &
-                                                  Participant.role.in_(KEY_ROLES)) if p.signed_at is None]
+                                                  Participant.role.in_(KEY_ROLES))
+            if p.signed_at is None and p.response != DELEGATED]
 
 
 # 进度（客户可见）：… / PROGRESS [client]: … — a progress row the client is sent; others stay inside.
@@ -659,6 +660,43 @@ def reject(act: Act) -> None:
     act.save(status="open")
     act.event("result_rejected", text=act.text)
     _tell_initiator(act, act.zh_en(f"{act.participant.name} 驳回了结果", f"{act.participant.name} rejected the result"))
+
+
+DELEGATED = "delegated"  # a participant's response once they handed their part on
+
+
+def delegate(act: Act) -> None:
+    """转交 某人: a recipient hands their part to someone else in the directory, who gets the
+    duty, the deadline and a reply address of their own; the initiator is told."""
+    act.require_text("转交", "转交：研发部/张喆，他负责结构件")
+    who, *why = re.split(r"[，,：:；;]|\s+—\s+", act.text.strip(), maxsplit=1)
+    who, reason = who.strip(), (why[0].strip() if why else "")
+    person = act.ctx.directory.resolve(who).person
+    if person is None or person.external:
+        raise Refusal("delegate_unknown", value=who)
+    if person.email == act.participant.email or Participant.get_or_none(
+            (Participant.record == act.record.id) & (Participant.email == person.email)
+            & (Participant.role == act.participant.role)) is not None:
+        raise Refusal("delegate_already", value=person.name)
+    due = act.participant.response_due_at or act.ctx.deadline(
+        act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+    heir = Participant.create(record=act.record.id, email=person.email, name=person.name,
+                              department=person.department, role=act.participant.role,
+                              responsibility=act.participant.responsibility, response_due_at=due,
+                              next_reminder_at=due)
+    Participant.update(response=DELEGATED, responded_at=act.now, next_reminder_at=None).where(
+        Participant.id == act.participant.id).execute()
+    act.event("delegated", to=person.email, responsibility=act.participant.responsibility, reason=reason)
+    act.update(heir, act.zh_en(f"{act.participant.name} 把这项工作转交给您",
+                               f"{act.participant.name} handed this to you"),
+               act.participant.responsibility, tuple(filter(None, (
+                   act.zh_en(f"原因：{reason}", f"Reason: {reason}") if reason else "",
+                   act.zh_en(f"请在 {act.local(due)} 前答复：同意需求 / 需补充信息 / 建议调整节点",
+                             f"Please answer by {act.local(due)}: AGREE / NEED INFO / PROPOSE")))),
+               keywords_for="recipient", kind="request")
+    _tell_initiator(act, act.zh_en(f"{act.participant.name} 转交给了 {person.name}",
+                                   f"{act.participant.name} handed their part to {person.name}"))
+    act.note(f"已转交给 {person.name}，之后由其答复。", f"Handed to {person.name}, who answers from now on.")
 
 
 def _rulers(act: Act) -> list[Participant]:
@@ -769,7 +807,7 @@ ACTIONS: dict[str, Callable[[Act], None]] = {
     "delay": delay, "meeting": meeting, "minutes": minutes, "result": result, "confirm": confirm,
     "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
     "accept_signoff": accept_signoff, "answer_info": answer_info, "accept_change": accept_change,
-    "decline_change": decline_change, "done": done, "reopen": reopen,
+    "decline_change": decline_change, "done": done, "reopen": reopen, "delegate": delegate,
 }
 
 

@@ -64,12 +64,12 @@ def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str, with_forms
     lines += ["", ("Get a blank form: send a mail with the subject “TEMPLATE project”." if en else
                    "获取空白表单：发送主题为「模板 项目协作」的邮件。"),
               ("Search the archive: subject “SEARCH words”; a record's state: “STATUS PRJ-2026-0001”." if en else
-               "检索归档：主题写「检索 关键词」；查看进展：主题写「状态 PRJ-2026-0001」。"), "",
-              "Reply keywords (first line of your reply):" if en else "回复关键词（写在回复的第一行）："]
-    for k in ctx.keywords:
-        words = " / ".join(k.en if en else k.zh + k.en)
-        lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
-    if with_forms:
+               "检索归档：主题写「检索 关键词」；查看进展：主题写「状态 PRJ-2026-0001」。")]
+    if with_forms:  # the manual: for people we know; a stranger (perhaps a forged From) gets the lines above
+        lines += ["", "Reply keywords (first line of your reply):" if en else "回复关键词（写在回复的第一行）："]
+        for k in ctx.keywords:
+            words = " / ".join(k.en if en else k.zh + k.en)
+            lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
         lines += ["", "Blank forms:" if en else "空白表单："]
         for form in ctx.forms.values():
             lines += ["", *_template(ctx, msg, form.key, lang)]

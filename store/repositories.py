@@ -116,9 +116,17 @@ def our_mail(message_ids: Iterable[str]) -> OutboundMessage | None:
     if not ids:
         return None
     found = {m.message_id: m for m in OutboundMessage.select(
-        OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context, OutboundMessage.to_addr)
-        .where(OutboundMessage.message_id.in_(ids))}
+        OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context, OutboundMessage.to_addr,
+        OutboundMessage.inbound_id).where(OutboundMessage.message_id.in_(ids))}
     return next((found[i] for i in ids if i in found), None)
+
+
+def answered_inbound(mail: OutboundMessage, sender: str) -> bytes | None:
+    """The raw mail of `sender` that our `mail` answered (a rejection's request), or None."""
+    if mail.inbound_id is None:
+        return None
+    row = InboundMessage.get_or_none((InboundMessage.id == mail.inbound_id) & (InboundMessage.from_addr == sender))
+    return bytes(row.raw) if row is not None else None
 
 
 def open_proposal(record_id: int) -> Event | None:

@@ -111,3 +111,25 @@ def test_internal_progress_stays_inside_and_the_client_sees_only_their_request(c
     assert "首批500条" in answer and "刻字样品已完成" in answer and "12月8日前寄样" in answer
     for internal in ("王强", "吴刚", wang, WU, "库存", "record_created", "progress"):
         assert internal not in answer, internal
+
+
+def test_a_forward_with_only_a_line_for_a_colleague_is_completed_by_replying_to_the_rejection(ctx, send):
+    # issue 10: "请王强评估一下" above a client's mail was rejected for missing fields, and the fix
+    # could not be sent as a reply: the reply did not carry the client's mail.
+    from test_replies import mails_to
+    from test_replies_to_our_mails import answer_as_client
+
+    bare = QQ_FORWARD.replace(ABOVE, "请王强评估一下。\n")
+    first = send(make_mail(bare, subject="转发：定制表带刻字需求", to=f"customer@{DOMAIN}", sender=f"吴刚 <{WU}>"),
+                 rcpt=f"customer@{DOMAIN}", mail_from=WU)
+    assert first.state == "rejected"
+    [rejection] = mails_to(WU, "rejection")
+    assert rejection.headers["Reply-To"] == f"customer@{DOMAIN}"
+    fix = "优先级：中\n期望完成时间：2026-12-20 18:00\n参与人：研发部/王强 — 评估刻字工艺"
+    inbound = answer_as_client(send, WU, "吴刚", rejection, fix)
+    assert inbound.state == "processed", inbound.reason
+    record = Record.get()
+    assert record.form == "customer" and "首批500条" in record.fields["progress"]
+    client = Participant.get(Participant.role == "external")
+    assert (client.email, client.name) == (CLIENT, "林先生")
+    assert Participant.get(Participant.role == "recipient").email == "wang.qiang@liuhen.localhost"

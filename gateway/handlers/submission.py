@@ -19,12 +19,13 @@ from gateway.tokens import reply_address
 from parsers.dates import parse_datetime
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
-from parsers.mime import ParsedMessage, html_tables
+from parsers.mime import ParsedMessage, html_tables, parse_message
 from parsers.quotes import new_text
 from store.models import InboundMessage, Participant, Record
 from store.repositories import (
     NewMilestone,
     NewParticipant,
+    answered_inbound,
     create_record,
     next_record_ref,
     our_mail,
@@ -59,18 +60,27 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
     if form is None:
         raise Refusal(INVALID_REQUEST, problems=[Problem("", "no_template")])
     sender = ctx.directory.by_email(msg.from_addr, msg.from_name)
-    client = forwarded_client(form, msg, sender)
+    # A corrected form sent as a reply to our rejection (or a filled blank form as a reply to
+    # the template mail) quotes our mail below it: only the new text is the form.
+    answered = our_mail([msg.in_reply_to, *reversed(msg.references)])
+    own = new_text(msg.text) if answered else ""
+    client, correction = forwarded_client(form, msg, sender), ""
+    if client is not None and client.sender_addr == ctx.settings.from_address:
+        client = None  # our own mail, quoted below a reply to it, is no client's
+    if client is None and answered is not None and answered.kind == "rejection":
+        # The fix of a rejected forward: the client's mail is in the mail that was rejected,
+        # the reply adds what was missing.
+        rejected = answered_inbound(answered, msg.from_addr)
+        client = forwarded_client(form, parse_message(rejected), sender) if rejected else None
+        correction = own
     if client is not None:
         # Staff forwarded a client's mail: what they wrote above it is the form; the client's
         # own words are the request, and the client takes part without an account.
-        values = extract_fields(client.above, [], form)
+        values = extract_fields(client.above, [], form) | extract_fields(correction, [], form)
         values.setdefault("client", f"{client.sender_name} <{client.sender_addr}>".strip())
         values.setdefault("progress", client.body)
         subject = client.subject
     else:
-        # A corrected form sent as a reply to our rejection (or a filled blank form as a reply
-        # to the template mail) quotes our mail below it: only the new text is the form.
-        own = new_text(msg.text) if our_mail([msg.in_reply_to, *reversed(msg.references)]) else ""
         values = extract_fields(own or msg.text, tables, form)
         subject = SUBJECT_NOISE.sub("", msg.subject)
     result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],

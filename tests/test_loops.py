@@ -204,3 +204,14 @@ def test_a_recipient_hands_their_part_to_a_colleague_who_then_answers(ctx, send,
     answer(send, ZHANG, "确认", "signoff")
     answer(send, ZHAO, "确认", "signoff")
     assert Record.get().status == "archived"
+
+
+def test_the_initiators_receipt_lists_what_waits_for_them(ctx, send, record):
+    answer(send, WANG, "需补充信息：BOM 明细", "request")
+    answer(send, ZHAO, "建议调整节点：方案评审 — 2026-12-14 14:00", "request")
+    reply(send, ZHAO, "争议：市场部认为成本估算偏低")
+    assert reply(send, CHEN, "进度：方案B 成本测算中").state == "processed"
+    receipt = text_of(ctx, mails_to(CHEN, "receipt")[-1])
+    assert "待您答复的“需补充信息”：王强" in receipt
+    assert "待您决定的节点调整建议" in receipt and "“接受调整”" in receipt
+    assert "待裁定的争议" in receipt

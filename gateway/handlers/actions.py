@@ -125,7 +125,11 @@ class Act:
         the keywords that give it — for the receipt, so nobody wonders whether they are done."""
         person = Participant.get_by_id(self.participant.id)
         record = Record.get_by_id(self.record.id)
-        if person.role not in KEY_ROLES or record.status == "archived":
+        if record.status == "archived":
+            return []
+        if person.role == "initiator":
+            return self._initiator_expected()
+        if person.role not in KEY_ROLES:
             return []
         if record.form == "notice":
             due = person.response_due_at
@@ -136,11 +140,29 @@ class Act:
             return [self._expectation("answer", person.response_due_at, "agree", "need_info", "propose")]
         return []
 
-    def _expectation(self, kind: str, due: datetime | None, *actions: str) -> dict:
+    def _initiator_expected(self) -> list[dict]:
+        """What waits for the initiator: questions to answer, a proposal to decide, a dispute
+        to rule, sign-offs held for their confirmation."""
+        people = list(Participant.select().where(Participant.record == self.record.id))
+        waiting = []
+        asking = [p.name for p in people if p.response == "need_info"]
+        if asking:
+            waiting.append(self._expectation("questions", None, "answer_info", names="、".join(asking)))
+        if open_proposal(self.record.id) is not None:
+            waiting.append(self._expectation("proposal", None, "accept_change", "decline_change"))
+        disputes = list(Dispute.select().where((Dispute.record == self.record.id) & Dispute.ruled_at.is_null()))
+        if disputes:
+            waiting.append(self._expectation("dispute", disputes[0].due_at, "ruling"))
+        held = held_signoffs(self.record.id)
+        if held:
+            waiting.append(self._expectation("held", None, "accept_signoff", names="、".join(p.name for p in held)))
+        return waiting
+
+    def _expectation(self, kind: str, due: datetime | None, *actions: str, names: str = "") -> dict:
         lang = self.sender_lang
         words = [next((k.en[0] if lang == "en" else k.zh[0]) for k in self.ctx.keywords if k.action == action)
                  for action in actions]
-        return dict(kind=kind, due=self.local(due) if due else "", words=words)
+        return dict(kind=kind, due=self.local(due) if due else "", words=words, names=names)
 
     def save(self, **changes: object) -> None:
         Record.update(updated_at=self.now, **changes).where(Record.id == self.record.id).execute()

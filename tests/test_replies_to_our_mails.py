@@ -53,3 +53,18 @@ def test_an_item_of_the_daily_digest_is_acted_on_by_its_number(ctx, send, clock)
     inbound = answer_as_client(send, WANG, "王强", digest, "1 同意，周五前给评估")
     assert inbound.state == "processed", inbound.reason
     assert participant(WANG).response == "agree"
+
+
+def test_a_digest_item_quoted_inline_is_the_one_acted_on(ctx, send, clock):
+    assert send(make_mail(MEDIUM_BODY)).state == "processed"
+    clock.advance(days=1)
+    sweep(ctx)
+    [digest] = mails_to(WANG, "digest")
+    item = next(line.strip() for line in text_of(ctx, digest).splitlines() if "[PRJ-2026-0001]" in line)
+    to = f"liuhen@{DOMAIN}"
+    body = f"> {item}\n\n同意，周五前给评估\n"  # Outlook inline style: the item quoted, the answer below
+    raw = make_mail(body, subject="回复: " + digest.subject, to=to, sender=f"王强 <{WANG}>",
+                    extra_headers={"In-Reply-To": digest.message_id})
+    inbound = send(raw, rcpt=to, mail_from=WANG)
+    assert inbound.state == "processed", inbound.reason
+    assert participant(WANG).response == "agree"

@@ -102,6 +102,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
 
 
 DIGEST_ITEM = re.compile(r"\s*(\d{1,3})\s*[.、:：)）]?\s*")
+QUOTED_ITEM = re.compile(r"(?m)^[ \t]*>[> \t]*(?:\d{1,3}\.\s*)?\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
 
 
 def handle_digest_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, digest: OutboundMessage) -> Outcome:
@@ -112,10 +113,17 @@ def handle_digest_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, d
     entries = digest.context.get("entries", [])
     found = DIGEST_ITEM.match(text)
     number = int(found.group(1)) if found else 0
-    if found is None or not 1 <= number <= len(entries) or not entries[number - 1][3]:
+    if found is not None:
+        text = text[found.end():]
+    else:
+        # Or one item quoted inline ("> 2. [PRJ-2026-0001] …" above the answer).
+        quoted = {m.group(1) for m in QUOTED_ITEM.finditer(msg.text)}
+        numbers = [i for i, entry in enumerate(entries, start=1) if entry[0] in quoted]
+        number = numbers[0] if len(numbers) == 1 else 0
+    if not 1 <= number <= len(entries) or not entries[number - 1][3]:
         raise Refusal("digest_which", detail=str(len(entries)))
     token = entries[number - 1][3].partition("@")[0].removeprefix("reply+")
-    return handle_reply(ctx, row, dataclass_replace(msg, text=text[found.end():]), token=token)
+    return handle_reply(ctx, row, dataclass_replace(msg, text=text), token=token)
 
 
 def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match: Matched, text: str,

@@ -126,3 +126,22 @@ def test_an_english_reply_gets_its_receipt_in_english(ctx, send, record):
     receipt = text_of(ctx, mails_to(ZHAO, "receipt")[-1])
     assert receipt.startswith("Recorded: comment") and "AGREE" in receipt
     assert Participant.get((Participant.email == ZHAO) & (Participant.role == "recipient")).response == ""
+
+
+CLIENT_QUOTES = {
+    "outlook_zh": "\n\n-----邮件原件-----\n发件人: 留痕 liuhen <liuhen@liuhen.test>\n发送时间: 2026年11月27日 10:00\n"
+                  "主题: [PRJ-2026-0001] 结果确认表：请签字确认\n\n同意请回复：确认；不同意请回复：驳回：原因\n",
+    "iphone": "\n\n发自我的iPhone\n\n> 在 2026年11月27日，10:00，留痕 liuhen <liuhen@liuhen.test> 写道：\n>\n> 同意请回复：确认\n",
+    "foxmail": "\n\n\n\nwang.qiang@liuhen.localhost\n \n发件人： 留痕 liuhen\n发送时间： 2026-11-27 10:00\n"
+               "收件人： 王强\n主题： [PRJ-2026-0001] 结果确认表：请签字确认\n同意请回复：确认；不同意请回复：驳回：原因\n",
+    "gmail_en": "\n\nOn Fri, Nov 27, 2026 at 10:00 AM liuhen <liuhen@liuhen.test> wrote:\n> Reply CONFIRM to sign, "
+                "or REJECT: reason\n",
+}
+
+
+@pytest.mark.parametrize("client", CLIENT_QUOTES)
+def test_a_short_agreement_signs_whatever_client_it_comes_from(ctx, send, signing, client):
+    inbound = answer(send, WANG, "同意", "signoff", quote=CLIENT_QUOTES[client])
+    assert inbound.state == "processed", inbound.reason
+    assert participant(WANG).signed_at is not None
+    assert text_of(ctx, mails_to(WANG, "receipt")[-1]).startswith("已记录：确认")

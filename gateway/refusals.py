@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ NOTES = ("reply_comment_only", "signoff_held", "signoff_held_initiator")
 INVALID_REQUEST = "invalid_request"  # the code of a request's refusal; its problems say why
 CODES = (*REQUEST_PROBLEMS, *REPLY_REFUSALS, *NOTES)
 
+UNREACHABLE = re.compile(r"[\x00-\x1f\x7f]")  # no deliverable address holds a control character
 KNOWN_SENDER_DAILY = 10  # automatic answers a day to someone we know (Mailman's default)
 STRANGER_DAILY = 3  # … to an address that is neither in the directory nor in a record
 RECEIPTS_PER_RECORD_DAILY = 10  # receipts a day to one person on one record; then recorded silently
@@ -104,7 +106,10 @@ def answer(ctx: Context, row: InboundMessage, msg: ParsedMessage, refusal: Refus
 
 
 def may_answer(ctx: Context, address: str, known: bool | None = None) -> bool:
-    """Whether one more automatic answer may go to `address` today (and count it)."""
+    """Whether one more automatic answer may go to `address` today (and count it). Never to
+    an address no mail can reach (a control character in it: a hostile From)."""
+    if not address or UNREACHABLE.search(address):
+        return False
     if known is None:
         known = _known(ctx, address, None)
     limit = KNOWN_SENDER_DAILY if known else STRANGER_DAILY

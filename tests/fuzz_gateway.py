@@ -178,7 +178,9 @@ class Inputs:
 
     def next(self) -> Inbound:
         rng = self.rng
-        answered = [m for m in OutboundMessage.select().order_by(OutboundMessage.id) if "Reply-To" in m.headers]
+        # Replies come from the person a mail went to: only from addresses a client can write.
+        answered = [m for m in OutboundMessage.select().order_by(OutboundMessage.id)
+                    if "Reply-To" in m.headers and not _HEADER_CONTROL.search(m.to_addr) and " " not in m.to_addr]
         kinds = ["fixture", "request", "request", "command", "forward", "tagged_reply"]
         if answered:
             kinds += ["reply"] * 4

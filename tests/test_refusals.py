@@ -86,3 +86,16 @@ def test_every_refusal_code_has_a_text_in_every_language():
         assert not unused, (lang, unused)  # a text nothing can say is dead, or its code is unregistered
         for code in refusals.CODES:
             assert "{" not in renderer.problem_text(lang, code, label="L", value="V", detail="D")
+
+
+def test_no_answer_is_queued_to_an_address_no_mail_can_reach(ctx):
+    # A hostile From with a control character in a quoted local part: the rejection was queued
+    # and failed at delivery (found by the fuzzer). Now it is not written at all.
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_inbound
+
+    raw = make_mail("沟通主题：测试", sender="X <x@evil.test>").replace(b"<x@evil.test>", b'<"chen\x0bx"@evil.test>')
+    stored = store_raw(ctx.db, raw, source="ingest", envelope_from="x@evil.test",
+                       envelope_to=[f"project@{DOMAIN}"], now=ctx.clock.now())
+    assert process_inbound(ctx, stored.inbound_id) == "rejected"
+    assert OutboundMessage.select().count() == 0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -47,7 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # configuration that cannot work.
         temporary = isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, OSError))
         return EX_TEMPFAIL if temporary or args.func is cmd_ingest else EX_CONFIG
-    return args.func(args, ctx)
+    try:
+        status = args.func(args, ctx)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # `liuhen show … | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from gateway.form_rows import record_rows
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection
 from store.models import Event, OutboundMessage, Record
-from store.repositories import insert_rows
+from store.repositories import insert_rows, thread_roots
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Context
@@ -68,6 +68,7 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
     """Render and insert the drafts in one statement; returns their Message-IDs."""
     now = ctx.clock.now()
     rows, ids = [], []
+    roots = thread_roots(d.record_id for d in drafts)
     for d in drafts:
         message_id = new_message_id(ctx.settings.gateway.domain)
         headers = {"Auto-Submitted": d.auto_submitted, **d.extra_headers}
@@ -75,8 +76,11 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["Reply-To"] = d.reply_to
         if d.in_reply_to:
             headers["In-Reply-To"] = d.in_reply_to
-        if d.references:
-            headers["References"] = " ".join(d.references)
+        # One conversation per record (RFC 5322 §3.6.4): every mail of a record refers to the
+        # request that opened it and to the record's thread id, then to the mail it answers.
+        references = list(dict.fromkeys([*roots.get(d.record_id, ()), *d.references, d.in_reply_to]))
+        if any(references):
+            headers["References"] = " ".join(r for r in references if r)
         rows.append({"created_at": now, "record_id": d.record_id, "inbound_id": d.inbound_id, "kind": d.kind,
                      "lang": d.lang, "to_addr": d.to_addr, "to_name": d.to_name, "cc": list(d.cc),
                      "subject": ctx.renderer.subject(d.lang, d.template, **d.context), "template": d.template,

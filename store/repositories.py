@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
 
@@ -108,6 +109,18 @@ def answered_mail(record_id: int, message_ids: Iterable[str]) -> AnsweredMail | 
         (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids))
     found = {row.message_id: AnsweredMail(row.kind, row.context.get("about_participant")) for row in rows}
     return next((found[i] for i in ids if i in found), None)
+
+
+def thread_roots(record_ids: Iterable[int | None]) -> dict[int | None, tuple[str, ...]]:
+    """The Message-IDs a record's conversation starts with: the request that opened it (when
+    it had one) and the record's own thread id — the root of every mail of the record."""
+    ids = {i for i in record_ids if i is not None}
+    if not ids:
+        return {}
+    rows = cast(Iterable[tuple[int, str, str]], Record.select(Record.id, Record.thread_id, InboundMessage.message_id)
+                .join(InboundMessage, on=(Record.source_inbound == InboundMessage.id)).where(Record.id.in_(ids))
+                .tuples())  # (id, thread id, request Message-ID); peewee's stubs type rows as models
+    return {rid: tuple(i for i in (request_id, thread_id) if i) for rid, thread_id, request_id in rows}
 
 
 def our_mail(message_ids: Iterable[str]) -> OutboundMessage | None:

@@ -188,3 +188,20 @@ def test_a_mail_in_a_charset_that_cannot_be_decoded_does_not_hold_up_the_mail_be
         gateway.stop()
     states = {InboundMessage.get_by_id(s.inbound_id).state for s in poisoned}
     assert "received" not in states and states <= {"processed", "rejected", "ignored", "error"}
+
+
+def test_show_into_a_pipe_closed_early_ends_quietly(ctx, tmp_path):
+    # `liuhen show … | head` ended in a BrokenPipeError traceback (issue 11). The reader here
+    # is gone before the first line: every write fails, as after head has read its lines.
+    assert _liuhen(tmp_path, ctx, "ingest", "--sender", "chen.jing@liuhen.localhost", "--recipient",
+                   f"project@{DOMAIN}", stdin=make_mail(PROJECT_BODY)).returncode == 0
+    config = tmp_path / "liuhen.toml"
+    env = {**os.environ, "LIUHEN_DATABASE_URL": ctx.settings.database_url}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        show = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "show", "PRJ-2026-0001"],
+                              stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=60)
+    finally:
+        os.close(write_end)
+    assert show.returncode == 0 and b"Traceback" not in show.stderr and b"BrokenPipe" not in show.stderr, show.stderr

@@ -1,0 +1,31 @@
+"""One conversation per record (issue 11): every mail of a record refers to the request that
+opened it, so Gmail and Outlook group the record's mails into one thread."""
+
+from __future__ import annotations
+
+from conftest import MEDIUM_BODY, make_mail
+from test_replies import CHEN, WANG, reply
+
+from gateway.scheduler import sweep
+from store.models import InboundMessage, OutboundMessage, Record
+
+
+def test_every_mail_of_a_record_has_the_request_as_its_root(ctx, send, clock):
+    request = send(make_mail(MEDIUM_BODY))
+    request_id = InboundMessage.get_by_id(request.id).message_id
+    record = Record.get()
+    answer = reply(send, WANG, "同意")
+    reply(send, CHEN, "结果：采用方案B")
+    clock.advance(days=2)
+    sweep(ctx)  # reminders to sign
+    mails = list(OutboundMessage.select().where(OutboundMessage.record_id == record.id))
+    kinds = {m.kind for m in mails}
+    assert {"ack", "request", "receipt", "update", "signoff", "reminder"} <= kinds, kinds
+    for mail in mails:
+        references = mail.headers["References"].split()
+        assert references[:2] == [request_id, record.thread_id], (mail.kind, references)
+    ack = next(m for m in mails if m.kind == "ack")
+    assert ack.headers["In-Reply-To"] == request_id
+    receipt = next(m for m in mails if m.kind == "receipt" and m.to_addr == WANG)
+    answered = InboundMessage.get_by_id(answer.id).message_id
+    assert receipt.headers["In-Reply-To"] == answered and receipt.headers["References"].split()[-1] == answered

@@ -31,7 +31,7 @@ from gateway.form_rows import record_rows
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection
 from store.models import Event, OutboundMessage, Record
-from store.repositories import insert_rows, thread_roots
+from store.repositories import insert_rows, record_threads
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Context
@@ -68,7 +68,7 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
     """Render and insert the drafts in one statement; returns their Message-IDs."""
     now = ctx.clock.now()
     rows, ids = [], []
-    roots = thread_roots(d.record_id for d in drafts)
+    threads = record_threads(d.record_id for d in drafts)
     for d in drafts:
         message_id = new_message_id(ctx.settings.gateway.domain)
         headers = {"Auto-Submitted": d.auto_submitted, **d.extra_headers}
@@ -78,9 +78,12 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["In-Reply-To"] = d.in_reply_to
         # One conversation per record (RFC 5322 §3.6.4): every mail of a record refers to the
         # request that opened it and to the record's thread id, then to the mail it answers.
-        references = list(dict.fromkeys([*roots.get(d.record_id, ()), *d.references, d.in_reply_to]))
+        thread = threads.get(d.record_id)
+        references = list(dict.fromkeys([*(thread.roots if thread else ()), *d.references, d.in_reply_to]))
         if any(references):
             headers["References"] = " ".join(r for r in references if r)
+        if thread is not None:
+            headers["Thread-Topic"] = thread.topic  # Outlook groups a conversation by it
         rows.append({"created_at": now, "record_id": d.record_id, "inbound_id": d.inbound_id, "kind": d.kind,
                      "lang": d.lang, "to_addr": d.to_addr, "to_name": d.to_name, "cc": list(d.cc),
                      "subject": ctx.renderer.subject(d.lang, d.template, **d.context), "template": d.template,

@@ -111,16 +111,23 @@ def answered_mail(record_id: int, message_ids: Iterable[str]) -> AnsweredMail | 
     return next((found[i] for i in ids if i in found), None)
 
 
-def thread_roots(record_ids: Iterable[int | None]) -> dict[int | None, tuple[str, ...]]:
-    """The Message-IDs a record's conversation starts with: the request that opened it (when
-    it had one) and the record's own thread id — the root of every mail of the record."""
+@dataclass(frozen=True)
+class Thread:
+    roots: tuple[str, ...]  # the request that opened the record (when it had one), its thread id
+    topic: str  # the record's subject
+
+
+def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]:
+    """What every mail of a record refers to, so that mail clients show one conversation."""
     ids = {i for i in record_ids if i is not None}
     if not ids:
         return {}
-    rows = cast(Iterable[tuple[int, str, str]], Record.select(Record.id, Record.thread_id, InboundMessage.message_id)
+    rows = cast(Iterable[tuple[int, str, str, str]],
+                Record.select(Record.id, Record.thread_id, Record.subject, InboundMessage.message_id)
                 .join(InboundMessage, on=(Record.source_inbound == InboundMessage.id)).where(Record.id.in_(ids))
-                .tuples())  # (id, thread id, request Message-ID); peewee's stubs type rows as models
-    return {rid: tuple(i for i in (request_id, thread_id) if i) for rid, thread_id, request_id in rows}
+                .tuples())  # peewee's stubs type rows as models
+    return {rid: Thread(tuple(i for i in (request_id, thread_id) if i), subject)
+            for rid, thread_id, subject, request_id in rows}
 
 
 def our_mail(message_ids: Iterable[str]) -> OutboundMessage | None:

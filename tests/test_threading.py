@@ -24,6 +24,7 @@ def test_every_mail_of_a_record_has_the_request_as_its_root(ctx, send, clock):
     for mail in mails:
         references = mail.headers["References"].split()
         assert references[:2] == [request_id, record.thread_id], (mail.kind, references)
+        assert mail.headers["Thread-Topic"] == record.subject
     ack = next(m for m in mails if m.kind == "ack")
     assert ack.headers["In-Reply-To"] == request_id
     receipt = next(m for m in mails if m.kind == "receipt" and m.to_addr == WANG)

@@ -94,24 +94,6 @@ def record_authentication(inbound_id: int, verdict: dict) -> None:
 
 
 @dataclass(frozen=True)
-class AnsweredMail:
-    kind: str  # "request", "signoff", "question", …
-    about_participant: int | None  # the participant the mail was about (a question: who asked)
-
-
-def answered_mail(record_id: int, message_ids: Iterable[str]) -> AnsweredMail | None:
-    """Our mail of this record that a reply answers: the first of `message_ids` (In-Reply-To,
-    then References from the newest) that we sent; None when it names none of them."""
-    ids = [i for i in message_ids if i]
-    if not ids:
-        return None
-    rows = OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context).where(
-        (OutboundMessage.record_id == record_id) & OutboundMessage.message_id.in_(ids))
-    found = {row.message_id: AnsweredMail(row.kind, row.context.get("about_participant")) for row in rows}
-    return next((found[i] for i in ids if i in found), None)
-
-
-@dataclass(frozen=True)
 class Thread:
     roots: tuple[str, ...]  # the request that opened the record (when it had one), its thread id
     topic: str  # the record's subject
@@ -130,14 +112,18 @@ def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]
             for rid, thread_id, subject, request_id in rows}
 
 
-def our_mail(message_ids: Iterable[str]) -> OutboundMessage | None:
-    """The first of `message_ids` that names a mail we sent (any record, or none)."""
+def our_mail(message_ids: Iterable[str], record_id: int | None = None) -> OutboundMessage | None:
+    """The mail of ours that a reply answers: the first of `message_ids` (In-Reply-To, then
+    References from the newest) that we sent — of the record `record_id`, when given."""
     ids = [i for i in message_ids if i]
     if not ids:
         return None
-    found = {m.message_id: m for m in OutboundMessage.select(
-        OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context, OutboundMessage.to_addr,
-        OutboundMessage.inbound_id).where(OutboundMessage.message_id.in_(ids))}
+    query = OutboundMessage.select(OutboundMessage.message_id, OutboundMessage.kind, OutboundMessage.context,
+                                   OutboundMessage.to_addr, OutboundMessage.inbound_id).where(
+        OutboundMessage.message_id.in_(ids))
+    if record_id is not None:
+        query = query.where(OutboundMessage.record_id == record_id)
+    found = {m.message_id: m for m in query}
     return next((found[i] for i in ids if i in found), None)
 
 

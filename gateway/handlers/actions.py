@@ -222,6 +222,19 @@ def need_info(act: Act) -> None:
                     kind="question")
 
 
+def _answer_due(act: Act) -> datetime:
+    """When an answer asked for now is due: the record's response time (by priority)."""
+    return act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+
+
+def _ask_again(act: Act, person: Participant) -> datetime:
+    """Put `person` back to waiting for their answer, with a new deadline and reminders."""
+    due = _answer_due(act)
+    Participant.update(response="", responded_at=None, response_due_at=due, chain_due_at=None,
+                       next_reminder_at=due).where(Participant.id == person.id).execute()
+    return due
+
+
 def answer_info(act: Act) -> None:
     """补充信息 (or any reply to a question mail): the initiator's answer goes to the asker,
     who is asked again for their answer, with a new deadline."""
@@ -237,9 +250,7 @@ def answer_info(act: Act) -> None:
             comment(act)
             return
         raise Refusal("answer_which", detail="、".join(p.name for p in asking))
-    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
-    Participant.update(response="", responded_at=None, response_due_at=due, chain_due_at=None,
-                       next_reminder_at=due).where(Participant.id == asker.id).execute()
+    due = _ask_again(act, asker)
     act.event("info_answered", to=asker.email, text=act.text)
     act.update(asker, act.zh_en(f"{act.participant.name} 补充了信息", f"{act.participant.name} answered your question"),
                act.text, (act.zh_en(f"请在 {act.local(due)} 前答复：同意需求 / 需补充信息 / 建议调整节点",
@@ -310,9 +321,7 @@ def decline_change(act: Act) -> None:
     """不接受调整: the proposer hears why, and is asked again for their answer."""
     act.require_text("不接受", "不接受：评审日期已与客户确认，不能推迟")
     proposal, proposer = _proposal(act)
-    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
-    Participant.update(response="", responded_at=None, response_due_at=due, chain_due_at=None,
-                       next_reminder_at=due).where(Participant.id == proposer.id).execute()
+    due = _ask_again(act, proposer)
     act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
     act.update(proposer, act.zh_en(f"{act.participant.name} 不接受节点调整",
                                    f"{act.participant.name} declined your change"),
@@ -700,8 +709,7 @@ def delegate(act: Act) -> None:
             (Participant.record == act.record.id) & (Participant.email == person.email)
             & (Participant.role == act.participant.role)) is not None:
         raise Refusal("delegate_already", value=person.name)
-    due = act.participant.response_due_at or act.ctx.deadline(
-        act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+    due = act.participant.response_due_at or _answer_due(act)
     heir = Participant.create(record=act.record.id, email=person.email, name=person.name,
                               department=person.department, role=act.participant.role,
                               responsibility=act.participant.responsibility, response_due_at=due,
@@ -753,7 +761,7 @@ def dispute(act: Act) -> None:
     rulers = _rulers(act)
     initiator = act.ctx.directory.by_email(act.record.initiator_email)
     lead = act.ctx.directory.head_of(initiator) or initiator
-    due = act.ctx.deadline(act.now, act.ctx.rules.response_hours.get(act.record.priority, 24))
+    due = _answer_due(act)
     item = Dispute.create(record=act.record.id, opened_by=act.participant.email, text=act.text, opened_at=act.now,
                           lead_email=lead.email, due_at=due, next_reminder_at=due)
     names = "、".join(dict.fromkeys(r.name for r in rulers))

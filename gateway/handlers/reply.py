@@ -28,7 +28,7 @@ from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
 from store.models import InboundMessage, OutboundMessage, Participant, Record
-from store.repositories import AnsweredMail, answered_mail, claim_sent_key
+from store.repositories import claim_sent_key, our_mail
 
 RECORD_TAG = re.compile(r"\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
 ROLE_PRECEDENCE = ("initiator", "recipient", "lead", "head", "external")
@@ -70,7 +70,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
         return Outcome("ignored", f"the same text from {msg.from_addr} on {match.record.ref} more than "
                                   f"{SAME_TEXT_DAILY} times today (an auto-responder?); not recorded, not answered",
                        match.record.id, events)
-    answered = answered_mail(match.record.id, [msg.in_reply_to, *reversed(msg.references)])
+    answered = our_mail([msg.in_reply_to, *reversed(msg.references)], match.record.id)
     context = ctx.reply_contexts.get(reply_context(match, answered))
     keyword = match_keyword(text, ctx.keywords, context.words if context else ())
     if match.via != "token":
@@ -89,7 +89,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
                       record=match.record, participant=match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
               via=match.via, token=match.token, said=text,
-              answered_about=answered.about_participant if answered else None)
+              answered_about=answered.context.get("about_participant") if answered else None)
     try:
         with ctx.db.atomic():  # an action refused half-way leaves nothing behind
             ACTIONS[action](act)
@@ -151,7 +151,7 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
                                 f"(sender authenticated: {verdict.method})", record.id, act.events)
 
 
-def reply_context(match: Matched, answered: AnsweredMail | None) -> str:
+def reply_context(match: Matched, answered: OutboundMessage | None) -> str:
     """What the mail being answered asked of this person: "signoff" (a result to sign),
     "notice" (a notice to confirm), "request" (an answer to the request), "question" (a
     recipient's 需补充信息, to the initiator), or "" (nothing in particular). The answered mail

@@ -317,7 +317,8 @@ def cmd_archive_export(args: argparse.Namespace, ctx: Context) -> int:
     if record is None:
         print(f"no record {args.ref}", file=sys.stderr)
         return EX_USAGE
-    folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz)
+    folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz,
+                           lambda data: ctx.renderer.page(record.lang, "export/timeline.html.j2", record=data))
     print(folder)
     return EX_OK
 

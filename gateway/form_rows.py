@@ -12,13 +12,11 @@ from __future__ import annotations
 import unicodedata
 
 from config.forms import FormDef
+from mail_templates import Renderer
 from store.models import Participant, Record
 
-PRIORITY_WORDS = {"en": {"高": "high (urgent)", "中": "medium", "低": "low"},
-                  "zh": {"高": "高（紧急）", "中": "中", "低": "低"}}
 
-
-def form_rows(form: FormDef, values: dict[str, str], priority: str, initiator: str,
+def form_rows(renderer: Renderer, form: FormDef, values: dict[str, str], priority: str, initiator: str,
               lang: str) -> list[tuple[str, str]]:
     """(label, value) for every filled field; `initiator` as `产品部/陈静 <chen.jing@…>`."""
     rows = []
@@ -26,15 +24,15 @@ def form_rows(form: FormDef, values: dict[str, str], priority: str, initiator: s
         if f.type == "person":
             rows.append((f.label_for(lang), initiator))
         elif f.type == "priority":
-            rows.append((f.label_for(lang), PRIORITY_WORDS["en" if lang == "en" else "zh"][priority]))
+            rows.append((f.label_for(lang), renderer.phrase(lang, f"priority.{priority}")))
         elif values.get(f.key):
             rows.append((f.label_for(lang), unicodedata.normalize("NFC", values[f.key])))
     return rows
 
 
-def record_rows(forms: dict[str, FormDef], record_id: int, lang: str) -> list[tuple[str, str]]:
+def record_rows(renderer: Renderer, forms: dict[str, FormDef], record_id: int, lang: str) -> list[tuple[str, str]]:
     record = Record.get_by_id(record_id)
     initiator = Participant.get_or_none((Participant.record == record_id) & (Participant.role == "initiator"))
     department = f"{initiator.department}/" if initiator is not None and initiator.department else ""
-    return form_rows(forms[record.form], record.fields, record.priority,
+    return form_rows(renderer, forms[record.form], record.fields, record.priority,
                      f"{department}{record.initiator_name} <{record.initiator_email}>", lang)

@@ -153,7 +153,7 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     reply keywords for the reader's role (kept in one place instead of in every mail)."""
     context = dict(mail.context)
     if context.pop("form_rows", False) and mail.record_id is not None:
-        context["rows"] = record_rows(ctx.forms, mail.record_id, mail.lang)
+        context["rows"] = record_rows(ctx.renderer, ctx.forms, mail.record_id, mail.lang)
     if "keywords_for" in context:
         role = context.pop("keywords_for")
         context["keywords"] = keyword_help(ctx.keywords, role, mail.lang) if role else ()

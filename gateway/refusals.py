@@ -66,16 +66,25 @@ class Refusal(Exception):
 
     def __init__(self, code: str, value: str = "", detail: str = "", *, problems: Sequence[Problem] = (),
                  form: FormDef | None = None, fields: dict[str, str] | None = None, record: Record | None = None,
-                 participant: Participant | None = None, ref: str = "", once_per_record: bool = False):
+                 participant: Participant | None = None, ref: str = "", once_per_record: bool = False,
+                 keywords: Sequence[str] = (), roles: Sequence[str] = ()):
         super().__init__(code)
+        # Named by code, spelled in the answer's language: the keywords meant (the value) and
+        # the roles that may use them (the detail).
+        self.keywords, self.roles = tuple(keywords), tuple(roles)
         self.code, self.value, self.detail = code, value, detail
         self.problems, self.form, self.fields = list(problems), form, fields or {}
         self.record, self.participant = record, participant
         self.ref = ref or (record.ref if record is not None else "")
         self.once_per_record = once_per_record
 
-    def values(self) -> dict[str, str]:
-        return dict(label="", value=self.value, detail=self.detail)
+    def values(self, ctx: Context, lang: str) -> dict[str, str]:
+        value, detail = self.value, self.detail
+        if self.keywords:
+            value = " / ".join(keyword_label(ctx, action, lang) for action in self.keywords)
+        if self.roles:
+            detail = ctx.renderer.joined(lang, [ctx.renderer.phrase(lang, f"role.{r}") for r in self.roles])
+        return dict(label="", value=value, detail=detail)
 
     def about(self, record: Record, participant: Participant | None = None) -> Refusal:
         """The same refusal, now known to concern `record` (and the sender's participation)."""
@@ -130,6 +139,14 @@ def repeated_today(ctx: Context, address: str, record_id: int, text: str) -> int
     return max(0, count - SAME_TEXT_DAILY)
 
 
+def keyword_label(ctx: Context, action: str, lang: str) -> str:
+    """The word that does `action`, as a mail in `lang` names it (a comment has none)."""
+    if action == "comment":
+        return ctx.renderer.phrase(lang, "label.comment")
+    keyword = next(k for k in ctx.keywords if k.action == action)
+    return keyword.en[0] if lang == "en" else keyword.zh[0]
+
+
 def known_sender(ctx: Context, address: str) -> bool:
     return _known(ctx, address, None)
 
@@ -142,7 +159,7 @@ def _known(ctx: Context, address: str, record_id: int | None) -> bool:
 def _reason(ctx: Context, refusal: Refusal) -> str:
     if refusal.code == INVALID_REQUEST:
         return "invalid request: " + ",".join(sorted(f"{p.field}:{p.code}" for p in refusal.problems))
-    return f"{refusal.code}: {ctx.renderer.problem_text('en', refusal.code, **refusal.values())}"
+    return f"{refusal.code}: {ctx.renderer.problem_text('en', refusal.code, **refusal.values(ctx, 'en'))}"
 
 
 def _problem_key(refusal: Refusal) -> str:
@@ -162,7 +179,7 @@ def _refusal(ctx: Context, row: InboundMessage, msg: ParsedMessage, refusal: Ref
         reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, person.id)
         if record is not None and person is not None else "",
         context=dict(ref=refusal.ref, original_subject=msg.subject,
-                     text=ctx.renderer.problem_text(lang, refusal.code, **refusal.values())))
+                     text=ctx.renderer.problem_text(lang, refusal.code, **refusal.values(ctx, lang))))
 
 
 def _rejection(ctx: Context, row: InboundMessage, msg: ParsedMessage, refusal: Refusal, lang: str) -> Draft:

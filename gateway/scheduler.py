@@ -102,13 +102,27 @@ def _send(ctx: Context, key: str, drafts: list[Draft], event: dict) -> int:
 
 
 def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: list[str], kind: str,
-          keywords_for: str = "") -> Draft:
+          keywords_for: str = "", with_request: bool = False) -> Draft:
+    """A reminder or an escalation; `with_request` shows the request itself (the form), for
+    whom it may be the first mail about the record."""
     s = ctx.settings
+    context: dict[str, object] = dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline,
+                                      lines=lines, keywords_for=keywords_for)
+    if with_request:
+        context["form_rows"] = True
     return Draft(kind=kind, template="participant/reminder", lang=record.lang, to_addr=to.email, to_name=to.name,
                  record_id=record.id, references=(record.thread_id,),
-                 reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, to.id),
-                 context=dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline, lines=lines,
-                              keywords_for=keywords_for))
+                 reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, to.id), context=context)
+
+
+def _say(ctx: Context, record: Record, key: str, **values: object) -> str:
+    """A sentence of mail_templates/phrases.toml in the record's language."""
+    return ctx.renderer.phrase(record.lang, key, **values)
+
+
+def _line(ctx: Context, record: Record, label: str, value: str) -> str:
+    """`label：value` with the record language's label and colon."""
+    return _say(ctx, record, f"label.{label}") + _say(ctx, record, "colon") + value
 
 
 def _local(ctx: Context, when: datetime) -> str:
@@ -154,19 +168,21 @@ def _participants(ctx: Context) -> tuple[int, int]:
         what = "signoff" if signoff else "answer"
         key = f"{what}:{p.id}:{(p.chain_due_at or p.response_due_at):%Y%m%d%H%M}:{stage.name}{stage.number}"
         due = _local(ctx, p.chain_due_at or p.response_due_at)
-        zh = record.lang != "en"
+        # The task again: the person's part, the result to sign, and the request itself.
+        task = [_line(ctx, record, "duty", p.responsibility)] if p.responsibility else []
+        if signoff and record.result:
+            task.append(_line(ctx, record, "result", record.result))
         if stage.name == "reminder":
-            headline = ("请签字确认结果" if signoff else "请尽快回复") if zh else (
-                "Your sign-off is due" if signoff else "Your answer is due")
-            lines = [f"{'截止' if zh else 'Due'}：{due}"] + ([f"{'结果' if zh else 'Result'}：{record.result}"]
-                                                            if signoff else [])
-            drafts = [_mail(ctx, record, p, headline, lines, "reminder", "recipient")]
+            headline = _say(ctx, record, "reminder.signoff" if signoff else "reminder.answer", due=due)
+            drafts = [_mail(ctx, record, p, headline, task, "reminder", "recipient", with_request=True)]
         else:
-            headline = (f"{p.name} 逾期未{'签字' if signoff else '回复'}，升级提醒" if zh
-                        else f"{p.name} has not {'signed' if signoff else 'answered'}: escalation")
-            lines = [f"{'截止' if zh else 'Due'}：{due}", f"{'逾期超过' if zh else 'Overdue by more than'} "
-                     f"{r.escalate_after_hours:g} {'小时' if zh else 'hours'}"]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation")
+            headline = _say(ctx, record, "reminder.signoff_escalation" if signoff else "reminder.answer_escalation",
+                            name=p.name)
+            lines = [_line(ctx, record, "late_person", f"{p.name} <{p.email}>"), *task,
+                     _line(ctx, record, "overdue_since", due),
+                     _say(ctx, record, "reminder.escalation_overdue", hours=f"{r.escalate_after_hours:g}"),
+                     _say(ctx, record, "reminder.head_can")]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True)
                       for t in _escalation_targets(ctx, record, p.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name, actor=ctx.settings.from_address,
                                                data={"chain": what, "to": p.email, "key": key, "due": due}))
@@ -174,10 +190,7 @@ def _participants(ctx: Context) -> tuple[int, int]:
     return len(rows), queued
 
 
-def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str,
-                    before_zh: str = "如需延期，请在截止前回复「延期：原因、新计划」。",
-                    before_en: str = "If it will be late, reply DELAY with reason and new plan before the deadline.",
-                    ) -> tuple[int, int]:
+def _deadline_chain(ctx: Context, model, kind: str, hint: str = "reminder.delay_hint") -> tuple[int, int]:
     """Milestones, action items and disputes: before, overdue, escalation."""
     now, r = ctx.clock.now(), ctx.settings.reminders
     rows = list(model.select(model, Record).join(Record).where(
@@ -189,23 +202,21 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
                                timedelta(hours=r.escalate_after_hours))
         name = (getattr(item, "name", None) or item.text)[:60]
         owner = _participant_row(record, item.owner_email)
-        zh = record.lang != "en"
         due = _local(ctx, item.due_at)
         key = f"{kind}:{item.id}:{item.due_at:%Y%m%d%H%M}:{stage.name}"
+        headline = _say(ctx, record, f"reminder.{stage.name}", label=_say(ctx, record, f"chain.{kind}"), name=name)
+        lines = [_line(ctx, record, "item", name), _line(ctx, record, "due", due)]
         if stage.name == "before":
-            drafts = [_mail(ctx, record, owner, f"{label_zh}即将到期：{name}" if zh else f"{label_en} due soon: {name}",
-                            [f"{'截止' if zh else 'Due'}：{due}", before_zh if zh else before_en],
-                            "reminder")]
+            drafts = [_mail(ctx, record, owner, headline, [*lines, _say(ctx, record, hint)], "reminder")]
         elif stage.name == "overdue":
             initiator = _participant_row(record, record.initiator_email, record.initiator_name)
             targets = [owner] + ([initiator] if initiator.email != owner.email else [])
-            drafts = [_mail(ctx, record, t, f"{label_zh}已逾期：{name}" if zh else f"{label_en} overdue: {name}",
-                            [f"{'截止' if zh else 'Due'}：{due}"], "reminder") for t in targets]
+            drafts = [_mail(ctx, record, t, headline, [*lines, _say(ctx, record, hint)], "reminder") for t in targets]
         else:
-            drafts = [_mail(ctx, record, t, f"{label_zh}逾期升级：{name}" if zh else f"{label_en} escalated: {name}",
-                            [f"{'负责人' if zh else 'Owner'}：{owner.name} <{owner.email}>",
-                             f"{'截止' if zh else 'Due'}：{due}"],
-                            "escalation") for t in _escalation_targets(ctx, record, owner.email)]
+            lines = [_line(ctx, record, "person", f"{owner.name} <{owner.email}>"), *lines,
+                     _say(ctx, record, "reminder.head_can")]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True)
+                      for t in _escalation_targets(ctx, record, owner.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name if stage.name == "escalation"
                                                else "reminder", actor=ctx.settings.from_address,
                                                data={"chain": kind, "item": name, "stage": stage.name, "key": key}))
@@ -214,16 +225,15 @@ def _deadline_chain(ctx: Context, model, label_zh: str, label_en: str, kind: str
 
 
 def _disputes(ctx: Context) -> tuple[int, int]:
-    return _deadline_chain(ctx, Dispute, "争议待裁定", "Dispute to rule", "dispute",
-                           "请在截止前回复「裁定：…」。", "Please reply RULING: … before the deadline.")
+    return _deadline_chain(ctx, Dispute, "dispute", "reminder.ruling_hint")
 
 
 def _milestones(ctx: Context) -> tuple[int, int]:
-    return _deadline_chain(ctx, Milestone, "关键节点", "Milestone", "milestone")
+    return _deadline_chain(ctx, Milestone, "milestone")
 
 
 def _action_items(ctx: Context) -> tuple[int, int]:
-    return _deadline_chain(ctx, ActionItem, "行动项", "Action item", "action")
+    return _deadline_chain(ctx, ActionItem, "action")
 
 
 def _minutes(ctx: Context) -> tuple[int, int]:
@@ -238,13 +248,10 @@ def _minutes(ctx: Context) -> tuple[int, int]:
         due = meeting.ends_at + timedelta(hours=r.minutes_due_hours)
         escalate = now >= due + timedelta(hours=r.escalate_after_hours)
         organiser = _participant_row(record, meeting.organiser_email)
-        zh = record.lang != "en"
         key = f"minutes:{meeting.id}:{'escalation' if escalate else 'reminder'}"
-        headline = ("会议纪要逾期，升级提醒" if zh else "Minutes overdue: escalation") if escalate else (
-            "请发送会议纪要" if zh else "Please send the meeting minutes")
-        lines = [f"{'会议' if zh else 'Meeting'}：{_local(ctx, meeting.starts_at)}",
-                 "回复「纪要：…」，行动项写成“事项 / 负责人 / 截止时间”。" if zh else
-                 "Reply MINUTES: …, action items as “task / owner / deadline”."]
+        headline = _say(ctx, record, "reminder.minutes_escalation" if escalate else "reminder.minutes")
+        lines = [_line(ctx, record, "meeting", _local(ctx, meeting.starts_at)),
+                 _line(ctx, record, "due", _local(ctx, due)), _say(ctx, record, "reminder.minutes_hint")]
         targets = _escalation_targets(ctx, record, organiser.email) if escalate else [organiser]
         drafts = [_mail(ctx, record, t, headline, lines, "escalation" if escalate else "reminder") for t in targets]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind="escalation" if escalate else "reminder",
@@ -260,10 +267,8 @@ def _retros(ctx: Context) -> tuple[int, int]:
     queued = 0
     for record in rows:
         initiator = _participant_row(record, record.initiator_email, record.initiator_name)
-        zh = record.lang != "en"
-        drafts = [_mail(ctx, record, initiator, "请写复盘总结" if zh else "Time for a retrospective",
-                        ["回复「复盘：…」：目标达成情况、经验与改进。" if zh else
-                         "Reply RETRO: … — what went well, what to improve."], "reminder")]
+        drafts = [_mail(ctx, record, initiator, _say(ctx, record, "reminder.retro"),
+                        [_say(ctx, record, "reminder.retro_hint")], "reminder")]
         queued += _send(ctx, f"retro:{record.id}", drafts, dict(record_id=record.id, kind="reminder",
                                                                 actor=ctx.settings.from_address,
                                                                 data={"chain": "retro"}))
@@ -300,25 +305,10 @@ def digests(ctx: Context) -> int:
 DIGEST_BATCH = 200
 
 
-# What a digest line says, by kind of pending item and language; {label} names the milestone
-# or action item.
-_DIGEST_WHAT = {
-    "sign": ("结果待签字", "result waiting for your sign-off"),
-    "overdue": ("逾期未回复", "answer overdue"),
-    "awaiting": ("等待您回复", "waiting for your answer"),
-    "milestone": ("关键节点：{label}", "milestone: {label}"),
-    "milestone_late": ("关键节点（已逾期）：{label}", "milestone (overdue): {label}"),
-    "action": ("行动项：{label}", "action item: {label}"),
-    "action_late": ("行动项（已逾期）：{label}", "action item (overdue): {label}"),
-    "dispute": ("争议待您裁定：{label}", "dispute waiting for your ruling: {label}"),
-    "dispute_late": ("争议待您裁定（已逾期）：{label}", "dispute waiting for your ruling (overdue): {label}"),
-}
-
-
 @dataclass(frozen=True)
 class _Pending:
     ref: str
-    kind: str  # a key of _DIGEST_WHAT
+    kind: str  # a key of the [digest] phrases
     label: str
     when: str  # local time, "" when none
     reply: str  # the reader's reply address for the record, "" when none
@@ -328,8 +318,8 @@ class _Pending:
     def late(self) -> bool:
         return self.kind == "overdue" or self.kind.endswith("_late")
 
-    def what(self, lang: str) -> str:
-        return _DIGEST_WHAT[self.kind][lang == "en"].format(label=self.label)
+    def what(self, ctx: Context, lang: str) -> str:
+        return ctx.renderer.phrase(lang, f"digest.{self.kind}", label=self.label)
 
 
 # Rows read with .tuples(), which peewee's stubs type as model objects; a time arrives as the
@@ -396,14 +386,14 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     for email, pending in items.items():
         if email not in off:
             lang = _reader_language(pending)
-            entries = [(i.ref, i.what(lang), i.when, i.reply) for i in pending]
+            entries = [(i.ref, i.what(ctx, lang), i.when, i.reply) for i in pending]
             drafts.append((f"digest:{email}:{day}", _digest(ctx, email, entries, day, lang, head=False)))
     for department in ctx.directory.departments:
         late = overdue_by_department.get(department.name)
         if late and department.head not in off:
             lang = _reader_language([item for _, item in late])
-            colon = ": " if lang == "en" else "："
-            entries = [(i.ref, f"{whose}{colon}{i.what(lang)}", i.when, "") for whose, i in late]
+            entries = [(i.ref, ctx.renderer.phrase(lang, "digest.whose", whose=whose, what=i.what(ctx, lang)),
+                        i.when, "") for whose, i in late]
             drafts.append((f"digest-head:{department.head}:{day}",
                            _digest(ctx, department.head, entries, day, lang, head=True)))
     return drafts

@@ -1,7 +1,10 @@
-"""Outbound mail texts: jinja2 templates named ``<lang>/<audience>/<purpose>.{subject,txt,html}.j2``.
+"""Outbound mail texts: jinja2 templates named ``<lang>/<audience>/<purpose>.{subject,txt,html}.j2``,
+and the sentences the gateway says outside a whole template — headlines, labels, what a mail
+asks, receipt notes, trace sentences — in ``phrases.toml``, one table per language.
 
-StrictUndefined turns a missing variable into an error in tests instead of a blank in a
-customer's mail; HTML parts are autoescaped, text parts are not.
+A language is a folder of templates plus its tables in ``phrases.toml`` and ``problems.toml``:
+adding one needs no code. StrictUndefined turns a missing variable into an error in tests
+instead of a blank in a customer's mail; HTML parts are autoescaped, text parts are not.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
-LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+
+
+def _languages(folder: Path) -> tuple[str, ...]:
+    """The languages with phrases and a folder of templates, the default first."""
+    phrases = tomllib.loads((folder / "phrases.toml").read_text(encoding="utf-8"))
+    found = sorted(lang for lang in phrases if (folder / lang).is_dir())
+    return tuple(sorted(found, key=lambda lang: lang != DEFAULT_LANGUAGE))
+
+
+LANGUAGES = _languages(TEMPLATE_DIR)
 
 
 @dataclass(frozen=True)
@@ -35,23 +48,47 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,  # templates do not change under a running gateway; saves a stat per render
         )
+        self.languages = _languages(folder)
         self.problem_texts: dict[str, dict[str, str]] = tomllib.loads(
             (folder / "problems.toml").read_text(encoding="utf-8"))
+        self.phrases: dict[str, dict[str, Any]] = tomllib.loads((folder / "phrases.toml").read_text(encoding="utf-8"))
+
+    def language(self, lang: str) -> str:
+        return lang if lang in self.languages else DEFAULT_LANGUAGE
 
     def render(self, lang: str, name: str, /, **context: Any) -> RenderedMail:
         return RenderedMail(self.subject(lang, name, **context), *self.body(lang, name, **context))
 
     def subject(self, lang: str, name: str, /, **context: Any) -> str:
-        lang = lang if lang in LANGUAGES else "zh"
-        subject = self.env.get_template(f"{lang}/{name}.subject.j2").render({"lang": lang, **context})
+        lang = self.language(lang)
+        subject = self.env.get_template(f"{lang}/{name}.subject.j2").render(self._context(lang, context))
         return " ".join(subject.split())
 
     def body(self, lang: str, name: str, /, **context: Any) -> tuple[str, str]:
         """(text, html) of a mail."""
-        lang = lang if lang in LANGUAGES else "zh"
-        context = {"lang": lang, **context}
+        lang = self.language(lang)
+        context = self._context(lang, context)
         return (self.env.get_template(f"{lang}/{name}.txt.j2").render(context),
                 self.env.get_template(f"{lang}/{name}.html.j2").render(context))
 
+    def page(self, lang: str, name: str, /, **context: Any) -> str:
+        """A page that is not a mail (an exported record's timeline), in `lang`."""
+        return self.env.get_template(name).render(self._context(self.language(lang), context))
+
+    def _context(self, lang: str, context: dict[str, Any]) -> dict[str, Any]:
+        return {"lang": lang, "t": lambda key, **values: self.phrase(lang, key, **values), **context}
+
     def problem_text(self, lang: str, code: str, **values: str) -> str:
-        return self.problem_texts[lang if lang in LANGUAGES else "zh"][code].format(**values)
+        return self.problem_texts[self.language(lang)][code].format(**values)
+
+    def phrase(self, lang: str, key: str, **values: Any) -> str:
+        """A sentence of phrases.toml: `key` is its table and name ("update.agree"), `values`
+        fill its {placeholders}. A missing phrase is an error, not a blank in a mail."""
+        table: Any = self.phrases[self.language(lang)]
+        for part in key.split("."):
+            table = table[part]
+        return str(table).format(**values)
+
+    def joined(self, lang: str, items: list[str]) -> str:
+        """Names in a row, as the language lists them (王强、李娜 / Wang Qiang, Li Na)."""
+        return self.phrase(lang, "list_separator").join(items)

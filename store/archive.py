@@ -3,10 +3,9 @@ the search index current, and exporting a self-contained bundle of one record.""
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -82,9 +81,9 @@ def search_parts(record: Record) -> dict[str, str]:
     return parts
 
 
-def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo) -> Path:
-    """Write record.json, timeline.html, every raw mail in and out (.eml) and the attachments
-    into out/<ref>/; returns that folder."""
+def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo, timeline: Callable[[dict], str]) -> Path:
+    """Write record.json, timeline.html (`timeline` renders it from the record's data), every
+    raw mail in and out (.eml) and the attachments into out/<ref>/; returns that folder."""
     folder = out / record.ref
     (folder / "mails").mkdir(parents=True, exist_ok=True)
     (folder / "attachments").mkdir(exist_ok=True)
@@ -122,22 +121,5 @@ def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo) -> Pa
         (folder / "mails" / f"out-{outbound.id:06d}.eml").write_bytes(bytes(outbound.raw))
     for item in Attachment.select().where(Attachment.record_id == record.id):
         shutil.copyfile(attachment_path(data_dir, item.sha256), folder / "attachments" / f"{item.id}-{item.filename}")
-    (folder / "timeline.html").write_text(_timeline(data), encoding="utf-8")
+    (folder / "timeline.html").write_text(timeline(data), encoding="utf-8")
     return folder
-
-
-def _timeline(data: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(e['at'] or '')}</td><td>{html.escape(e['kind'])}</td><td>{html.escape(e['actor'])}</td>"
-        f"<td>{html.escape(str(e['data'].get('text') or e['data'].get('reason') or ''))}</td></tr>"
-        for e in data["events"])
-    people = "".join(f"<li>{html.escape(p['role'])}: {html.escape(p['name'])} &lt;{html.escape(p['email'])}&gt;</li>"
-                     for p in data["participants"])
-    return (f"<!DOCTYPE html><html lang=zh><head><meta charset=utf-8><title>{html.escape(data['id'])}</title></head>"
-            f"<body><h1>{html.escape(data['id'])} {html.escape(data['subject'])}</h1>"
-            f"<p>{html.escape(data['status'])} · {html.escape(data['archive']['category'] or '')} "
-            f"{html.escape(data['archive']['key'] or '')}</p><h2>参与人</h2><ul>{people}</ul>"
-            f"<h2>结果</h2><p>{html.escape(data['result'] or '—')}</p>"
-            f"<h2>复盘</h2><p>{html.escape(data['retro'] or '—')}</p>"
-            f"<h2>时间线</h2><table border=1 cellpadding=4><tr><th>时间</th><th>事件</th><th>人</th><th>内容</th></tr>"
-            f"{rows}</table></body></html>")

@@ -120,7 +120,10 @@ def test_archive_export_bundle(ctx, send, archived, tmp_path):
     assert any(n.startswith("in-") for n in mails) and any(n.startswith("out-") for n in mails)
     first_in = email.message_from_bytes((folder / "mails" / next(n for n in mails if n.startswith("in-"))).read_bytes())
     assert first_in["To"] == f"project@{DOMAIN}"
-    assert "采用方案B" in (folder / "timeline.html").read_text(encoding="utf-8")
+    timeline = (folder / "timeline.html").read_text(encoding="utf-8")
+    assert "采用方案B" in timeline and "<h2>参与人</h2>" in timeline  # headings in the record's language
+    assert "新款智能手表需在Q1量产" in timeline  # the fields of the request
+    assert "mail_sent" not in timeline  # deliveries are not events a reader looks for
 
 
 def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):

@@ -156,6 +156,18 @@ def test_keywords_are_limited_to_roles(ctx, send, record):
     inbound = reply(send, WANG, "结果：采用方案B")
     assert inbound.state == "rejected" and inbound.reason.startswith("reply_role")
     assert Record.get().status == "open"
+    [answer] = mails_to(WANG, "refusal")
+    assert "「结果」只能由发起人使用" in text_of(ctx, answer)  # the keyword and the role, in his language
+
+
+def test_a_refusal_names_keywords_and_roles_in_the_language_it_is_answered_in(ctx):
+    from gateway.refusals import Refusal
+
+    refusal = Refusal("reply_role", keywords=("result",), roles=("initiator", "lead"))
+    assert ctx.renderer.problem_text("en", "reply_role", **refusal.values(ctx, "en")) == (
+        "“RESULT” can only be used by the initiator, the lead who rules disputes. Nothing was recorded.")
+    assert ctx.renderer.problem_text("zh", "reply_role", **refusal.values(ctx, "zh")) == (
+        "「结果」只能由发起人、裁定人使用，未做任何记录。")
 
 
 def test_result_sign_off_closure_gate_and_archive(ctx, send, record):

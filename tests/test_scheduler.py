@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import timedelta
 
 from conftest import DOMAIN, ENGLISH_BODY, NOW, make_mail
-from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply
+from test_replies import CHEN, MEDIUM, WANG, ZHAO, reply, text_of
 
+from gateway.checks import CJK
 from gateway.cli import cmd_tick
 from gateway.scheduler import answer_stage, deadline_stage, sweep
 from store.models import DigestPreference, Event, OutboundMessage, Participant
@@ -210,3 +211,36 @@ def test_someone_with_only_english_records_gets_the_digest_in_english(ctx, send,
     at(ctx, clock, timedelta(hours=47, minutes=5))
     latest = mails("digest", WANG)[-1]
     assert latest.subject.startswith("今日待办") and "逾期未回复" in mail_body(ctx, latest)[0]
+
+
+def test_a_reminder_repeats_the_task_and_the_deadline_not_a_vague_asap(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))
+    reminder = mails("reminder", WANG)[0]
+    text = text_of(ctx, reminder)
+    assert "尽快" not in reminder.subject + text  # the rules reject it as vague; so do we
+    assert "截止 2026-11-28 10:00" in reminder.subject
+    assert "职责：完成硬件方案评估" in text  # what he is to do …
+    assert "背景与目标：新款智能手表需在Q1量产" in text  # … and the request itself, again
+
+
+def test_an_escalation_tells_the_head_who_is_late_on_what_since_when_and_what_to_do(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    at(ctx, clock, 72 * HOUR + timedelta(minutes=1))
+    to_head = mails("escalation", "zhou.ming@liuhen.localhost")[0]  # the head's first mail on the record
+    text = text_of(ctx, to_head)
+    assert "逾期人：王强 <wang.qiang@liuhen.localhost>" in text
+    assert "职责：完成硬件方案评估" in text and "逾期自：2026-11-28 10:00" in text
+    assert "期望完成时间：2026-12-20 18:00" in text  # the request itself
+    assert "转交" in text  # what the head can do about it
+
+
+def test_an_english_record_is_reminded_in_english_throughout(ctx, send, clock):
+    send(make_mail(ENGLISH_BODY, subject="Overseas launch event", sender="emily.carter@liuhen.localhost"),
+         mail_from="emily.carter@liuhen.localhost")
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))
+    reminder = mails("reminder")[0]
+    text = text_of(ctx, reminder)
+    assert "Your answer is due (2026-" in reminder.subject
+    assert not CJK.search(reminder.subject) and "Book a venue and agree the budget" in text
+    assert "Your part: demo units for the event" in text

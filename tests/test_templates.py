@@ -68,3 +68,36 @@ def test_a_missing_variable_is_an_error_not_a_blank():
 
     with pytest.raises(UndefinedError):
         Renderer().render("zh", "sender/error", original_subject="x")
+
+
+def _keys(table: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in table.items():
+        keys |= _keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+def test_every_language_has_every_phrase_with_the_same_placeholders():
+    import string
+
+    renderer = Renderer()
+    assert set(LANGUAGES) == {"zh", "en"} and LANGUAGES[0] == "zh"
+    keys = {lang: _keys(renderer.phrases[lang]) for lang in LANGUAGES}
+    assert keys["zh"] == keys["en"]
+    for key in keys["zh"]:
+        fields = []
+        for lang in LANGUAGES:
+            text = renderer.phrases[lang]
+            for part in key.split("."):
+                text = text[part]
+            fields.append({name for _, name, _, _ in string.Formatter().parse(text) if name})
+        assert fields[0] == fields[1], key
+
+
+def test_a_phrase_fills_its_placeholders_and_a_missing_one_is_an_error():
+    renderer = Renderer()
+    assert renderer.phrase("zh", "reminder.answer", due="2026-12-04 10:00") == "请答复（截止 2026-12-04 10:00）"
+    assert renderer.phrase("en", "digest.whose", whose="Wang", what="answer overdue") == "Wang: answer overdue"
+    assert renderer.phrase("fr", "role.recipient") == "接收人"  # an unknown language reads the default
+    with pytest.raises(KeyError):
+        renderer.phrase("en", "reminder.no_such_phrase")

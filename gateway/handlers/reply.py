@@ -22,7 +22,7 @@ from gateway.bootstrap import Context
 from gateway.handlers import Outcome
 from gateway.handlers.actions import ACTIONS, KEY_ROLES, Act
 from gateway.outbox import queue_mails
-from gateway.refusals import SAME_TEXT_DAILY, Refusal, may_acknowledge, repeated_today
+from gateway.refusals import SAME_TEXT_DAILY, Refusal, keyword_label, may_acknowledge, repeated_today
 from gateway.tokens import parse_token
 from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
@@ -76,17 +76,15 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     if match.via != "token":
         return _without_token(ctx, row, msg, match, text, keyword.action or "comment")
     if keyword.ambiguous:
-        raise Refusal("reply_ambiguous", value=" / ".join(_label(ctx, a, "zh") for a in keyword.ambiguous),
-                      record=match.record, participant=match.participant)
+        raise Refusal("reply_ambiguous", keywords=keyword.ambiguous, record=match.record, participant=match.participant)
     action = keyword.action or (context.default if context and context.default else "comment")
     if match.record.status == "archived" and action not in ("retro", "reopen"):
         raise Refusal("reply_closed", detail=match.record.ref, record=match.record, participant=match.participant)
     participant = _participant_for(match, action, ctx)
     if participant is None:
         allowed = next(k for k in ctx.keywords if k.action == action).roles
-        raise Refusal("reply_role", value=_label(ctx, action, "zh"),
-                      detail="、".join(_ROLE_NAMES.get(r, r) for r in allowed),
-                      record=match.record, participant=match.participant)
+        raise Refusal("reply_role", keywords=(action,), roles=allowed, record=match.record,
+                      participant=match.participant)
     act = Act(ctx=ctx, record=match.record, participant=participant, text=keyword.text, msg=msg, row=row,
               via=match.via, token=match.token, said=text,
               answered_about=answered.context.get("about_participant") if answered else None)
@@ -96,7 +94,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     except Refusal as refusal:
         raise refusal.about(match.record, participant) from None
     if may_acknowledge(ctx, msg.from_addr, match.record.id):
-        act.receipt(_label(ctx, action, act.sender_lang))
+        act.receipt(keyword_label(ctx, action, act.sender_lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
 
@@ -144,8 +142,8 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
     act.events[-1]["data"].update(authentication=verdict.as_json(), keyword=action)
     if claim_sent_key(f"tokenless:{msg.from_addr}:{record.ref}", ctx.clock.now()):
         lang = act.sender_lang
-        act.notes.append(ctx.renderer.problem_text(lang, "reply_comment_only", value=_label(ctx, action, lang)))
-        act.receipt(_label(ctx, "comment", lang))
+        act.notes.append(ctx.renderer.problem_text(lang, "reply_comment_only", value=keyword_label(ctx, action, lang)))
+        act.receipt(keyword_label(ctx, "comment", lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"comment without a reply token by {msg.from_addr} on {record.ref} "
                                 f"(sender authenticated: {verdict.method})", record.id, act.events)
@@ -174,9 +172,6 @@ def reply_context(match: Matched, answered: OutboundMessage | None) -> str:
     if record.status == "open" and not person.response:
         return "request"
     return ""
-
-
-_ROLE_NAMES = {"initiator": "发起人", "recipient": "接收人", "head": "部门负责人", "lead": "裁定人", "any": "参与人"}
 
 
 def _match(ctx: Context, msg: ParsedMessage, token: str | None, record: Record | None) -> Matched:
@@ -210,10 +205,3 @@ def _participant_for(match: Matched, action: str, ctx: Context) -> Participant |
     return next((p for p in Participant.select().where((Participant.record == match.record.id) &
                                                        (Participant.email == match.participant.email))
                  if keyword.for_role(p.role)), None)
-
-
-def _label(ctx: Context, action: str, lang: str) -> str:
-    if action == "comment":
-        return "comment" if lang == "en" else "留言"
-    keyword = next(k for k in ctx.keywords if k.action == action)
-    return keyword.en[0] if lang == "en" else keyword.zh[0]

@@ -148,7 +148,7 @@ def _escalation_targets(ctx: Context, record: Record, person_email: str) -> list
     targets = []
     if head is not None and head.email != person_email:
         targets.append(_participant_row(record, head.email, head.name))
-    if record.initiator_email != person_email:
+    if record.initiator_email not in (person_email, *(t.email for t in targets)):  # a head who initiated: once
         targets.append(_participant_row(record, record.initiator_email, record.initiator_name))
     return targets
 

@@ -244,3 +244,12 @@ def test_an_english_record_is_reminded_in_english_throughout(ctx, send, clock):
     assert "Your answer is due (2026-" in reminder.subject
     assert not CJK.search(reminder.subject) and "Book a venue and agree the budget" in text
     assert "Your part: demo units for the event" in text
+
+
+def test_a_head_who_initiated_the_record_gets_one_escalation_not_two(ctx, send, clock):
+    body = MEDIUM.replace("产品部/陈静", "研发部/周明")
+    assert send(make_mail(body, sender="zhou.ming@liuhen.localhost"),
+                mail_from="zhou.ming@liuhen.localhost").state == "processed"
+    at(ctx, clock, 72 * HOUR + timedelta(minutes=1))
+    about_wang = [m for m in mails("escalation") if "王强" in m.subject]
+    assert [m.to_addr for m in about_wang] == ["zhou.ming@liuhen.localhost"]  # his head, who is the initiator

@@ -179,6 +179,28 @@ def load_reply_contexts(path: str | Path, keywords: tuple[Keyword, ...]) -> dict
     return contexts
 
 
+@dataclass(frozen=True)
+class Offer:
+    """A button of a mail: the action, and whether the keyword wants text after it."""
+
+    action: str
+    with_text: bool
+
+
+def load_offers(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tuple[Offer, ...]]:
+    """{mail kind: its buttons} from the `[offers]` of the keywords file."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    known = {k.action for k in keywords}
+    offers = {}
+    for kind, actions in data.get("offers", {}).items():
+        chosen = tuple(Offer(a.rstrip(":"), a.endswith(":")) for a in actions)
+        unknown = [o.action for o in chosen if o.action not in known]
+        if unknown:
+            raise ConfigError(f"{path}: [offers] {kind} names {', '.join(unknown)}, which no keyword has")
+        offers[kind] = chosen
+    return offers
+
+
 @lru_cache(maxsize=64)
 def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> tuple[tuple[str, str], ...]:
     """(the words to write, what they do) for the keywords a person in `role` may use.

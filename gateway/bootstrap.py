@@ -13,10 +13,12 @@ from config.directory import Directory
 from config.forms import (
     FormDef,
     Keyword,
+    Offer,
     ReplyContext,
     Rules,
     load_forms,
     load_keywords,
+    load_offers,
     load_reply_contexts,
     load_rules,
 )
@@ -42,6 +44,8 @@ class Context:
     # What short answers mean in the context of the mail answered (config/keywords.toml
     # [contexts]): "request", "signoff", "notice".
     reply_contexts: dict[str, ReplyContext]
+    # The buttons a mail offers, by its kind (config/keywords.toml [offers]).
+    offers: dict[str, tuple[Offer, ...]]
     renderer: Renderer
     clock: Clock
     tz: ZoneInfo
@@ -61,6 +65,13 @@ class Context:
         and it is outside working time (no escalation at 00:01 on a Saturday)."""
         r = self.settings.reminders
         return not r.business_hours or _working_time(r, self.tz).is_working(self.clock.now())
+
+    def keyword_label(self, action: str, lang: str) -> str:
+        """The word that does `action`, as a mail in `lang` names it (a comment has none)."""
+        if action == "comment":
+            return self.renderer.phrase(lang, "label.comment")
+        keyword = next(k for k in self.keywords if k.action == action)
+        return keyword.en[0] if lang == "en" else keyword.zh[0]
 
     def form_by_address(self, local_part: str) -> FormDef | None:
         return next((f for f in self.forms.values() if f.address == local_part), None)
@@ -84,6 +95,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     keywords = load_keywords(DEFAULT_KEYWORDS)
     check_keywords(keywords, DEFAULT_KEYWORDS)
     reply_contexts = load_reply_contexts(DEFAULT_KEYWORDS, keywords)
+    offers = load_offers(DEFAULT_KEYWORDS, keywords)
     db = open_database(settings.database_url)
     ensure_search_schema(db)
     return Context(
@@ -95,6 +107,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         rules=rules,
         keywords=keywords,
         reply_contexts=reply_contexts,
+        offers=offers,
         renderer=Renderer(),
         clock=clock or SystemClock(),
         tz=ZoneInfo(settings.gateway.timezone),

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from peewee import Expression
 
@@ -157,7 +158,22 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     if "keywords_for" in context:
         role = context.pop("keywords_for")
         context["keywords"] = keyword_help(ctx.keywords, role, mail.lang) if role else ()
+    reply_to = (mail.headers or {}).get("Reply-To", "")
+    context["buttons"] = _buttons(ctx, mail, reply_to) if reply_to and mail.kind in ctx.offers else ()
     return context
+
+
+def _buttons(ctx: Context, mail: OutboundMessage, reply_to: str) -> list[tuple[str, str]]:
+    """(label, mailto: link) for what the mail offers its reader: a reply to their own
+    address, with the subject and the keyword already written (同意需求, 需补充信息：…)."""
+    lang = ctx.renderer.language(mail.lang)
+    subject = quote(f"Re: {mail.subject}")
+    buttons = []
+    for offer in ctx.offers[mail.kind]:
+        word = ctx.keyword_label(offer.action, lang)
+        first_line = word + (ctx.renderer.phrase(lang, "colon") if offer.with_text else "")
+        buttons.append((word, f"mailto:{reply_to}?subject={subject}&body={quote(first_line + chr(10))}"))
+    return buttons
 
 
 def _deliver_one(ctx: Context, transport: Transport, mail: OutboundMessage) -> None:

@@ -81,7 +81,7 @@ class Refusal(Exception):
     def values(self, ctx: Context, lang: str) -> dict[str, str]:
         value, detail = self.value, self.detail
         if self.keywords:
-            value = " / ".join(keyword_label(ctx, action, lang) for action in self.keywords)
+            value = " / ".join(ctx.keyword_label(action, lang) for action in self.keywords)
         if self.roles:
             detail = ctx.renderer.joined(lang, [ctx.renderer.phrase(lang, f"role.{r}") for r in self.roles])
         return dict(label="", value=value, detail=detail)
@@ -137,14 +137,6 @@ def repeated_today(ctx: Context, address: str, record_id: int, text: str) -> int
     digest = hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
     count = bump_daily_count(f"text:{record_id}:{address}:{digest}", ctx.local_now().date())
     return max(0, count - SAME_TEXT_DAILY)
-
-
-def keyword_label(ctx: Context, action: str, lang: str) -> str:
-    """The word that does `action`, as a mail in `lang` names it (a comment has none)."""
-    if action == "comment":
-        return ctx.renderer.phrase(lang, "label.comment")
-    keyword = next(k for k in ctx.keywords if k.action == action)
-    return keyword.en[0] if lang == "en" else keyword.zh[0]
 
 
 def known_sender(ctx: Context, address: str) -> bool:

@@ -42,7 +42,7 @@ def archived(ctx, send) -> Record:
 def test_help_lists_forms_and_keywords(ctx, send):
     assert command(send, CHEN, "帮助").state == "processed"
     text = answer_to(ctx, CHEN)
-    assert f"project@{DOMAIN}" in text and "同意 / 同意需求" in text and "模板 项目协作" in text
+    assert f"project@{DOMAIN}" in text and "同意需求 / 同意" in text and "模板 项目协作" in text
 
 
 def test_help_in_english(ctx, send):

@@ -47,7 +47,7 @@ def test_valid_request_is_recorded_and_dispatched(ctx, send):
     text = body_text(request)
     assert "您的职责：完成硬件方案评估" in text
     assert "请在 2026-11-27 12:00 前回复" in text  # 高: 2 hours from 10:00
-    assert "同意 / 同意需求 / AGREE / APPROVE" in text and "需补充信息" in text
+    assert "同意需求 / 同意 / AGREE / APPROVE" in text and "需补充信息" in text
     assert "<th" in body_html(request) and "背景与目标" in body_html(request)
     assert request.get_content_type() == "multipart/alternative"
 
@@ -241,3 +241,20 @@ def test_two_processors_on_one_database_process_a_mail_once(ctx):
     assert OutboundMessage.select().where(OutboundMessage.kind == "ack").count() == 6
     assert sorted(r.ref for r in Record.select()) == [f"PRJ-2026-{i:04d}" for i in range(1, 7)]
     assert all(set(r.values()) == {"processed"} for r in results)
+
+
+def test_a_request_offers_its_answers_as_buttons_that_prefill_a_reply_to_the_readers_own_address(ctx, send):
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    send(make_mail(PROJECT_BODY))
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
+    links = re.findall(r'href="(mailto:[^"]+)"', mail_body(ctx, request)[1])
+    assert len(links) == 3
+    parts = [urlsplit(link.replace("&amp;", "&")) for link in links]
+    assert {unquote(p.path) for p in parts} == {request.headers["Reply-To"]}  # his personal address
+    queries = [parse_qs(p.query) for p in parts]
+    assert queries[0]["subject"] == [f"Re: {request.subject}"]
+    assert [q["body"][0] for q in queries] == ["同意需求\n", "需补充信息：\n", "建议调整节点：\n"]
+    ack = OutboundMessage.get(OutboundMessage.kind == "ack")
+    assert "mailto:" not in mail_body(ctx, ack)[1]  # the initiator is asked nothing by it

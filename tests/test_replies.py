@@ -76,7 +76,7 @@ def test_agree_is_recorded_with_a_receipt_and_the_initiator_told(ctx, send, reco
     wang = participant(WANG)
     assert wang.response == "agree" and wang.responded_at is not None
     [receipt] = mails_to(WANG, "receipt")
-    assert text_of(ctx, receipt).startswith("已记录：同意 — PRJ-2026-0001 — 王强 — 2026-11-27 10:00")
+    assert text_of(ctx, receipt).startswith("已记录：同意需求 — PRJ-2026-0001 — 王强 — 2026-11-27 10:00")
     assert receipt.headers["Auto-Submitted"] == "auto-replied"
     [update] = mails_to(CHEN, "update")
     assert "王强 同意需求" in update.subject and "周五前给出评估" in text_of(ctx, update)

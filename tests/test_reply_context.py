@@ -104,7 +104,7 @@ def test_a_comment_does_not_stop_the_reminders_and_the_receipt_says_what_is_stil
     assert after.response == "" and after.next_reminder_at == before.next_reminder_at
     receipt = text_of(ctx, mails_to(WANG, "receipt")[-1])
     assert receipt.startswith("已记录：留言")
-    assert "仍需您答复" in receipt and "“同意”" in receipt and "需补充信息" in receipt
+    assert "仍需您答复" in receipt and "“同意需求”" in receipt and "需补充信息" in receipt
     assert "2026-11-28 10:00" in receipt  # by when
 
 

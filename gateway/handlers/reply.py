@@ -22,7 +22,7 @@ from gateway.bootstrap import Context
 from gateway.handlers import Outcome
 from gateway.handlers.actions import ACTIONS, KEY_ROLES, Act
 from gateway.outbox import queue_mails
-from gateway.refusals import SAME_TEXT_DAILY, Refusal, keyword_label, may_acknowledge, repeated_today
+from gateway.refusals import SAME_TEXT_DAILY, Refusal, may_acknowledge, repeated_today
 from gateway.tokens import parse_token
 from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
@@ -94,7 +94,7 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     except Refusal as refusal:
         raise refusal.about(match.record, participant) from None
     if may_acknowledge(ctx, msg.from_addr, match.record.id):
-        act.receipt(keyword_label(ctx, action, act.sender_lang))
+        act.receipt(ctx.keyword_label(action, act.sender_lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
 
@@ -142,8 +142,8 @@ def _without_token(ctx: Context, row: InboundMessage, msg: ParsedMessage, match:
     act.events[-1]["data"].update(authentication=verdict.as_json(), keyword=action)
     if claim_sent_key(f"tokenless:{msg.from_addr}:{record.ref}", ctx.clock.now()):
         lang = act.sender_lang
-        act.notes.append(ctx.renderer.problem_text(lang, "reply_comment_only", value=keyword_label(ctx, action, lang)))
-        act.receipt(keyword_label(ctx, "comment", lang))
+        act.notes.append(ctx.renderer.problem_text(lang, "reply_comment_only", value=ctx.keyword_label(action, lang)))
+        act.receipt(ctx.keyword_label("comment", lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"comment without a reply token by {msg.from_addr} on {record.ref} "
                                 f"(sender authenticated: {verdict.method})", record.id, act.events)

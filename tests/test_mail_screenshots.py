@@ -1,0 +1,64 @@
+"""Every mail kind, in every language, rendered in a real browser (Debian's chromium driven by
+Playwright) at a desktop width (900 px) and a phone's (390 px): nothing runs off the side,
+and the keyword and form tables stay readable. The screenshots are kept as test artefacts
+(test-artifacts/mails/, or $LIUHEN_ARTIFACTS) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_templates import SAMPLES
+
+from mail_templates import LANGUAGES, Renderer
+
+CHROMIUM = "/usr/bin/chromium"
+WIDTHS = (900, 390)
+ARTIFACTS = Path(os.environ.get("LIUHEN_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")) / "mails"
+
+# The keyword table of a real mail: long word lists beside their help.
+KEYWORDS = [("确认 / 签字确认 / 确认签字 / 已确认 / CONFIRM / CONFIRMED / SIGN OFF / SIGNED OFF", "确认结果或通知"),
+            ("需补充信息 / NEED INFO", "需要补充信息，后面写需要什么"),
+            ("认可签字 / ACCEPT SIGN-OFF", "认可一份未通过发件人验证、待您认可的签字，后面写签字人")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium fonts-noto-cjk)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_mail_reads_at_desktop_and_phone_width(browser, name, lang, width):
+    context = dict(SAMPLES[name])
+    if "keywords" in context:
+        context["keywords"] = KEYWORDS
+    if name == "recipient/request":
+        context["buttons"] = [("同意需求", "mailto:reply@example.cn?body=x"), ("需补充信息", "mailto:reply@example.cn"),
+                              ("建议调整节点", "mailto:reply@example.cn")]
+    html = Renderer().render(lang, name, **context).html
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    try:
+        page.set_content(html)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name.replace('/', '-')}-{lang}-{width}.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} ({lang}) is {overflow} px wider than a {width} px screen"
+        # No table cell squeezed to a sliver (one character a line) while it holds text.
+        slivers = page.evaluate("""[...document.querySelectorAll('td, th')]
+            .filter(c => c.innerText.trim().length > 4 && c.getBoundingClientRect().width < 60)
+            .map(c => c.innerText.trim().slice(0, 20))""")
+        assert not slivers, f"{name} ({lang}) at {width} px squeezes {slivers}"
+    finally:
+        page.close()

@@ -81,7 +81,7 @@ class Renderer:
     def problem_text(self, lang: str, code: str, **values: str) -> str:
         return self.problem_texts[self.language(lang)][code].format(**values)
 
-    def phrase(self, lang: str, key: str, **values: Any) -> str:
+    def phrase(self, lang: str, key: str, /, **values: Any) -> str:
         """A sentence of phrases.toml: `key` is its table and name ("update.agree"), `values`
         fill its {placeholders}. A missing phrase is an error, not a blank in a mail."""
         table: Any = self.phrases[self.language(lang)]

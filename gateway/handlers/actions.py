@@ -178,12 +178,20 @@ class Act:
             return "en"
         return "zh" if len(CJK.findall(said)) >= 4 else self.lang
 
-    def zh_en(self, zh: str, en: str) -> str:
-        return en if self.lang == "en" else zh
+    def say(self, key: str, /, **values: object) -> str:
+        """A sentence of mail_templates/phrases.toml in the record's language."""
+        return self.ctx.renderer.phrase(self.lang, key, **values)
 
-    def note(self, zh: str, en: str) -> None:
+    def line(self, label: str, value: str) -> str:
+        """`label：value` with the record language's label and colon."""
+        return self.say(f"label.{label}") + self.say("colon") + value
+
+    def names(self, people: list[str]) -> str:
+        return self.ctx.renderer.joined(self.lang, people)
+
+    def note(self, key: str, /, **values: object) -> None:
         """A sentence for the sender's receipt, in their language."""
-        self.notes.append(en if self.sender_lang == "en" else zh)
+        self.notes.append(self.ctx.renderer.phrase(self.sender_lang, f"note.{key}", **values))
 
     def require_text(self, keyword: str, example: str) -> None:
         if not self.text.strip():
@@ -198,7 +206,7 @@ def _tell_initiator(act: Act, headline: str, kind: str = "update") -> None:
 
 def comment(act: Act) -> None:
     act.event("comment", text=act.text, role=act.participant.role, via=act.via)
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 留言", f"{act.participant.name} commented"))
+    _tell_initiator(act, act.say("update.comment", name=act.participant.name))
 
 
 def _respond(act: Act, response: str) -> None:
@@ -209,7 +217,7 @@ def _respond(act: Act, response: str) -> None:
 
 def agree(act: Act) -> None:
     _respond(act, "agree")
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 同意需求", f"{act.participant.name} agrees"))
+    _tell_initiator(act, act.say("update.agree", name=act.participant.name))
 
 
 def need_info(act: Act) -> None:
@@ -217,8 +225,7 @@ def need_info(act: Act) -> None:
     (answer_info); the asker's answer waits for it."""
     act.require_text("需补充信息", "需补充信息：请提供BOM成本明细")
     _respond(act, "need_info")
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 需要补充信息（直接回复本邮件即为答复）",
-                                   f"{act.participant.name} needs more information (your reply is the answer)"),
+    _tell_initiator(act, act.say("update.need_info", name=act.participant.name),
                     kind="question")
 
 
@@ -245,19 +252,16 @@ def answer_info(act: Act) -> None:
         asker = asking[0]
     if asker is None:
         if not asking:
-            act.note("没有待答复的“需补充信息”，已记录为留言。",
-                     "No NEED INFO is waiting for an answer; kept as a comment.")
+            act.note("no_question")
             comment(act)
             return
         raise Refusal("answer_which", detail="、".join(p.name for p in asking))
     due = _ask_again(act, asker)
     act.event("info_answered", to=asker.email, text=act.text)
-    act.update(asker, act.zh_en(f"{act.participant.name} 补充了信息", f"{act.participant.name} answered your question"),
-               act.text, (act.zh_en(f"请在 {act.local(due)} 前答复：同意需求 / 需补充信息 / 建议调整节点",
-                                    f"Please answer by {act.local(due)}: AGREE / NEED INFO / PROPOSE"),),
+    act.update(asker, act.say("update.answer_info", name=act.participant.name),
+               act.text, (act.say("ask.answer", due=act.local(due)),),
                keywords_for="recipient", kind="request")
-    act.note(f"已转给 {asker.name}，并请其在 {act.local(due)} 前重新答复。",
-             f"Passed on to {asker.name}, who is asked to answer by {act.local(due)}.")
+    act.note("passed_on", name=asker.name, due=act.local(due))
 
 
 def propose(act: Act) -> None:
@@ -272,10 +276,8 @@ def propose(act: Act) -> None:
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
     for initiator in act.participants("initiator"):
-        act.update(initiator, act.zh_en(f"{act.participant.name} 建议调整节点",
-                                        f"{act.participant.name} proposes new dates"),
-                   act.text, (act.zh_en("接受请回复：接受调整；不接受请回复：不接受：原因",
-                                        "Reply ACCEPT CHANGE, or DECLINE: reason"),),
+        act.update(initiator, act.say("update.propose", name=act.participant.name),
+                   act.text, (act.say("ask.proposal"),),
                    keywords_for="initiator", about=act.participant)
 
 
@@ -305,16 +307,14 @@ def accept_change(act: Act) -> None:
         Milestone.update(due_at=new, delayed_from=target.due_at, next_reminder_at=first_reminder(
             new, before, act.now)).where(Milestone.id == target.id).execute()
         moved.append({"milestone": target.name, "old": target.due_at.isoformat(), "new": new.isoformat()})
-        lines.append(act.zh_en(f"{target.name}：{act.local(target.due_at)} → {act.local(new)}",
-                               f"{target.name}: {act.local(target.due_at)} → {act.local(new)}"))
+        lines.append(act.say("line.moved", name=target.name, old=act.local(target.due_at), new=act.local(new)))
     if not moved:
         raise Refusal("proposal_unmatched", detail="、".join(m.name for m in milestones))
     act.event("proposal_accepted", proposal=proposal.id, proposer=proposer.email, moved=moved)
     for person in act.participants():
-        act.update(person, act.zh_en("关键节点已调整", "Milestones changed"),
-                   act.zh_en(f"{act.participant.name} 接受了 {proposer.name} 的调整建议。",
-                             f"{act.participant.name} accepted {proposer.name}'s proposal."), tuple(lines))
-    act.note("已调整：" + "；".join(lines), "Changed: " + "; ".join(lines))
+        act.update(person, act.say("update.milestones_changed"),
+                   act.say("line.proposal_accepted", name=act.participant.name, proposer=proposer.name), tuple(lines))
+    act.note("changed", changes=act.say("line_separator").join(lines))
 
 
 def decline_change(act: Act) -> None:
@@ -323,12 +323,10 @@ def decline_change(act: Act) -> None:
     proposal, proposer = _proposal(act)
     due = _ask_again(act, proposer)
     act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
-    act.update(proposer, act.zh_en(f"{act.participant.name} 不接受节点调整",
-                                   f"{act.participant.name} declined your change"),
-               act.text, (act.zh_en(f"请在 {act.local(due)} 前重新答复：同意需求 / 需补充信息 / 建议调整节点",
-                                    f"Please answer again by {act.local(due)}: AGREE / NEED INFO / PROPOSE"),),
+    act.update(proposer, act.say("update.decline_change", name=act.participant.name),
+               act.text, (act.say("ask.answer_again", due=act.local(due)),),
                keywords_for="recipient", kind="request")
-    act.note(f"已告知 {proposer.name}，并请其重新答复。", f"{proposer.name} is told, and asked to answer again.")
+    act.note("told_to_answer_again", name=proposer.name)
 
 
 def done(act: Act) -> None:
@@ -349,9 +347,8 @@ def done(act: Act) -> None:
     type(item).update(done_at=act.now, next_reminder_at=None).where(type(item).id == item.id).execute()
     kind = "milestone" if isinstance(item, Milestone) else "action_item"
     act.event("item_done", item=_item_name(item), item_kind=kind, owner=item.owner_email, text=act.text)
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 已完成：{_item_name(item)}",
-                                   f"{act.participant.name} finished: {_item_name(item)}"))
-    act.note(f"已标记完成：{_item_name(item)}，不再提醒。", f"Marked done: {_item_name(item)}; no more reminders.")
+    _tell_initiator(act, act.say("update.done", name=act.participant.name, item=_item_name(item)))
+    act.note("marked_done", item=_item_name(item))
 
 
 def _item_name(item: Milestone | ActionItem) -> str:
@@ -369,8 +366,7 @@ def reopen(act: Act) -> None:
     act.save(status="open", archived_at=None, next_reminder_at=None)
     act.event("reopened", reason=act.text, archive_key=act.record.archive_key)
     for person in act.participants():
-        act.update(person, act.zh_en(f"{act.participant.name} 重新打开了此事项",
-                                     f"{act.participant.name} reopened the record"), act.text)
+        act.update(person, act.say("update.reopen", name=act.participant.name), act.text)
 
 
 PROGRESS_LABELS = {
@@ -394,14 +390,12 @@ def progress(act: Act) -> None:
     ProgressRow.create(record=act.record.id, at=act.now, author_email=act.participant.email,
                        client_visible=bool(marked), **row)
     act.event("progress", client_visible=bool(marked), **row)
-    lines = tuple(f"{label}：{row[key]}" for key, label in
-                  (("stage", act.zh_en("阶段", "Stage")), ("next_step", act.zh_en("下一步", "Next")),
-                   ("risks", act.zh_en("风险", "Risks"))) if row[key])
+    lines = {key: act.line(key, row[key]) for key in ("stage", "next_step", "risks") if row[key]}
     for person in act.participants(clients=bool(marked)):
         client = person.external or person.role == "external"
         # A client sees the progress and the next step; stage names and risks stay inside.
-        act.update(person, act.zh_en(f"{act.participant.name} 同步进度", f"Progress from {act.participant.name}"),
-                   row["progress"], tuple(line for line in lines if not client or line.startswith(("下一步", "Next"))))
+        act.update(person, act.say("update.progress", name=act.participant.name), row["progress"],
+                   tuple(line for key, line in lines.items() if not client or key == "next_step"))
 
 
 DELAY_LABELS = {"milestone": ("节点", "关键节点", "Milestone"), "reason": ("原因", "延期原因", "Reason"),
@@ -425,15 +419,12 @@ def delay(act: Act) -> None:
     act.event("delay", milestone=milestone.name, old=old.isoformat(), new=new_date[0].isoformat(),
               reason=values["reason"], plan=values["plan"], announced_after_deadline=late)
     if late:
-        act.note("注意：原定时间已过，延期应在截止前申报。",
-                 "Note: the old date had passed; delays are to be announced before the deadline.")
-    lines = (act.zh_en(f"节点：{milestone.name}", f"Milestone: {milestone.name}"),
-             act.zh_en(f"原定：{act.local(old)} → 新时间：{act.local(new_date[0])}",
-                       f"Was: {act.local(old)} → now: {act.local(new_date[0])}"),
-             act.zh_en(f"原因：{values['reason']}", f"Reason: {values['reason']}"),
-             act.zh_en(f"新计划：{values['plan']}", f"New plan: {values['plan']}"))
+        act.note("delay_late")
+    lines = (act.line("milestone", milestone.name),
+             act.say("line.delayed", old=act.local(old), new=act.local(new_date[0])),
+             act.line("reason", values["reason"]), act.line("plan", values["plan"]))
     for person in act.participants():
-        act.update(person, act.zh_en(f"{milestone.name} 延期", f"{milestone.name} is delayed"), "", lines)
+        act.update(person, act.say("update.delay", item=milestone.name), "", lines)
 
 
 def _owned_milestone(act: Act, named: str) -> Milestone:
@@ -469,12 +460,10 @@ def meeting(act: Act) -> None:
     everyone = act.participants(exclude_sender=False)
     ics = _ics(act, item, everyone)
     lines: tuple[str, ...] = (
-        act.zh_en(f"时间：{act.local(start[0])} – {act.local(ends)[-5:]}",
-                  f"When: {act.local(start[0])} – {act.local(ends)[-5:]}"),
-        act.zh_en(f"链接：{item.link}", f"Link: {item.link}"))
-    lines += (act.zh_en(f"议程：{item.agenda}", f"Agenda: {item.agenda}"),) if item.agenda else ()
+        act.line("when", f"{act.local(start[0])} – {act.local(ends)[-5:]}"), act.line("link", item.link))
+    lines += (act.line("agenda", item.agenda),) if item.agenda else ()
     for person in everyone:
-        act.update(person, act.zh_en("会议邀请", "Meeting invitation"), "", lines, kind="meeting",
+        act.update(person, act.say("update.meeting"), "", lines, kind="meeting",
                    attachments=({"filename": "invite.ics", "content_type": "text/calendar; method=REQUEST",
                                  "text": ics},))
 
@@ -565,9 +554,7 @@ def minutes(act: Act) -> None:
         mine = tuple(f"{t} — {act.local(d)}" for t, o, d in items if o.email == person.email)
         if person.email == act.participant.email and not mine:
             continue  # the author knows what they wrote
-        headline = act.zh_en("会议纪要", "Meeting minutes")
-        if mine:
-            headline += act.zh_en("（含您的行动项）", " (with your action items)")
+        headline = act.say("update.minutes_yours" if mine else "update.minutes")
         act.update(person, headline, act.text, mine)
 
 
@@ -582,11 +569,10 @@ def result(act: Act) -> None:
     act.event("result", text=act.text)
     signers = [p for p in act.participants(*KEY_ROLES) if p.response != DELEGATED]
     for person in signers:
-        act.update(person, act.zh_en("结果确认表：请签字确认", "Result for your sign-off"), act.text,
-                   (act.zh_en("同意请回复：确认；不同意请回复：驳回：原因",
-                              "Reply CONFIRM to sign, or REJECT: reason"),),
+        act.update(person, act.say("update.result"), act.text,
+                   (act.say("ask.sign", due=act.local(sign_by)),),
                    keywords_for="recipient", kind="signoff")
-    act.note(f"已发给 {len(signers)} 位接收人签字确认。", f"Sent to {len(signers)} recipient(s) for sign-off.")
+    act.note("sent_for_signoff", count=len(signers))
 
 
 def confirm(act: Act) -> None:
@@ -614,8 +600,7 @@ def _hold_signoff(act: Act, verdict: Verdict) -> None:
     act.event("signoff_held", participant_id=act.participant.id, authentication=verdict.as_json())
     act.notes.append(act.ctx.renderer.problem_text(act.sender_lang, "signoff_held", value=verdict.evidence[:200]))
     for initiator in act.participants("initiator"):
-        act.update(initiator, act.zh_en(f"{act.participant.name} 的签字未通过发件人验证，待您认可",
-                                        f"{act.participant.name}'s sign-off failed sender authentication"),
+        act.update(initiator, act.say("update.signoff_held", name=act.participant.name),
                    act.text, (act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator",
                                                              value=act.participant.name,
                                                              detail=verdict.evidence[:300]),),
@@ -641,11 +626,10 @@ def _sign(act: Act, signer: Participant, authentication: dict, notice: bool) -> 
               notice=notice, signer=signer.email)
     missing = _unsigned(act)
     if missing:
-        act.note(f"还待签字：{'、'.join(p.name for p in missing)}",
-                 f"Still to sign: {', '.join(p.name for p in missing)}")
+        act.note("still_to_sign", names=act.ctx.renderer.joined(act.sender_lang, [p.name for p in missing]))
         return
     if _open_disputes(act):
-        act.note("全部签字完成；有未裁定的争议，裁定后归档。", "All signed; archived once the open dispute is ruled.")
+        act.note("signed_dispute_open")
         return
     _archive(act)
 
@@ -672,13 +656,10 @@ def _archive(act: Act) -> None:
     outcome = act.record.result or act.record.fields.get("content", "")
     for person in act.participants(exclude_sender=False, clients=True):
         retro = person.role == "initiator"
-        act.update(person, act.zh_en("已完成签字确认并归档", "Signed off and archived"), outcome,
-                   (act.zh_en(f"归档：{act.record.archive_category} / {act.record.archive_key}",
-                              f"Archive: {act.record.archive_category} / {act.record.archive_key}"),)
-                   + ((act.zh_en("请在方便时回复「复盘：…」写下复盘总结。",
-                                 "Please reply RETRO: … with a short retrospective."),)
-                      if retro else ()), kind="closed")
-    act.note(f"全部签字完成，已归档为 {act.record.archive_key}。", f"All signed; archived as {act.record.archive_key}.")
+        act.update(person, act.say("update.archived"), outcome,
+                   (act.line("archive", f"{act.record.archive_category} / {act.record.archive_key}"),)
+                   + ((act.say("ask.retro"),) if retro else ()), kind="closed")
+    act.note("archived", key=act.record.archive_key)
 
 
 def reject(act: Act) -> None:
@@ -690,7 +671,7 @@ def reject(act: Act) -> None:
         Participant.record == act.record.id).execute()
     act.save(status="open")
     act.event("result_rejected", text=act.text)
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 驳回了结果", f"{act.participant.name} rejected the result"))
+    _tell_initiator(act, act.say("update.reject", name=act.participant.name))
 
 
 DELEGATED = "delegated"  # a participant's response once they handed their part on
@@ -717,16 +698,12 @@ def delegate(act: Act) -> None:
     Participant.update(response=DELEGATED, responded_at=act.now, next_reminder_at=None).where(
         Participant.id == act.participant.id).execute()
     act.event("delegated", to=person.email, responsibility=act.participant.responsibility, reason=reason)
-    act.update(heir, act.zh_en(f"{act.participant.name} 把这项工作转交给您",
-                               f"{act.participant.name} handed this to you"),
+    act.update(heir, act.say("update.delegated_to_you", name=act.participant.name),
                act.participant.responsibility, tuple(filter(None, (
-                   act.zh_en(f"原因：{reason}", f"Reason: {reason}") if reason else "",
-                   act.zh_en(f"请在 {act.local(due)} 前答复：同意需求 / 需补充信息 / 建议调整节点",
-                             f"Please answer by {act.local(due)}: AGREE / NEED INFO / PROPOSE")))),
+                   act.line("reason", reason) if reason else "", act.say("ask.answer", due=act.local(due))))),
                keywords_for="recipient", kind="request")
-    _tell_initiator(act, act.zh_en(f"{act.participant.name} 转交给了 {person.name}",
-                                   f"{act.participant.name} handed their part to {person.name}"))
-    act.note(f"已转交给 {person.name}，之后由其答复。", f"Handed to {person.name}, who answers from now on.")
+    _tell_initiator(act, act.say("update.delegated", name=act.participant.name, heir=person.name))
+    act.note("delegated", name=person.name)
 
 
 def _rulers(act: Act) -> list[Participant]:
@@ -764,7 +741,7 @@ def dispute(act: Act) -> None:
     due = _answer_due(act)
     item = Dispute.create(record=act.record.id, opened_by=act.participant.email, text=act.text, opened_at=act.now,
                           lead_email=lead.email, due_at=due, next_reminder_at=due)
-    names = "、".join(dict.fromkeys(r.name for r in rulers))
+    names = act.names(list(dict.fromkeys(r.name for r in rulers)))
     act.event("dispute", dispute_id=item.id, text=act.text, lead=lead.email, rulers=[r.email for r in rulers],
               due=due.isoformat())
     told = set()
@@ -772,17 +749,14 @@ def dispute(act: Act) -> None:
         if ruler.email in told or (ruler.email == act.participant.email and ruler.role != "initiator"):
             continue
         told.add(ruler.email)
-        act.update(ruler, act.zh_en("争议待您裁定", "A dispute awaits your ruling"), act.text,
-                   (act.zh_en(f"可裁定：{names}；请在 {act.local(due)} 前回复「裁定：…」。",
-                              f"May rule: {names}. Reply RULING: … by {act.local(due)}."),),
+        act.update(ruler, act.say("update.dispute_to_rule"), act.text,
+                   (act.say("ask.ruling", names=names, due=act.local(due)),),
                    keywords_for="lead")
     for person in act.participants():
         if person.email not in told:
-            act.update(person, act.zh_en(f"{act.participant.name} 提出争议",
-                                         f"{act.participant.name} opened a dispute"),
-                       act.text, (act.zh_en(f"裁定人：{names}", f"To be ruled by {names}"),))
-    act.note(f"争议已提交，由 {names} 裁定（{act.local(due)} 前）。",
-             f"Dispute filed; {names} may rule (by {act.local(due)}).")
+            act.update(person, act.say("update.dispute", name=act.participant.name),
+                       act.text, (act.line("rulers", names),))
+    act.note("dispute_filed", names=names, due=act.local(due))
 
 
 def ruling(act: Act) -> None:
@@ -800,8 +774,8 @@ def ruling(act: Act) -> None:
         Dispute.id == item.id).execute()
     act.event("ruling", dispute_id=item.id, text=act.text)
     for person in act.participants():
-        act.update(person, act.zh_en("争议已裁定", "The dispute is settled"), act.text,
-                   (act.zh_en(f"争议：{item.text}", f"Dispute: {item.text}"),))
+        act.update(person, act.say("update.ruling"), act.text,
+                   (act.line("dispute", item.text),))
     if act.record.status == "confirming" and not _unsigned(act) and not _open_disputes(act):
         _archive(act)
 
@@ -820,7 +794,7 @@ def retro(act: Act) -> None:
 def close(act: Act) -> None:
     """关闭: only with a confirmed result — the gate the seed demands."""
     if act.record.status == "archived":
-        act.note("该事项已归档。", "The record is already archived.")
+        act.note("already_archived")
         return
     if act.record.form != "notice" and act.record.status != "confirming":
         raise Refusal("close_no_result", detail=act.record.ref)

@@ -67,11 +67,12 @@ class Refusal(Exception):
     def __init__(self, code: str, value: str = "", detail: str = "", *, problems: Sequence[Problem] = (),
                  form: FormDef | None = None, fields: dict[str, str] | None = None, record: Record | None = None,
                  participant: Participant | None = None, ref: str = "", once_per_record: bool = False,
-                 keywords: Sequence[str] = (), roles: Sequence[str] = ()):
+                 keywords: Sequence[str] = (), roles: Sequence[str] = (), example: str = ""):
         super().__init__(code)
         # Named by code, spelled in the answer's language: the keywords meant (the value) and
         # the roles that may use them (the detail).
         self.keywords, self.roles = tuple(keywords), tuple(roles)
+        self.example = example  # a key of the [example] phrases: a right way to write it (the detail)
         self.code, self.value, self.detail = code, value, detail
         self.problems, self.form, self.fields = list(problems), form, fields or {}
         self.record, self.participant = record, participant
@@ -82,6 +83,8 @@ class Refusal(Exception):
         value, detail = self.value, self.detail
         if self.keywords:
             value = " / ".join(ctx.keyword_label(action, lang) for action in self.keywords)
+        if self.example:
+            detail = ctx.renderer.phrase(lang, f"example.{self.example}")
         if self.roles:
             detail = ctx.renderer.joined(lang, [ctx.renderer.phrase(lang, f"role.{r}") for r in self.roles])
         return dict(label="", value=value, detail=detail)

@@ -193,9 +193,10 @@ class Act:
         """A sentence for the sender's receipt, in their language."""
         self.notes.append(self.ctx.renderer.phrase(self.sender_lang, f"note.{key}", **values))
 
-    def require_text(self, keyword: str, example: str) -> None:
+    def require_text(self, action: str) -> None:
+        """The keyword of `action` needs text after it; the refusal shows an example."""
         if not self.text.strip():
-            raise Refusal("need_text", value=keyword, detail=example)
+            raise Refusal("need_text", keywords=(action,), example=action)
 
 
 def _tell_initiator(act: Act, headline: str, kind: str = "update") -> None:
@@ -223,7 +224,7 @@ def agree(act: Act) -> None:
 def need_info(act: Act) -> None:
     """需补充信息: the question goes to the initiator, whose reply to it is the answer
     (answer_info); the asker's answer waits for it."""
-    act.require_text("需补充信息", "需补充信息：请提供BOM成本明细")
+    act.require_text("need_info")
     _respond(act, "need_info")
     _tell_initiator(act, act.say("update.need_info", name=act.participant.name),
                     kind="question")
@@ -245,7 +246,7 @@ def _ask_again(act: Act, person: Participant) -> datetime:
 def answer_info(act: Act) -> None:
     """补充信息 (or any reply to a question mail): the initiator's answer goes to the asker,
     who is asked again for their answer, with a new deadline."""
-    act.require_text("补充信息", "补充信息：BOM 成本明细见附件，模具费另计 12 万元")
+    act.require_text("answer_info")
     asking = [p for p in act.participants("recipient", "external") if p.response == "need_info"]
     asker = next((p for p in asking if p.id == act.answered_about), None)
     if asker is None and len(asking) == 1:
@@ -272,7 +273,7 @@ def propose(act: Act) -> None:
         if found:
             changes.append({"line": line, "new_date": found[0].isoformat()})
     if not changes:
-        raise Refusal("propose_no_date", detail="建议调整节点：方案评审 — 2026-12-12 14:00，样机未到")
+        raise Refusal("propose_no_date", example="propose")
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
     for initiator in act.participants("initiator"):
@@ -319,7 +320,7 @@ def accept_change(act: Act) -> None:
 
 def decline_change(act: Act) -> None:
     """不接受调整: the proposer hears why, and is asked again for their answer."""
-    act.require_text("不接受", "不接受：评审日期已与客户确认，不能推迟")
+    act.require_text("decline_change")
     proposal, proposer = _proposal(act)
     due = _ask_again(act, proposer)
     act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
@@ -360,7 +361,7 @@ def reopen(act: Act) -> None:
     are undone, everyone hears, and the result must be signed anew."""
     if act.record.status != "archived":
         raise Refusal("reopen_not_archived", detail=act.record.ref)
-    act.require_text("重新打开", "重新打开：客户要求增加防水等级，需重新评估")
+    act.require_text("reopen")
     Participant.update(signed_at=None, chain_due_at=None, next_reminder_at=None).where(
         (Participant.record == act.record.id) & Participant.role.in_(KEY_ROLES)).execute()
     act.save(status="open", archived_at=None, next_reminder_at=None)
@@ -380,7 +381,7 @@ PROGRESS_LABELS = {
 
 def progress(act: Act) -> None:
     """进度: a row of the progress table; every other participant is kept in sync."""
-    act.require_text("进度", "进度：\n阶段：样机测试\n进展：已完成跌落测试\n下一步：12月5日前出报告\n风险：无")
+    act.require_text("progress")
     marked = CLIENT_VISIBLE.match(act.text)
     text = act.text[marked.end():] if marked else act.text
     values = labelled_values(text, PROGRESS_LABELS)
@@ -406,10 +407,9 @@ def delay(act: Act) -> None:
     """延期: the owner announces it with a reason and a new plan with a new date; the milestone
     moves (the old date is kept) and everyone is told."""
     values = labelled_values(act.text, DELAY_LABELS)
-    example = "延期：\n节点：样机测试\n原因：供应商芯片延迟到货\n新计划：2026-12-20 18:00 完成测试"
     new_date = find_datetime(values.get("plan", ""), act.ctx.local_now())
     if not values.get("reason") or new_date is None:
-        raise Refusal("delay_incomplete", detail=example)
+        raise Refusal("delay_incomplete", example="delay")
     milestone = _owned_milestone(act, values.get("milestone", ""))
     old = milestone.due_at
     Milestone.update(due_at=new_date[0], delayed_from=old, next_reminder_at=first_reminder(
@@ -449,8 +449,7 @@ def meeting(act: Act) -> None:
     start = find_datetime(values.get("time", act.text), act.ctx.local_now())
     link = URL.search(act.text)
     if start is None or link is None or start[0] < act.now:
-        raise Refusal("meeting_incomplete", detail="会议：\n时间：2026-12-03 14:00\n时长：60分钟\n"
-                                                   "链接：https://meeting.example.cn/j/123456\n议程：方案评审")
+        raise Refusal("meeting_incomplete", example="meeting")
     minutes = _minutes_of(values.get("duration", ""))
     ends = start[0] + timedelta(minutes=minutes)
     item = Meeting.create(record=act.record.id, organiser_email=act.participant.email, starts_at=start[0],
@@ -513,7 +512,7 @@ ACTION_ITEM = re.compile(r"\s*(?:/|／|\||｜|—|–|；|;)\s*")
 
 def minutes(act: Act) -> None:
     """纪要: minutes with action items `行动项 / 负责人 / 截止时间`; every owner is mailed."""
-    act.require_text("纪要", "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")
+    act.require_text("minutes")
     items, problems = [], []
     in_items = False
     for line in (raw.strip() for raw in act.text.splitlines()):
@@ -560,7 +559,7 @@ def minutes(act: Act) -> None:
 
 def result(act: Act) -> None:
     """结果: the result confirmation form goes to every key recipient for sign-off."""
-    act.require_text("结果", "结果：采用方案B，BOM成本控制在320元以内")
+    act.require_text("result")
     Participant.update(signed_at=None).where(Participant.record == act.record.id).execute()
     sign_by = act.ctx.deadline(act.now, act.ctx.settings.reminders.signoff_hours)
     Participant.update(chain_due_at=sign_by, next_reminder_at=sign_by).where(
@@ -666,7 +665,7 @@ def reject(act: Act) -> None:
     """驳回: a key recipient refuses the result with a reason; the record goes back to open."""
     if act.record.status != "confirming":
         raise Refusal("nothing_to_sign", detail=act.record.ref)
-    act.require_text("驳回", "驳回：成本测算缺少模具费用")
+    act.require_text("reject")
     Participant.update(signed_at=None, chain_due_at=None, next_reminder_at=None).where(
         Participant.record == act.record.id).execute()
     act.save(status="open")
@@ -680,7 +679,7 @@ DELEGATED = "delegated"  # a participant's response once they handed their part 
 def delegate(act: Act) -> None:
     """转交 某人: a recipient hands their part to someone else in the directory, who gets the
     duty, the deadline and a reply address of their own; the initiator is told."""
-    act.require_text("转交", "转交：研发部/张喆，他负责结构件")
+    act.require_text("delegate")
     who, *why = re.split(r"[，,：:；;]|\s+—\s+", act.text.strip(), maxsplit=1)
     who, reason = who.strip(), (why[0].strip() if why else "")
     person = act.ctx.directory.resolve(who).person
@@ -734,7 +733,7 @@ def dispute(act: Act) -> None:
     """争议: moved to the dispute area; the project lead (the initiator) or a superior (a head
     of a department taking part) rules. It is due, reminded and escalated like an answer,
     listed in digests, and the record is not archived while it is open."""
-    act.require_text("争议", "争议：研发与市场对上市时间意见不一致，请裁定")
+    act.require_text("dispute")
     rulers = _rulers(act)
     initiator = act.ctx.directory.by_email(act.record.initiator_email)
     lead = act.ctx.directory.head_of(initiator) or initiator
@@ -769,7 +768,7 @@ def ruling(act: Act) -> None:
     rulers = _rulers(act)
     if act.participant.email not in {r.email for r in rulers}:
         raise Refusal("ruling_not_allowed", detail="、".join(dict.fromkeys(r.name for r in rulers)))
-    act.require_text("裁定", "裁定：按研发意见，上市推迟两周")
+    act.require_text("ruling")
     Dispute.update(ruled_by=act.participant.email, ruling=act.text, ruled_at=act.now, next_reminder_at=None).where(
         Dispute.id == item.id).execute()
     act.event("ruling", dispute_id=item.id, text=act.text)
@@ -786,7 +785,7 @@ def _open_disputes(act: Act) -> list[Dispute]:
 
 def retro(act: Act) -> None:
     """复盘: the initiator's retrospective, kept on the (usually archived) record."""
-    act.require_text("复盘", "复盘：需求评审提前两天完成；样机延期因为芯片到货晚，下次提前备料")
+    act.require_text("retro")
     act.save(retro=act.text, next_reminder_at=None)
     act.event("retro", text=act.text)
 

@@ -141,6 +141,12 @@ class Keyword:
     def for_role(self, role: str) -> bool:
         return "any" in self.roles or role in self.roles
 
+    def listed(self, lang: str) -> tuple[str, str]:
+        """(the words to write, what they do) as a mail in `lang` lists them."""
+        if lang == "en":
+            return " / ".join(self.en), self.help_en
+        return " / ".join(self.zh + self.en), self.help_zh
+
 
 def load_keywords(path: str | Path) -> tuple[Keyword, ...]:
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -205,9 +211,4 @@ def load_offers(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tu
 def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> tuple[tuple[str, str], ...]:
     """(the words to write, what they do) for the keywords a person in `role` may use.
     (Cached: every dispatched mail lists them, and the keyword table does not change.)"""
-    rows = []
-    for k in keywords:
-        if k.for_role(role):
-            words = " / ".join(k.en) if lang == "en" else " / ".join(k.zh + k.en)
-            rows.append((words, k.help_en if lang == "en" else k.help_zh))
-    return tuple(rows)
+    return tuple(k.listed(lang) for k in keywords if k.for_role(role))

@@ -141,4 +141,6 @@ def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):
     states = process_batch(ctx, [request.inbound_id, status.inbound_id])
     assert states == {request.inbound_id: "processed", status.inbound_id: "processed"}
     answer = answer_to(ctx, CHEN)
-    assert "record_created" in answer and "dispatched" in answer and "inbound_processed" in answer
+    # Every event of the request, as sentences in the asker's language, not event codes.
+    assert "2026-11-27 10:00  陈静 opened PRJ-2026-0001" in answer and "sent to 王强" in answer
+    assert "record_created" not in answer and "inbound_processed" not in answer and "mail_sent" not in answer

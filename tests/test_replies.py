@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import DOMAIN, PROJECT_BODY, make_mail, sent_mails
 
@@ -255,3 +257,21 @@ def test_a_dispute_goes_to_the_lead_who_rules(ctx, send, record):
     settled = Dispute.get()
     assert settled.ruled_by == lead.email and settled.ruling == "按研发意见，上市推迟两周"
     assert "争议已裁定" in mails_to(WANG, "update")[-1].subject
+
+
+def test_show_prints_the_trace_as_sentences_and_a_multi_line_result_indented(ctx, send, record, capsys):
+    import argparse
+
+    from gateway.cli import cmd_show
+
+    reply(send, WANG, "同意")
+    reply(send, CHEN, "结果：采用方案B\n成本 320 元")
+    cmd_show(argparse.Namespace(ref=record.ref, json=False), ctx)
+    shown = capsys.readouterr().out
+    assert "陈静 发起了 PRJ-2026-0001" in shown and "王强 同意需求" in shown
+    assert "陈静 提交结果：采用方案B 成本 320 元" in shown
+    assert "  result: 采用方案B\n          成本 320 元" in shown
+    assert "mail_sent" not in shown and "feedback" not in shown
+    cmd_show(argparse.Namespace(ref=record.ref, json=True), ctx)
+    trace = json.loads(capsys.readouterr().out)["trace"]
+    assert {"at": "2026-11-27 10:00", "text": "王强 同意需求"} in trace

@@ -5,18 +5,21 @@ an external client only their own."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
 from gateway.refusals import known_sender, may_answer
+from gateway.report import record_report
 from gateway.scheduler import digest_preference
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
 from store.archive import index_pending
-from store.models import Event, InboundMessage, Participant, ProgressRow, Record
+from store.models import InboundMessage, Participant, ProgressRow, Record
 
 COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
 
@@ -56,40 +59,35 @@ def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, comman
 
 
 def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str, with_forms: bool = True) -> tuple[str, str]:
+    say = _say(ctx, lang)
     domain = ctx.settings.gateway.domain
-    en = lang == "en"
-    lines = ["How to use liuhen" if en else "留痕 liuhen 使用说明", ""]
-    lines.append("Send a request to the address of its form:" if en else "发起请求：把填好的表单发到对应地址：")
+    lines = [say("help_title"), "", say("help_send")]
     lines += [f"  {f.address}@{domain} — {f.name_for(lang)}" for f in ctx.forms.values()]
-    lines += ["", ("Get a blank form: send a mail with the subject “TEMPLATE project”." if en else
-                   "获取空白表单：发送主题为「模板 项目协作」的邮件。"),
-              ("Search the archive: subject “SEARCH words”; a record's state: “STATUS PRJ-2026-0001”." if en else
-               "检索归档：主题写「检索 关键词」；查看进展：主题写「状态 PRJ-2026-0001」。")]
+    lines += ["", say("help_template"), say("help_search")]
     if with_forms:  # the manual: for people we know; a stranger (perhaps a forged From) gets the lines above
-        lines += ["", "Reply keywords (first line of your reply):" if en else "回复关键词（写在回复的第一行）："]
-        for k in ctx.keywords:
-            words = " / ".join(k.en if en else k.zh + k.en)
-            lines.append(f"  {words} — {k.help_en if en else k.help_zh}")
-        lines += ["", "Blank forms:" if en else "空白表单："]
+        lines += ["", say("help_keywords")]
+        lines += [f"  {words} — {meaning}" for words, meaning in (k.listed(lang) for k in ctx.keywords)]
+        lines += ["", say("help_forms")]
         for form in ctx.forms.values():
             lines += ["", *_template(ctx, msg, form.key, lang)]
-    return ("liuhen help" if en else "留痕 使用说明"), "\n".join(lines)
+    return say("help_subject"), "\n".join(lines)
+
+
+def _say(ctx: Context, lang: str) -> Callable[..., str]:
+    """The [command] phrases in `lang`."""
+    return lambda key, **values: ctx.renderer.phrase(lang, f"command.{key}", **values)
 
 
 def _template(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    say = _say(ctx, lang)
     form = _form_named(ctx, argument)
     if form is None:
-        names = "、".join(f"{f.scenario} ({f.scenario_en})" for f in ctx.forms.values())
-        return (("Which form?" if lang == "en" else "请指定模板"),
-                (f"Forms: {names}. Example subject: TEMPLATE project" if lang == "en"
-                 else f"可用模板：{names}。示例主题：模板 项目协作"))
+        names = ctx.renderer.joined(lang, [f"{f.scenario} ({f.scenario_en})" for f in ctx.forms.values()])
+        return say("which_form"), say("forms", names=names)
     today = ctx.local_now().date()
-    colon, example = (": ", "(e.g. {})") if lang == "en" else ("：", "（例 {}）")
-    lines = [f"{f.label_for(lang)}{'*' if f.required else ''}{colon}"
-             + (example.format(f.example_for(lang, today)) if f.example else "") for f in form.fields]
-    intro = (f"Fill in the form and send it to {form.address}@{ctx.settings.gateway.domain} (* = required; "
-             "replace the examples):" if lang == "en" else
-             f"填写后发送到 {form.address}@{ctx.settings.gateway.domain}（* 为必填，括号内为示例，请替换）：")
+    lines = [f"{f.label_for(lang)}{'*' if f.required else ''}{ctx.renderer.phrase(lang, 'colon').rstrip()}"
+             + (say("example", example=f.example_for(lang, today)) if f.example else "") for f in form.fields]
+    intro = say("fill_in", address=f"{form.address}@{ctx.settings.gateway.domain}")
     return form.name_for(lang), intro + "\n\n" + "\n".join(lines)
 
 
@@ -103,71 +101,68 @@ def _form_named(ctx: Context, name: str) -> FormDef | None:
 
 
 def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
-    en = lang == "en"
+    say = _say(ctx, lang)
     if not argument.strip():
-        return ("Search" if en else "检索"), ("Write the words after SEARCH in the subject." if en
-                                            else "请在主题「检索」后写上关键词。")
+        return say("search"), say("search_empty")
     while index_pending():  # a search sees every change up to this mail
         pass
     hits = search.search(ctx.db, argument, include_open=True,
                          visible_record_ids=visible_record_ids(ctx, msg.from_addr))
-    title = f"{'Search' if en else '检索'}：{argument}"
+    title = say("search_title", words=argument)
     if not hits:
-        return title, "No record you may see matches." if en else "没有找到您有权查看的相关记录。"
-    lines = [f"{h.ref}  [{h.status}]  {h.archive_key}\n    {h.snippet}" for h in hits]
+        return title, say("search_none")
+    lines = [f"{h.ref}  [{ctx.renderer.phrase(lang, f'status.{h.status}')}]  {h.archive_key}\n    {h.snippet}"
+             for h in hits]
     return title, "\n".join(lines)
 
 
 def _digest_on(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
     digest_preference(msg.from_addr, True, ctx.clock.now())
-    return ("Daily digest on", "You will get the daily digest again.") if lang == "en" else (
-        "已订阅每日摘要", "您将重新收到每日待办摘要。")
+    return _say(ctx, lang)("digest_on_title"), _say(ctx, lang)("digest_on")
 
 
 def _digest_off(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
     digest_preference(msg.from_addr, False, ctx.clock.now())
-    return ("Daily digest off", "You will no longer get the daily digest; reminders for your own items "
-                                "still come. Send DIGEST ON to resume.") if lang == "en" else (
-        "已退订每日摘要", "您将不再收到每日待办摘要（具体事项的提醒仍会发送）。发送「订阅」可恢复。")
+    return _say(ctx, lang)("digest_off_title"), _say(ctx, lang)("digest_off")
 
 
 def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
-    en = lang == "en"
+    say = _say(ctx, lang)
     record = Record.get_or_none(Record.ref == argument.strip().upper())
     visible = visible_record_ids(ctx, msg.from_addr)
     if record is None or (visible is not None and record.id not in visible):
         # The same answer whether it does not exist or is not theirs: no probing.
-        return (f"{'Status' if en else '状态'}：{argument}",
-                "No record of that id that you may see." if en else "没有找到您有权查看的该编号记录。")
+        return say("status_title", ref=argument), say("status_none")
     if ctx.directory.by_email(msg.from_addr).external:
-        return _client_status(record, en)
-    people = Participant.select().where(Participant.record == record.id).order_by(Participant.id)
-    lines = [f"{record.ref} {record.subject}", f"{'Status' if en else '状态'}: {record.status}", ""]
-    lines += [f"  {p.role}: {p.name} <{p.email}> {p.response or ''}{' ✔' if p.signed_at else ''}" for p in people]
-    lines.append("")
-    for event in Event.select().where(Event.record_id == record.id).order_by(Event.id):
-        lines.append(f"  {event.at.astimezone(ctx.tz).strftime('%Y-%m-%d %H:%M')}  {event.kind}  {event.actor}")
-    return f"{'Status' if en else '状态'}：{record.ref}", "\n".join(lines)
+        return _client_status(ctx, record, lang)
+    report = record_report(ctx, record.ref, lang)
+    assert report is not None
+    colon = ctx.renderer.phrase(lang, "colon")
+    lines = [f"{record.ref} {record.subject}", say("stage", stage=ctx.renderer.phrase(lang, f"status.{record.status}")),
+             ""]
+    for p in report["participants"]:
+        state = ctx.renderer.phrase(lang, f"response.{p['response']}") if p["response"] in _RESPONSES else ""
+        signed = say("signed_at", at=p["signed_at"]) if p["signed_at"] else ""
+        lines.append(f"  {ctx.renderer.phrase(lang, 'role.' + p['role'])}{colon}{p['name']} <{p['email']}>"
+                     f" {state} {signed}".rstrip())
+    lines += ["", *(f"  {e['at']}  {e['text']}" for e in report["trace"])]
+    return say("status_title", ref=record.ref), "\n".join(lines)
 
 
-_CLIENT_STAGES = {"open": ("处理中", "in progress"), "confirming": ("待您确认结果", "result waiting for confirmation"),
-                  "archived": ("已完成", "done")}
+_RESPONSES = ("pending", "agree", "need_info", "propose", "confirmed", "delegated")
 
 
-def _client_status(record: Record, en: bool) -> tuple[str, str]:
+def _client_status(ctx: Context, record: Record, lang: str) -> tuple[str, str]:
     """What an external client sees of their own request: what they asked, the stage, and
     the next step we told them — never our staff, our internal progress or the trace."""
+    say = _say(ctx, lang)
     shared = (ProgressRow.select().where((ProgressRow.record == record.id) & ProgressRow.client_visible)
               .order_by(ProgressRow.id.desc()).first())
-    stage = _CLIENT_STAGES.get(record.status, (record.status, record.status))[en]
+    stage = ctx.renderer.phrase(lang, f"client_status.{record.status}")
     request = record.fields.get("progress") or record.fields.get("content") or record.subject
-    if en:
-        lines = [f"{record.ref} {record.subject}", f"Stage: {stage}", "", f"Your request: {request}"]
-        if shared:
-            lines += [f"Latest progress: {shared.progress}"] + ([f"Next step: {shared.next_step}"]
-                                                                if shared.next_step else [])
-        return f"Status: {record.ref}", "\n".join(lines)
-    lines = [f"{record.ref} {record.subject}", f"阶段：{stage}", "", f"您的需求：{request}"]
+    lines = [f"{record.ref} {record.subject}", say("stage", stage=stage), "", say("your_request", request=request)]
     if shared:
-        lines += [f"最新进展：{shared.progress}"] + ([f"下一步：{shared.next_step}"] if shared.next_step else [])
-    return f"状态：{record.ref}", "\n".join(lines)
+        lines.append(say("latest", progress=shared.progress))
+        if shared.next_step:
+            lines.append(say("next_step", step=shared.next_step))
+    return say("status_title", ref=record.ref), "\n".join(lines)

@@ -17,9 +17,11 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
+from email import encoders
 from email.charset import Charset
 from email.header import Header
 from email.headerregistry import Address
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -105,7 +107,8 @@ def checked_address(addr: str, role: str = "the recipient's") -> str:
     return address
 
 
-def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: datetime, domain: str) -> Composed:
+def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: datetime, domain: str,
+            files: dict[str, bytes] | None = None) -> Composed:
     """The bytes of `mail` as they go out, or a permanent DeliveryError when its recipient (or
     our own From) is not an address."""
     sender = checked_address(from_addr, "our From")
@@ -133,7 +136,7 @@ def compose(mail: OutboundMessage, *, from_name: str, from_addr: str, date: date
     # honour only their own header for suppressing out-of-office answers.
     headers += [("X-Auto-Response-Suppress", "All"), ("X-Liuhen-Origin", _plain(domain, "X-Liuhen-Origin"))]
     head = "".join(f"{name}: {value}{CRLF}" for name, value in headers).encode("utf-8")
-    return Composed(head + _mime(mail), [to, *cc], left_out)
+    return Composed(head + _mime(mail, files or {}), [to, *cc], left_out)
 
 
 def _mailbox(name: str, addr: str, field: str) -> str:
@@ -189,9 +192,10 @@ def _filename(name: str) -> str:
     return stem.encode()[:room].decode("utf-8", "ignore") + dot + extension
 
 
-def _mime(mail: OutboundMessage) -> bytes:
+def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
     """The MIME structure with its own Content-Type and MIME-Version, which complete the
-    header block that compose writes in front of it."""
+    header block that compose writes in front of it. An attachment is a generated text, or a
+    stored file (by its sha256, its bytes in `files`)."""
     msg = MIMEMultipart("alternative")
     alternatives = [MIMEText(mail.text, "plain", "utf-8"), MIMEText(mail.html, "html", "utf-8")]
     if mail.attachments:
@@ -202,7 +206,13 @@ def _mime(mail: OutboundMessage) -> bytes:
         msg.attach(body)
         for item in mail.attachments:
             main, _, params = item["content_type"].partition(";")
-            part = MIMEText(item["text"], main.split("/")[1], "utf-8")
+            if "sha256" in item:
+                major, _, minor = main.strip().partition("/")
+                part = MIMEBase(major or "application", minor or "octet-stream")
+                part.set_payload(files[item["sha256"]])
+                encoders.encode_base64(part)
+            else:
+                part = MIMEText(item["text"], main.split("/")[1], "utf-8")
             for param in filter(None, (p.strip() for p in params.split(";"))):
                 name, _, value = param.partition("=")
                 part.set_param(name, value)

@@ -32,7 +32,7 @@ from gateway.form_rows import record_rows
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection
 from store.models import Event, OutboundMessage, Record
-from store.repositories import insert_rows, record_threads
+from store.repositories import attachment_path, insert_rows, record_threads
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Context
@@ -230,8 +230,10 @@ def _by_this_claim(mail: OutboundMessage) -> Expression:
 def _compose(ctx: Context, mail: OutboundMessage) -> Composed:
     s = ctx.settings
     try:
+        files = {item["sha256"]: attachment_path(s.data_path, item["sha256"]).read_bytes()
+                 for item in mail.attachments or () if "sha256" in item}
         return compose(mail, from_name=s.gateway.from_name, from_addr=s.from_address,
-                       date=ctx.local_now(), domain=s.gateway.domain)
+                       date=ctx.local_now(), domain=s.gateway.domain, files=files)
     except DeliveryError:
         raise
     except Exception as exc:

@@ -315,5 +315,10 @@ def save_attachments(data_dir: Path, inbound_id: int, record_id: int | None,
     return names
 
 
+def files_of(inbound_id: int) -> list[Attachment]:
+    """The files that came with one mail, in the order they came."""
+    return list(Attachment.select().where(Attachment.inbound == inbound_id).order_by(Attachment.id))
+
+
 def attachment_path(data_dir: Path, sha256: str) -> Path:
     return data_dir / "attachments" / sha256[:2] / sha256

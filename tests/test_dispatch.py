@@ -258,3 +258,54 @@ def test_a_request_offers_its_answers_as_buttons_that_prefill_a_reply_to_the_rea
     assert [q["body"][0] for q in queries] == ["同意需求\n", "需补充信息：\n", "建议调整节点：\n"]
     ack = OutboundMessage.get(OutboundMessage.kind == "ack")
     assert "mailto:" not in mail_body(ctx, ack)[1]  # the initiator is asked nothing by it
+
+
+def _request_with_files(files: list[tuple[str, bytes]]) -> bytes:
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    msg = MIMEMultipart()
+    msg["From"], msg["To"], msg["Subject"] = "chen.jing@liuhen.localhost", f"project@{DOMAIN}", "智能手表项目-硬件方案评审"
+    msg["Message-ID"] = "<files@client.example.cn>"
+    msg.attach(MIMEText(PROJECT_BODY, "plain", "utf-8"))
+    for name, data in files:
+        part = MIMEApplication(data, "pdf")
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+        msg.attach(part)
+    return msg.as_bytes()
+
+
+def _files_in(mail) -> dict[str, bytes]:
+    return {part.get_filename(): part.get_payload(decode=True) for part in mail.walk()
+            if part.get_content_disposition() == "attachment"}
+
+
+def test_a_requests_files_go_to_the_people_who_work_on_it(ctx, send):
+    spec = bytes(range(256)) * 40  # binary, not text
+    assert send(_request_with_files([("硬件方案V1.0-20261127.pdf", spec)])).state == "processed"
+    mails = {header(m, "To"): m for m in sent_mails(ctx)}
+    for person in ("王强 <wang.qiang@liuhen.localhost>", "赵磊 <zhao.lei@liuhen.localhost>"):
+        assert _files_in(mails[person]) == {"硬件方案V1.0-20261127.pdf": spec}, person
+    head = next(m for to, m in mails.items() if "li.na@" in to)  # the urgent request's copy to the head
+    assert _files_in(head) == {"硬件方案V1.0-20261127.pdf": spec}
+    ack = next(m for to, m in mails.items() if "chen.jing@" in to)
+    assert _files_in(ack) == {}  # the initiator has them
+
+
+def test_files_too_large_for_mail_are_named_instead(ctx):
+    from dataclasses import replace
+
+    from gateway.intake import store_raw
+    from gateway.pipeline import process_batch
+
+    small = replace(ctx.settings, delivery=replace(ctx.settings.delivery, attachments_mb=0.001))
+    ctx = replace(ctx, settings=small)
+    stored = store_raw(ctx.db, _request_with_files([("硬件方案V1.0-20261127.pdf", b"x" * 5000)]), source="ingest",
+                       envelope_from="chen.jing@liuhen.localhost", envelope_to=[f"project@{DOMAIN}"],
+                       now=ctx.clock.now())
+    assert process_batch(ctx, [stored.inbound_id]) == {stored.inbound_id: "processed"}
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
+    assert request.attachments == []
+    assert "附件较大，未随本邮件发送：硬件方案V1.0-20261127.pdf" in mail_body(ctx, request)[0]

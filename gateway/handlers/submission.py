@@ -21,12 +21,13 @@ from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables, parse_message
 from parsers.quotes import new_text
-from store.models import InboundMessage, Participant, Record
+from store.models import Attachment, InboundMessage, Participant, Record
 from store.repositories import (
     NewMilestone,
     NewParticipant,
     answered_inbound,
     create_record,
+    files_of,
     next_record_ref,
     our_mail,
     save_attachments,
@@ -144,13 +145,19 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
                data={"to": p.email, "role": p.role, "respond_by": p.response_due_at})
           for p in participants if p.role != "initiator"],
     ]
-    queue_mails(ctx, _drafts(ctx, record, participants, sub, msg))
+    queue_mails(ctx, _drafts(ctx, record, participants, sub, msg, files_of(row.id)))
     return Outcome("processed", f"record {ref} created", record.id, events)
 
 
 def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,
-            msg: ParsedMessage) -> list[Draft]:
+            msg: ParsedMessage, files: list[Attachment]) -> list[Draft]:
     s, lang = ctx.settings, sub.lang
+    # The request's files go with it to the people who work on it — or, when too big for
+    # mail, are named, and kept with the record.
+    carried = sum(f.size for f in files) <= s.delivery.attachments_mb * 1024 * 1024
+    attached = tuple({"filename": f.filename, "content_type": f.content_type, "sha256": f.sha256}
+                     for f in files) if carried else ()
+    withheld = [] if carried else [f.filename for f in files]
     fmt = "%Y-%m-%d %H:%M"
     summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
                    priority=record.priority, urgent=record.priority == "高")
@@ -177,14 +184,16 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
             drafts.append(record_draft(
                 kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
                 reply_to=reply_to,
+                attachments=attached,
                 context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
                              deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt), initiator=initiator,
-                             keywords_for="recipient")))
+                             keywords_for="recipient", withheld=withheld)))
         elif p.role == "head":
             drafts.append(record_draft(
                 kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                attachments=attached,
                 context=dict(record=summary, form_rows=True, name=p.name, initiator=initiator,
-                             recipients=recipients)))
+                             recipients=recipients, withheld=withheld)))
         elif p.role == "external":
             client_lang = detect_language(sub.values.get("progress", ""))
             drafts.append(Draft(

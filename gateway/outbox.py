@@ -83,12 +83,16 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
         references = list(dict.fromkeys([*(thread.roots if thread else ()), *d.references, d.in_reply_to]))
         if any(references):
             headers["References"] = " ".join(r for r in references if r)
+        context = d.context
         if thread is not None:
             headers["Thread-Topic"] = thread.topic  # Outlook groups a conversation by it
+            # …and one subject for all of them (mail_templates/record.subject.j2): what a mail
+            # is about goes in its first line, not in a subject that changes with every mail.
+            context = {**context, "thread": {"ref": thread.ref, "subject": thread.topic, "urgent": thread.urgent}}
         rows.append({"created_at": now, "record_id": d.record_id, "inbound_id": d.inbound_id, "kind": d.kind,
                      "lang": d.lang, "to_addr": d.to_addr, "to_name": d.to_name, "cc": list(d.cc),
-                     "subject": ctx.renderer.subject(d.lang, d.template, **d.context), "template": d.template,
-                     "context": d.context, "headers": headers, "attachments": list(d.attachments),
+                     "subject": ctx.renderer.subject(d.lang, d.template, **context), "template": d.template,
+                     "context": context, "headers": headers, "attachments": list(d.attachments),
                      "message_id": message_id, "next_attempt_at": now})
         ids.append(message_id)
     insert_rows(OutboundMessage, rows)

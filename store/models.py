@@ -86,6 +86,9 @@ class InboundMessage(BaseModel):
     auth = JSONField(default=dict)
 
 
+URGENT = "高"  # the priority code of an urgent record (high priority: 2-hour answers, the head copied)
+
+
 class Record(BaseModel):
     id = AutoField()
     ref = CharField(max_length=32, unique=True)  # PRJ-2026-0001

@@ -18,7 +18,17 @@ from typing import cast
 
 from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
 
-from store.models import Attachment, Event, InboundMessage, Milestone, OutboundMessage, Participant, Record, SentKey
+from store.models import (
+    URGENT,
+    Attachment,
+    Event,
+    InboundMessage,
+    Milestone,
+    OutboundMessage,
+    Participant,
+    Record,
+    SentKey,
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ def record_authentication(inbound_id: int, verdict: dict) -> None:
 class Thread:
     roots: tuple[str, ...]  # the request that opened the record (when it had one), its thread id
     topic: str  # the record's subject
+    ref: str
+    urgent: bool
 
 
 def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]:
@@ -104,12 +116,13 @@ def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]
     ids = {i for i in record_ids if i is not None}
     if not ids:
         return {}
-    rows = cast(Iterable[tuple[int, str, str, str]],
-                Record.select(Record.id, Record.thread_id, Record.subject, InboundMessage.message_id)
+    rows = cast(Iterable[tuple[int, str, str, str, str, str]],
+                Record.select(Record.id, Record.thread_id, Record.subject, InboundMessage.message_id, Record.ref,
+                              Record.priority)
                 .join(InboundMessage, on=(Record.source_inbound == InboundMessage.id)).where(Record.id.in_(ids))
                 .tuples())  # peewee's stubs type rows as models
-    return {rid: Thread(tuple(i for i in (request_id, thread_id) if i), subject)
-            for rid, thread_id, subject, request_id in rows}
+    return {rid: Thread(tuple(i for i in (request_id, thread_id) if i), subject, ref, priority == URGENT)
+            for rid, thread_id, subject, request_id, ref, priority in rows}
 
 
 def our_mail(message_ids: Iterable[str], record_id: int | None = None) -> OutboundMessage | None:

@@ -56,8 +56,8 @@ def test_the_client_adds_information_and_signs_the_result(ctx, send):
          rcpt=f"customer@{DOMAIN}", mail_from=WU)
     NAMES[CLIENT], NAMES[WU] = "林先生", "吴刚"
     assert reply(send, CLIENT, "另外刻字需要支持中文字体。").state == "processed"
-    assert "林先生 留言" in OutboundMessage.select().where(OutboundMessage.to_addr == WU).order_by(
-        OutboundMessage.id.desc()).first().subject
+    assert "林先生 留言" in mail_body(ctx, OutboundMessage.select().where(OutboundMessage.to_addr == WU).order_by(
+        OutboundMessage.id.desc()).first())[0]
     reply(send, WU, "结果：支持中文激光刻字，单价12元")
     assert OutboundMessage.select().where((OutboundMessage.to_addr == CLIENT) &
                                           (OutboundMessage.kind == "signoff")).count() == 1

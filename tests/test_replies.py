@@ -81,7 +81,7 @@ def test_agree_is_recorded_with_a_receipt_and_the_initiator_told(ctx, send, reco
     assert text_of(ctx, receipt).startswith("已记录：同意需求 — PRJ-2026-0001 — 王强 — 2026-11-27 10:00")
     assert receipt.headers["Auto-Submitted"] == "auto-replied"
     [update] = mails_to(CHEN, "update")
-    assert "王强 同意需求" in update.subject and "周五前给出评估" in text_of(ctx, update)
+    assert "王强 同意需求" in text_of(ctx, update) and "周五前给出评估" in text_of(ctx, update)
     assert Event.get(Event.kind == "feedback").data["text"] == "周五前给出评估。"
 
 
@@ -184,7 +184,7 @@ def test_result_sign_off_closure_gate_and_archive(ctx, send, record):
     assert refused.state == "rejected" and "赵磊" in refused.reason
     assert reply(send, ZHAO, "驳回：成本测算缺少模具费用").state == "processed"
     assert Record.get().status == "open" and participant(WANG).signed_at is None
-    assert "驳回了结果" in mails_to(CHEN, "update")[-1].subject
+    assert "驳回了结果" in text_of(ctx, mails_to(CHEN, "update")[-1])
     reply(send, CHEN, "结果：采用方案B，含模具费用，BOM成本330元")
     reply(send, WANG, "签字确认")
     last = reply(send, ZHAO, "CONFIRM")
@@ -244,19 +244,19 @@ def test_meeting_invitation_carries_an_ics_and_minutes_assign_action_items(ctx, 
     item = ActionItem.get()
     assert (item.text, item.owner_email) == ("完成BOM核算", WANG)
     assert Meeting.get().minutes_at is not None
-    assert "含您的行动项" in mails_to(WANG, "update")[-1].subject
+    assert "含您的行动项" in text_of(ctx, mails_to(WANG, "update")[-1])
 
 
 def test_a_dispute_goes_to_the_lead_who_rules(ctx, send, record):
     assert reply(send, WANG, "争议：研发与市场对上市时间意见不一致").state == "processed"
     lead = Participant.get((Participant.role == "lead") & (Participant.email == "li.na@liuhen.localhost"))
     assert Dispute.get().lead_email == lead.email  # 陈静's department head is reminded first
-    assert "争议待您裁定" in mails_to(lead.email)[-1].subject
+    assert "争议待您裁定" in text_of(ctx, mails_to(lead.email)[-1])
     assert reply(send, WANG, "裁定：按研发意见").reason.startswith("reply_role")  # a party, not a superior
     assert reply(send, lead.email, "裁定：按研发意见，上市推迟两周").state == "processed"
     settled = Dispute.get()
     assert settled.ruled_by == lead.email and settled.ruling == "按研发意见，上市推迟两周"
-    assert "争议已裁定" in mails_to(WANG, "update")[-1].subject
+    assert "争议已裁定" in text_of(ctx, mails_to(WANG, "update")[-1])
 
 
 def test_show_prints_the_trace_as_sentences_and_a_multi_line_result_indented(ctx, send, record, capsys):

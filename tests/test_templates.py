@@ -12,24 +12,25 @@ ROWS = [("沟通主题", "硬件<方案>评审"), ("参与部门及职责", "研
 RECIPIENTS = [dict(name="王强", email="wang@example.cn", responsibility="硬件", deadline="2026-11-27 12:00")]
 KEYWORDS = [("同意 / AGREE", "同意需求")]
 
+THREAD = dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", urgent=True)  # every mail of a record: its subject
 SAMPLES = {
-    "initiator/ack": dict(record=RECORD, rows=ROWS, recipients=RECIPIENTS, warnings=["附件名称不规范"],
+    "initiator/ack": dict(thread=THREAD, record=RECORD, rows=ROWS, recipients=RECIPIENTS, warnings=["附件名称不规范"],
                           initiator_name="陈静", keywords=KEYWORDS),
-    "recipient/request": dict(record=RECORD, rows=ROWS, name="王强", responsibility="硬件", deadline="2026-11-27 12:00",
+    "recipient/request": dict(thread=THREAD, record=RECORD, rows=ROWS, name="王强", responsibility="硬件", deadline="2026-11-27 12:00",
                               initiator=PERSON, keywords=KEYWORDS),
-    "head/copy": dict(record=RECORD, rows=ROWS, name="李娜", initiator=PERSON, recipients=RECIPIENTS),
+    "head/copy": dict(thread=THREAD, record=RECORD, rows=ROWS, name="李娜", initiator=PERSON, recipients=RECIPIENTS),
     "sender/rejection": dict(problems=[dict(label="优先级", text="优先级「特别急」无法识别", example="高")], rows=ROWS,
                              form_name="跨部门项目协作需求沟通单", original_subject="请确认"),
     "sender/error": dict(inbound_id=7, original_subject="请确认"),
-    "participant/update": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="陈静 同步进度",
+    "participant/update": dict(thread=THREAD, ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="陈静 同步进度",
                                author="陈静 <chen.jing@example.cn>", text="<b>样机</b>已完成", lines=["下一步：出报告"],
                                at="2026-11-27 10:00", keywords=KEYWORDS),
-    "participant/receipt": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", label="同意", name="王强",
+    "participant/receipt": dict(thread=THREAD, ref="PRJ-2026-0001", subject="硬件<方案>评审", label="同意", name="王强",
                                 at="2026-11-27 10:00", notes=["还待签字：赵磊"], answers_nothing=False,
                                 expected=[dict(kind="sign", due="2026-11-28 <10:00>", words=["确认", "驳回"])]),
     "sender/refusal": dict(ref="PRJ-2026-0001", original_subject="Re: 硬件<方案>评审", text="未记录 <x>"),
-    "external/ack": dict(ref="CUS-2026-0001", subject="硬件<方案>评审", name="林先生", owner=PERSON, request="需要<刻字>表带"),
-    "participant/reminder": dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="请尽快回复",
+    "external/ack": dict(thread=THREAD, ref="CUS-2026-0001", subject="硬件<方案>评审", name="林先生", owner=PERSON, request="需要<刻字>表带"),
+    "participant/reminder": dict(thread=THREAD, ref="PRJ-2026-0001", subject="硬件<方案>评审", name="王强", headline="请尽快回复",
                                  lines=["截止：2026-11-27 12:00"], keywords=KEYWORDS),
     "participant/digest": dict(name="王强", day="2026-11-28", head=False,
                                entries=[("PRJ-2026-0001", "awaiting <answer>", "2026-11-27 12:00", "reply+1-2-x@liuhen.test")]),

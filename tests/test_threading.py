@@ -3,7 +3,7 @@ opened it, so Gmail and Outlook group the record's mails into one thread."""
 
 from __future__ import annotations
 
-from conftest import MEDIUM_BODY, make_mail
+from conftest import MEDIUM_BODY, PROJECT_BODY, make_mail
 from test_replies import CHEN, WANG, reply
 
 from gateway.scheduler import sweep
@@ -30,3 +30,16 @@ def test_every_mail_of_a_record_has_the_request_as_its_root(ctx, send, clock):
     receipt = next(m for m in mails if m.kind == "receipt" and m.to_addr == WANG)
     answered = InboundMessage.get_by_id(answer.id).message_id
     assert receipt.headers["In-Reply-To"] == answered and receipt.headers["References"].split()[-1] == answered
+
+
+def test_every_mail_of_a_record_has_the_records_subject_and_says_what_it_is_in_its_first_lines(ctx, send):
+    from test_replies import text_of
+
+    send(make_mail(PROJECT_BODY))
+    reply(send, WANG, "同意")
+    reply(send, CHEN, "结果：采用方案B")
+    mails = list(OutboundMessage.select().where(OutboundMessage.record_id.is_null(False)))
+    assert {m.kind for m in mails} >= {"ack", "request", "head_copy", "receipt", "update", "signoff"}
+    assert {m.subject for m in mails} == {"[PRJ-2026-0001] 【紧急】 智能手表项目-硬件方案评审"}
+    signoff = next(m for m in mails if m.kind == "signoff" and m.to_addr == WANG)
+    assert "结果确认表：请签字确认" in text_of(ctx, signoff).split("\n\n")[1]  # what it is, up top

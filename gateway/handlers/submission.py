@@ -21,7 +21,7 @@ from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables, parse_message
 from parsers.quotes import new_text
-from store.models import Attachment, InboundMessage, Participant, Record
+from store.models import URGENT, Attachment, InboundMessage, Participant, Record
 from store.repositories import (
     NewMilestone,
     NewParticipant,
@@ -123,7 +123,7 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     people += [NewParticipant(r.person.email, r.person.name, r.person.department, "recipient",
                               r.responsibility, r.person.external, respond_by, chain_from, first)
                for r in sub.recipients]
-    head = ctx.directory.head_of(sub.initiator) if sub.priority == "高" else None
+    head = ctx.directory.head_of(sub.initiator) if sub.priority == URGENT else None
     if head is not None:
         people.append(NewParticipant(head.email, head.name, head.department, "head"))
     if client is not None:
@@ -160,7 +160,7 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
     withheld = [] if carried else [f.filename for f in files]
     fmt = "%Y-%m-%d %H:%M"
     summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
-                   priority=record.priority, urgent=record.priority == "高")
+                   priority=record.priority, urgent=record.priority == URGENT)
     recipients = [dict(name=p.name, email=p.email, responsibility=p.responsibility,
                        deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
                   for p in participants if p.role == "recipient"]

@@ -194,7 +194,8 @@ class Offer:
 
 
 def load_offers(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tuple[Offer, ...]]:
-    """{mail kind: its buttons} from the `[offers]` of the keywords file."""
+    """{mail kind: its buttons} from the `[offers]` of the keywords file; "also" holds the
+    keywords listed beside the buttons (they fit any stage), with_text meaning nothing."""
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     known = {k.action for k in keywords}
     offers = {}

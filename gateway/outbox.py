@@ -159,11 +159,18 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     context = dict(mail.context)
     if context.pop("form_rows", False) and mail.record_id is not None:
         context["rows"] = record_rows(ctx.renderer, ctx.forms, mail.record_id, mail.lang)
+    role = ""
     if "keywords_for" in context:
         role = context.pop("keywords_for")
         context["keywords"] = keyword_help(ctx.keywords, role, mail.lang) if role else ()
     reply_to = (mail.headers or {}).get("Reply-To", "")
-    context["buttons"] = _buttons(ctx, mail, reply_to) if reply_to and mail.kind in ctx.offers else ()
+    offered = mail.kind in ctx.offers and mail.kind != "also"
+    context["buttons"] = _buttons(ctx, mail, reply_to) if reply_to and offered else ()
+    if offered and context.get("keywords"):
+        # Only the words that fit this mail: its buttons' keywords and those of any stage.
+        fitting = {o.action for o in (*ctx.offers[mail.kind], *ctx.offers.get("also", ()))}
+        context["keywords"] = tuple(k.listed(mail.lang) for k in ctx.keywords
+                                    if k.action in fitting and k.for_role(role))
     return context
 
 

@@ -260,6 +260,10 @@ def test_a_request_offers_its_answers_as_buttons_that_prefill_a_reply_to_the_rea
     assert [q["body"][0] for q in queries] == ["同意需求\n", "需补充信息：\n", "建议调整节点：\n"]
     ack = OutboundMessage.get(OutboundMessage.kind == "ack")
     assert "mailto:" not in mail_body(ctx, ack)[1]  # the initiator is asked nothing by it
+    # The keyword table lists what fits a first request, not the sign-off's words.
+    text = mail_body(ctx, request)[0]
+    assert "同意需求 / 同意 / AGREE" in text and "转交 / DELEGATE" in text
+    assert "驳回 / REJECT" not in text and "确认 / 签字确认" not in text
 
 
 def _request_with_files(files: list[tuple[str, bytes]]) -> bytes:

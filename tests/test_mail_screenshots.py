@@ -62,3 +62,40 @@ def test_every_mail_reads_at_desktop_and_phone_width(browser, name, lang, width)
         assert not slivers, f"{name} ({lang}) at {width} px squeezes {slivers}"
     finally:
         page.close()
+
+
+def test_real_mails_of_a_record_read_on_a_phone(browser, ctx, send, clock):
+    """The mails a real request causes — the request with its buttons, a reminder, an update —
+    as delivered, with their real context (the README shows two of these)."""
+    from datetime import timedelta
+
+    from conftest import NOW, PROJECT_BODY, make_mail, sent_mails
+    from test_replies import reply
+
+    from gateway.scheduler import sweep
+    from parsers.mime import parse_message
+
+    send(make_mail(PROJECT_BODY.replace("优先级：高", "优先级：中")))
+    reply(send, "wang.qiang@liuhen.localhost", "需补充信息：请提供BOM成本明细和模具费用")
+    clock.instant = NOW + timedelta(hours=24, minutes=1)
+    sweep(ctx)
+    sent_mails(ctx)
+    from store.models import OutboundMessage
+
+    wanted = {("request", "wang.qiang@liuhen.localhost"), ("question", "chen.jing@liuhen.localhost"),
+              ("reminder", "zhao.lei@liuhen.localhost")}
+    shots = 0
+    for mail in OutboundMessage.select().where(OutboundMessage.status == "sent"):
+        if (mail.kind, mail.to_addr) not in wanted:
+            continue
+        html = parse_message(bytes(mail.raw)).html
+        for width in WIDTHS:
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            try:
+                page.set_content(html)
+                page.screenshot(path=str(ARTIFACTS / f"real-{mail.kind}-{width}.png"), full_page=True)
+                assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+                shots += 1
+            finally:
+                page.close()
+    assert shots == 2 * len(wanted)

@@ -328,6 +328,12 @@ def save_attachments(data_dir: Path, inbound_id: int, record_id: int | None,
     return names
 
 
+def signatures_of(record_id: int, roles: Iterable[str]) -> list[Participant]:
+    """The people of `roles` who signed the record, in the order they signed."""
+    return list(Participant.select().where((Participant.record == record_id) & Participant.role.in_(tuple(roles)) &
+                                           Participant.signed_at.is_null(False)).order_by(Participant.signed_at))
+
+
 def files_of(inbound_id: int) -> list[Attachment]:
     """The files that came with one mail, in the order they came."""
     return list(Attachment.select().where(Attachment.inbound == inbound_id).order_by(Attachment.id))

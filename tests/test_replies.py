@@ -197,6 +197,11 @@ def test_result_sign_off_closure_gate_and_archive(ctx, send, record):
     assert evidence["inbound_id"] == last.id and evidence["token"] and evidence["via"] == "token"
     closing = mails_to(CHEN, "closed")
     assert closing and "复盘" in text_of(ctx, closing[0])
+    # The closing mail is the record of the sign-off: the result as its author wrote it, and
+    # who signed when — not "from" the last signer above the initiator's text.
+    told = text_of(ctx, mails_to(WANG, "closed")[0])
+    assert "来自：陈静 <chen.jing@liuhen.localhost>" in told and "含模具费用，BOM成本330元" in told
+    assert "签字：王强 2026-11-27 10:00、赵磊 2026-11-27 10:00" in told
     # After the archive: a retrospective is welcome, anything else is answered as closed.
     assert reply(send, CHEN, "复盘：评审提前完成；下次提前备料").state == "processed"
     assert Record.get().retro == "评审提前完成；下次提前备料"

@@ -37,7 +37,7 @@ from store.models import (
     ProgressRow,
     Record,
 )
-from store.repositories import held_signoffs, open_proposal
+from store.repositories import held_signoffs, open_proposal, signatures_of
 
 URL = re.compile(r"https?://\S+")
 LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
@@ -95,16 +95,18 @@ class Act:
 
     def update(self, to: Participant, headline: str, text: str = "", lines: tuple[str, ...] = (),
                keywords_for: str = "", kind: str = "update", attachments: tuple[dict, ...] = (),
-               about: Participant | None = None) -> None:
-        """Queue the generic record update mail to one participant, with their reply address."""
+               about: Participant | None = None, by: Participant | None = None) -> None:
+        """Queue the generic record update mail to one participant, with their reply address;
+        `by` wrote the text (the sender, unless said otherwise)."""
         s = self.ctx.settings
+        by = by or self.participant
         self.drafts.append(Draft(
             kind=kind, template="participant/update", lang=self.lang, to_addr=to.email, to_name=to.name,
             record_id=self.record.id, references=(self.record.thread_id,),
             reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, to.id),
             attachments=attachments,
             context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
-                         author=f"{self.participant.name} <{self.participant.email}>", text=text,
+                         author=f"{by.name} <{by.email}>", text=text,
                          lines=list(lines), at=self.local(self.now),
                          keywords_for=keywords_for, about_participant=about.id if about else None)))
 
@@ -653,11 +655,17 @@ def _archive(act: Act) -> None:
         act.save(next_reminder_at=act.now + timedelta(days=act.ctx.settings.reminders.retro_after_days))
     act.event("archived", archive_key=act.record.archive_key, category=act.record.archive_category)
     outcome = act.record.result or act.record.fields.get("content", "")
-    for person in act.participants(exclude_sender=False, clients=True):
+    everyone = act.participants(exclude_sender=False, clients=True)
+    initiator = next((p for p in everyone if p.role == "initiator"), None)
+    # Who signed, and when: the closing mail is the record of the sign-off.
+    signed = signatures_of(act.record.id, KEY_ROLES)
+    signatures = act.line("signed", act.names([f"{p.name} {act.local(p.signed_at)}" for p in signed])) if signed else ""
+    for person in everyone:
         retro = person.role == "initiator"
         act.update(person, act.say("update.archived"), outcome,
-                   (act.line("archive", f"{act.record.archive_category} / {act.record.archive_key}"),)
-                   + ((act.say("ask.retro"),) if retro else ()), kind="closed")
+                   tuple(filter(None, (signatures, act.line(
+                       "archive", f"{act.record.archive_category} / {act.record.archive_key}"))))
+                   + ((act.say("ask.retro"),) if retro else ()), kind="closed", by=initiator)
     act.note("archived", key=act.record.archive_key)
 
 

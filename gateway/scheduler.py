@@ -313,6 +313,7 @@ class _Pending:
     when: str  # local time, "" when none
     reply: str  # the reader's reply address for the record, "" when none
     lang: str  # the record's language
+    title: str  # the record's subject
 
     @property
     def late(self) -> bool:
@@ -326,8 +327,9 @@ class _Pending:
 # database gives it (see _aware).
 _RawTime = datetime | str
 _ParticipantRow = tuple[int, str, int, _RawTime | None, _RawTime | None, _RawTime | None, _RawTime | None,
-                        str, str, str]  # id, email, record, signed, answered, answer due, chain due, ref, status, lang
-_DueRow = tuple[str, _RawTime, str, int, str, str]  # owner, due, label, record, ref, lang
+                        str, str, str, str]  # id, email, record, signed, answered, answer due, chain due, ref, status,
+#                                              lang, subject
+_DueRow = tuple[str, _RawTime, str, int, str, str, str]  # owner, due, label, record, ref, lang, subject
 
 
 def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
@@ -338,43 +340,47 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     s = ctx.settings
     items: dict[str, list[_Pending]] = {}  # email → what waits for them
 
-    def add(email: str, ref: str, kind: str, when: datetime | None, reply: str, lang: str, label: str = "") -> None:
-        items.setdefault(email, []).append(_Pending(ref, kind, label, _local(ctx, when) if when else "", reply, lang))
+    def add(email: str, ref: str, kind: str, when: datetime | None, reply: str, lang: str, title: str,
+            label: str = "") -> None:
+        items.setdefault(email, []).append(
+            _Pending(ref, kind, label, _local(ctx, when) if when else "", reply, lang, title))
 
     def reply(record_id: int, participant_id: int | None) -> str:
         return reply_address(s.gateway.secret, s.gateway.domain, record_id, participant_id) if participant_id else ""
 
     open_records = Record.status != "archived"
-    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang in cast(
+    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang, title in cast(
             Iterable[_ParticipantRow],
             Participant.select(Participant.id, Participant.email, Participant.record, Participant.signed_at,
                                Participant.responded_at, Participant.response_due_at, Participant.chain_due_at,
-                               Record.ref, Record.status, Record.lang)
+                               Record.ref, Record.status, Record.lang, Record.subject)
             .join(Record).where(open_records & Participant.role.in_(("recipient", "external"))).tuples()):
         if status == "confirming" and signed is None:
-            add(email, ref, "sign", _aware(sign_due), reply(record_id, pid), lang)
+            add(email, ref, "sign", _aware(sign_due), reply(record_id, pid), lang, title)
         elif answered is None and answer_due is not None:
             due = _aware(answer_due)
-            add(email, ref, "overdue" if due < now else "awaiting", due, reply(record_id, pid), lang)
+            add(email, ref, "overdue" if due < now else "awaiting", due, reply(record_id, pid), lang, title)
     owners = {(r, e): i for i, r, e in cast(
         Iterable[tuple[int, int, str]],
         Participant.select(Participant.id, Participant.record, Participant.email).join(Record).where(open_records)
         .tuples())}
     for model, kind, name in ((Milestone, "milestone", Milestone.name), (ActionItem, "action", ActionItem.text)):
-        for owner, due_at, label, record_id, ref, lang in cast(
+        for owner, due_at, label, record_id, ref, lang, title in cast(
                 Iterable[_DueRow],
-                model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang).join(Record)
+                model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang,
+                             Record.subject).join(Record)
                 .where(open_records & (model.due_at <= soon) & model.done_at.is_null()).tuples()):
             due = _aware(due_at)
             add(owner, ref, f"{kind}_late" if due < now else kind, due,
-                reply(record_id, owners.get((record_id, owner))), lang, label)
-    for lead, due_at, text, record_id, ref, lang in cast(
+                reply(record_id, owners.get((record_id, owner))), lang, title, label)
+    for lead, due_at, text, record_id, ref, lang, title in cast(
             Iterable[_DueRow],
-            Dispute.select(Dispute.lead_email, Dispute.due_at, Dispute.text, Record.id, Record.ref, Record.lang)
+            Dispute.select(Dispute.lead_email, Dispute.due_at, Dispute.text, Record.id, Record.ref, Record.lang,
+                           Record.subject)
             .join(Record).where(open_records & Dispute.ruled_at.is_null()).tuples()):
         ruling_due = _aware(due_at) if due_at else None
         add(lead, ref, "dispute_late" if ruling_due and ruling_due < now else "dispute", ruling_due,
-            reply(record_id, owners.get((record_id, lead))), lang, text[:60])
+            reply(record_id, owners.get((record_id, lead))), lang, title, text[:60])
     overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
     for email, pending in items.items():
         person = ctx.directory.by_email(email)
@@ -386,14 +392,14 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     for email, pending in items.items():
         if email not in off:
             lang = _reader_language(pending)
-            entries = [(i.ref, i.what(ctx, lang), i.when, i.reply) for i in pending]
+            entries = [(i.ref, i.what(ctx, lang), i.when, i.reply, i.title) for i in pending]
             drafts.append((f"digest:{email}:{day}", _digest(ctx, email, entries, day, lang, head=False)))
     for department in ctx.directory.departments:
         late = overdue_by_department.get(department.name)
         if late and department.head not in off:
             lang = _reader_language([item for _, item in late])
             entries = [(i.ref, ctx.renderer.phrase(lang, "digest.whose", whose=whose, what=i.what(ctx, lang)),
-                        i.when, "") for whose, i in late]
+                        i.when, "", i.title) for whose, i in late]
             drafts.append((f"digest-head:{department.head}:{day}",
                            _digest(ctx, department.head, entries, day, lang, head=True)))
     return drafts
@@ -418,7 +424,7 @@ def _aware(value: _RawTime | None) -> datetime | None:
     return UTCDateTimeField().python_value(value) if value is not None else None
 
 
-def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str]], day: str, lang: str,
+def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str, str]], day: str, lang: str,
             head: bool) -> Draft:
     person = ctx.directory.by_email(email)
     domain = ctx.settings.gateway.domain

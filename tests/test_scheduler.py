@@ -178,7 +178,7 @@ def test_a_digest_lists_each_item_with_its_deadline_and_reply_address(ctx, send,
     send(make_mail(MEDIUM))
     at(ctx, clock, timedelta(hours=23, minutes=5))
     text, html = mail_body(ctx, mails("digest", WANG)[0])
-    assert "[PRJ-2026-0001] 等待您回复（2026-11-28 10:00）\n" in text
+    assert "[PRJ-2026-0001] 智能手表项目-硬件方案评审\n     等待您回复（截止 2026-11-28 10:00）\n" in text  # title, what, by when
     assert f"回复：{participant_reply(WANG)}" in text and "mailto:reply+" in html
 
 
@@ -204,8 +204,9 @@ def test_someone_with_only_english_records_gets_the_digest_in_english(ctx, send,
     [digest] = mails("digest", WANG)
     text = mail_body(ctx, digest)[0]
     assert digest.subject.startswith("Your pending items 2026-11-28")
-    assert "[PRJ-2026-0001] waiting for your answer (2026-11-28 10:00)" in text
-    assert "[PRJ-2026-0001] milestone: Venue booked (2026-11-29 18:00)" in text
+    assert "[PRJ-2026-0001] Overseas launch event for the Q1 smartwatch\n" in text
+    assert "waiting for your answer (due 2026-11-28 10:00)" in text
+    assert "milestone: Venue booked (due 2026-11-29 18:00)" in text
     # With a Chinese record as well, the digest is Chinese and says the English items in Chinese.
     send(make_mail(MEDIUM))
     at(ctx, clock, timedelta(hours=47, minutes=5))

@@ -14,8 +14,11 @@ report processed before our own 'sent' update is not overwritten by it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -61,6 +64,22 @@ class Draft:
     attachments: tuple[dict, ...] = ()  # generated files: {filename, content_type, text}
 
 
+def _filetime(when: datetime) -> int:
+    """100-ns intervals since 1601-01-01 UTC (Windows FILETIME)."""
+    return int((when.timestamp() + 11_644_473_600) * 10_000_000)
+
+
+def thread_index(opened_at: datetime, thread_id: str, now: datetime) -> str:
+    """Outlook's Thread-Index ([MS-OXOMSG] 2.2.1.3): a 22-byte header the same for every mail
+    of the conversation — the 6 high bytes of the record's FILETIME and a GUID derived from
+    its thread id — then one 5-byte child block for this mail: a code bit (0), the time since
+    the start in units of 2^18 × 100 ns (31 bits), 4 random bits and a 4-bit sequence."""
+    header = _filetime(opened_at).to_bytes(8, "big")[:6] + hashlib.md5(thread_id.encode()).digest()
+    delta = (max(0, _filetime(now) - (int.from_bytes(header[:6], "big") << 16)) >> 18) & 0x7FFFFFFF
+    child = (delta << 8 | secrets.randbits(4) << 4).to_bytes(5, "big")
+    return base64.b64encode(header + child).decode()
+
+
 def new_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
@@ -85,7 +104,8 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["References"] = " ".join(r for r in references if r)
         context = d.context
         if thread is not None:
-            headers["Thread-Topic"] = thread.topic  # Outlook groups a conversation by it
+            headers["Thread-Topic"] = thread.topic  # Outlook groups a conversation by these two
+            headers["Thread-Index"] = thread_index(thread.opened_at, thread.roots[-1], now)
             # …and one subject for all of them (mail_templates/record.subject.j2): what a mail
             # is about goes in its first line, not in a subject that changes with every mail.
             context = {**context, "thread": {"ref": thread.ref, "subject": thread.topic, "urgent": thread.urgent}}

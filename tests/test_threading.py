@@ -43,3 +43,18 @@ def test_every_mail_of_a_record_has_the_records_subject_and_says_what_it_is_in_i
     assert {m.subject for m in mails} == {"[PRJ-2026-0001] 【紧急】 智能手表项目-硬件方案评审"}
     signoff = next(m for m in mails if m.kind == "signoff" and m.to_addr == WANG)
     assert "结果确认表：请签字确认" in text_of(ctx, signoff).split("\n\n")[1]  # what it is, up top
+
+
+def test_outlook_sees_one_conversation_by_thread_index(ctx, send):
+    import base64
+
+    from test_replies import WANG, reply
+
+    send(make_mail(PROJECT_BODY))
+    reply(send, WANG, "同意")
+    indexes = [base64.b64decode(m.headers["Thread-Index"])
+               for m in OutboundMessage.select().where(OutboundMessage.record_id.is_null(False))]
+    assert len(indexes) >= 5 and {len(i) for i in indexes} == {27}  # a 22-byte header and one child block
+    assert len({i[:22] for i in indexes}) == 1  # the same conversation for every mail of the record
+    filetime = int.from_bytes(indexes[0][:6], "big") << 16  # …starting when the record was opened
+    assert abs(filetime / 10_000_000 - 11_644_473_600 - Record.get().created_at.timestamp()) < 10

@@ -40,7 +40,7 @@ from store.models import (
     SentKey,
     UTCDateTimeField,
 )
-from store.repositories import add_events, claim_sent_key
+from store.repositories import add_events, claim_sent_key, reminded_since
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,13 @@ def _send(ctx: Context, key: str, drafts: list[Draft], event: dict) -> int:
 
 
 def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: list[str], kind: str,
-          keywords_for: str = "", with_request: bool = False) -> Draft:
+          keywords_for: str = "", with_request: bool = False, about: str = "") -> Draft:
     """A reminder or an escalation; `with_request` shows the request itself (the form), for
-    whom it may be the first mail about the record."""
+    whom it may be the first mail about the record. `about` names the item ("answer",
+    "milestone:方案评审" …), so that the day's digest does not repeat it."""
     s = ctx.settings
     context: dict[str, object] = dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline,
-                                      lines=lines, keywords_for=keywords_for)
+                                      lines=lines, keywords_for=keywords_for, about=about)
     if with_request:
         context["form_rows"] = True
     return Draft(kind=kind, template="participant/reminder", lang=record.lang, to_addr=to.email, to_name=to.name,
@@ -174,7 +175,8 @@ def _participants(ctx: Context) -> tuple[int, int]:
             task.append(_line(ctx, record, "result", record.result))
         if stage.name == "reminder":
             headline = _say(ctx, record, "reminder.signoff" if signoff else "reminder.answer", due=due)
-            drafts = [_mail(ctx, record, p, headline, task, "reminder", "recipient", with_request=True)]
+            drafts = [_mail(ctx, record, p, headline, task, "reminder", "recipient", with_request=True,
+                            about="answer")]
         else:
             headline = _say(ctx, record, "reminder.signoff_escalation" if signoff else "reminder.answer_escalation",
                             name=p.name)
@@ -182,7 +184,7 @@ def _participants(ctx: Context) -> tuple[int, int]:
                      _line(ctx, record, "overdue_since", due),
                      _say(ctx, record, "reminder.escalation_overdue", hours=f"{r.escalate_after_hours:g}"),
                      _say(ctx, record, "reminder.head_can")]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True)
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about="answer")
                       for t in _escalation_targets(ctx, record, p.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name, actor=ctx.settings.from_address,
                                                data={"chain": what, "to": p.email, "key": key, "due": due}))
@@ -207,15 +209,17 @@ def _deadline_chain(ctx: Context, model, kind: str, hint: str = "reminder.delay_
         headline = _say(ctx, record, f"reminder.{stage.name}", label=_say(ctx, record, f"chain.{kind}"), name=name)
         lines = [_line(ctx, record, "item", name), _line(ctx, record, "due", due)]
         if stage.name == "before":
-            drafts = [_mail(ctx, record, owner, headline, [*lines, _say(ctx, record, hint)], "reminder")]
+            drafts = [_mail(ctx, record, owner, headline, [*lines, _say(ctx, record, hint)], "reminder",
+                            about=f"{kind}:{name}")]
         elif stage.name == "overdue":
             initiator = _participant_row(record, record.initiator_email, record.initiator_name)
             targets = [owner] + ([initiator] if initiator.email != owner.email else [])
-            drafts = [_mail(ctx, record, t, headline, [*lines, _say(ctx, record, hint)], "reminder") for t in targets]
+            drafts = [_mail(ctx, record, t, headline, [*lines, _say(ctx, record, hint)], "reminder",
+                            about=f"{kind}:{name}") for t in targets]
         else:
             lines = [_line(ctx, record, "person", f"{owner.name} <{owner.email}>"), *lines,
                      _say(ctx, record, "reminder.head_can")]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True)
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about=f"{kind}:{name}")
                       for t in _escalation_targets(ctx, record, owner.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name if stage.name == "escalation"
                                                else "reminder", actor=ctx.settings.from_address,
@@ -319,6 +323,13 @@ class _Pending:
     def late(self) -> bool:
         return self.kind == "overdue" or self.kind.endswith("_late")
 
+    @property
+    def about(self) -> str:
+        """The item as a reminder names it (see _mail)."""
+        if self.kind in ("sign", "overdue", "awaiting"):
+            return "answer"
+        return f"{self.kind.removesuffix('_late')}:{self.label[:60]}"
+
     def what(self, ctx: Context, lang: str) -> str:
         return ctx.renderer.phrase(lang, f"digest.{self.kind}", label=self.label)
 
@@ -388,14 +399,20 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
             overdue_by_department.setdefault(person.department, []).extend(
                 (person.name, item) for item in pending if item.late)
     off = {d.email for d in DigestPreference.select().where(DigestPreference.enabled == False)}  # noqa: E712
+    # One mail per person per moment: what someone was reminded of or escalated about today
+    # (this sweep's chains ran first) is not told them again in the digest.
+    midnight = ctx.local_now().replace(hour=0, minute=0, second=0, microsecond=0)
+    told = reminded_since(midnight)
     drafts = []
-    for email, pending in items.items():
-        if email not in off:
+    for email, all_pending in items.items():
+        pending = [i for i in all_pending if (email, i.ref, i.about) not in told]
+        if pending and email not in off:
             lang = _reader_language(pending)
             entries = [(i.ref, i.what(ctx, lang), i.when, i.reply, i.title) for i in pending]
             drafts.append((f"digest:{email}:{day}", _digest(ctx, email, entries, day, lang, head=False)))
     for department in ctx.directory.departments:
-        late = overdue_by_department.get(department.name)
+        late = [(whose, i) for whose, i in overdue_by_department.get(department.name, ())
+                if (department.head, i.ref, i.about) not in told]
         if late and department.head not in off:
             lang = _reader_language([item for _, item in late])
             entries = [(i.ref, ctx.renderer.phrase(lang, "digest.whose", whose=whose, what=i.what(ctx, lang)),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
 
@@ -335,6 +335,15 @@ def signatures_of(record_id: int, roles: Iterable[str]) -> list[Participant]:
     """The people of `roles` who signed the record, in the order they signed."""
     return list(Participant.select().where((Participant.record == record_id) & Participant.role.in_(tuple(roles)) &
                                            Participant.signed_at.is_null(False)).order_by(Participant.signed_at))
+
+
+def reminded_since(since: datetime) -> set[tuple[str, str, str]]:
+    """(address, record ref, item) of every reminder and escalation queued since `since`."""
+    rows = (OutboundMessage.select(OutboundMessage.to_addr, Record.ref, OutboundMessage.context)
+            .join(Record, on=(OutboundMessage.record_id == Record.id))
+            .where(OutboundMessage.kind.in_(("reminder", "escalation")) & (OutboundMessage.created_at >= since))
+            .objects())  # the columns as attributes of one object: to_addr, ref, context
+    return {(m.to_addr, m.ref, m.context.get("about", "")) for m in cast(Iterable[Any], rows)}
 
 
 def files_of(inbound_id: int) -> list[Attachment]:

@@ -121,6 +121,7 @@ def test_daily_digest_once_at_nine_and_digest_off(ctx, send, clock):
     assert digests[WANG].headers["List-Unsubscribe"] == f"<mailto:requests@{DOMAIN}?subject=DIGEST%20OFF>"
     at(ctx, clock, timedelta(hours=23, minutes=30))
     assert len(mails("digest", WANG)) == 1
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))  # the day's reminders (the next are due at 10:00 tomorrow)
     send(make_mail("", subject="退订", to=f"requests@{DOMAIN}", sender=WANG), rcpt=f"requests@{DOMAIN}", mail_from=WANG)
     assert DigestPreference.get_by_id(WANG).enabled is False
     at(ctx, clock, timedelta(hours=47, minutes=5))
@@ -208,8 +209,9 @@ def test_someone_with_only_english_records_gets_the_digest_in_english(ctx, send,
     assert "waiting for your answer (due 2026-11-28 10:00)" in text
     assert "milestone: Venue booked (due 2026-11-29 18:00)" in text
     # With a Chinese record as well, the digest is Chinese and says the English items in Chinese.
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))  # the English record's reminders; the next at 10:00
     send(make_mail(MEDIUM))
-    at(ctx, clock, timedelta(hours=47, minutes=5))
+    at(ctx, clock, timedelta(hours=47))  # 09:00, before any reminder is due
     latest = mails("digest", WANG)[-1]
     assert latest.subject.startswith("今日待办") and "逾期未回复" in mail_body(ctx, latest)[0]
 
@@ -254,3 +256,13 @@ def test_a_head_who_initiated_the_record_gets_one_escalation_not_two(ctx, send, 
     at(ctx, clock, 72 * HOUR + timedelta(minutes=1))
     about_wang = [m for m in mails("escalation") if "王强 逾期未回复" in text_of(ctx, m)]
     assert [m.to_addr for m in about_wang] == ["zhou.ming@liuhen.localhost"]  # his head, who is the initiator
+
+
+def test_one_mail_per_person_per_moment_a_reminded_item_is_not_repeated_in_the_digest(ctx, send, clock):
+    send(make_mail(MEDIUM))  # answers due 2026-11-28 10:00
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))  # 10:01: the reminder and the day's digest, one sweep
+    assert len(mails("reminder", WANG)) == 1
+    assert mails("digest", WANG) == []  # the reminder said it; the digest would only repeat it
+    at(ctx, clock, 47 * HOUR)  # 09:00 the next day: no reminder due yet, so the digest has it
+    [digest] = mails("digest", WANG)
+    assert "PRJ-2026-0001" in text_of(ctx, digest)

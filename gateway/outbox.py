@@ -34,7 +34,7 @@ from gateway.delivery import Composed, DeliveryError, Transport, compose
 from gateway.form_rows import record_rows
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection
-from store.models import Event, OutboundMessage, Record
+from store.models import Attachment, Event, OutboundMessage, Record
 from store.repositories import attachment_path, insert_rows, record_threads
 
 if TYPE_CHECKING:
@@ -78,6 +78,15 @@ def thread_index(opened_at: datetime, thread_id: str, now: datetime) -> str:
     delta = (max(0, _filetime(now) - (int.from_bytes(header[:6], "big") << 16)) >> 18) & 0x7FFFFFFF
     child = (delta << 8 | secrets.randbits(4) << 4).to_bytes(5, "big")
     return base64.b64encode(header + child).decode()
+
+
+def files_to_send(ctx: Context, files: list[Attachment]) -> tuple[tuple[dict, ...], list[str]]:
+    """(the attachments of a mail, the names of files left out): files that came in go out
+    with the mails they cause up to [delivery] attachments_mb in all; above it, none do and
+    the mail names them instead. They are read from the store at delivery."""
+    if sum(f.size for f in files) <= ctx.settings.delivery.attachments_mb * 1024 * 1024:
+        return tuple({"filename": f.filename, "content_type": f.content_type, "sha256": f.sha256} for f in files), []
+    return (), [f.filename for f in files]
 
 
 def new_message_id(domain: str) -> str:

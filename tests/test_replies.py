@@ -280,3 +280,37 @@ def test_show_prints_the_trace_as_sentences_and_a_multi_line_result_indented(ctx
     cmd_show(argparse.Namespace(ref=record.ref, json=True), ctx)
     trace = json.loads(capsys.readouterr().out)["trace"]
     assert {"at": "2026-11-27 10:00", "text": "王强 同意需求"} in trace
+
+
+def test_files_in_a_reply_go_to_whom_it_is_relayed_and_into_the_export(ctx, send, record, tmp_path):
+    import argparse
+    import email as email_lib
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    from conftest import sent_mails
+
+    from gateway.cli import cmd_archive_export
+
+    to = reply_address(WANG)
+    msg = MIMEMultipart()
+    msg["From"], msg["To"], msg["Subject"] = WANG, to, "Re: [PRJ-2026-0001] 智能手表项目-硬件方案评审"
+    msg["Message-ID"] = "<reply-with-file@client.example.cn>"
+    msg.attach(MIMEText("需补充信息：BOM 成本请按附件模板填写", "plain", "utf-8"))
+    part = MIMEApplication(b"%PDF-1.4 template", "pdf")
+    part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", "BOM模板V1.0-20261127.pdf"))
+    msg.attach(part)
+    inbound = send(msg.as_bytes(), rcpt=to, mail_from=WANG)
+    assert inbound.state == "processed", inbound.reason
+    sent_mails(ctx)
+    question = next(m for m in OutboundMessage.select() if m.kind == "question" and m.to_addr == CHEN)
+    receipt = next(m for m in OutboundMessage.select() if m.kind == "receipt" and m.to_addr == WANG)
+    files = {p.get_filename(): p.get_payload(decode=True)
+             for p in email_lib.message_from_bytes(bytes(question.raw)).walk()
+             if p.get_content_disposition() == "attachment"}
+    assert files == {"BOM模板V1.0-20261127.pdf": b"%PDF-1.4 template"}  # the initiator gets the file
+    assert receipt.attachments == []  # the sender is not sent their own file back
+    cmd_archive_export(argparse.Namespace(ref=record.ref, out=str(tmp_path / "out")), ctx)
+    exported = [p.name for p in (tmp_path / "out" / record.ref / "attachments").iterdir()]
+    assert any(name.endswith("BOM模板V1.0-20261127.pdf") for name in exported)

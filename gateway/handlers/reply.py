@@ -21,14 +21,14 @@ from gateway.authentication import sender_verdict
 from gateway.bootstrap import Context
 from gateway.handlers import Outcome
 from gateway.handlers.actions import ACTIONS, KEY_ROLES, Act
-from gateway.outbox import queue_mails
+from gateway.outbox import files_to_send, queue_mails
 from gateway.refusals import SAME_TEXT_DAILY, Refusal, may_acknowledge, repeated_today
 from gateway.tokens import parse_token
 from parsers.keywords import match_keyword
 from parsers.mime import ParsedMessage
 from parsers.quotes import new_text
 from store.models import InboundMessage, OutboundMessage, Participant, Record
-from store.repositories import claim_sent_key, our_mail
+from store.repositories import claim_sent_key, files_of, our_mail, save_attachments
 
 RECORD_TAG = re.compile(r"\[([A-Z]{2,5}-\d{4}-\d{4,})\]")
 ROLE_PRECEDENCE = ("initiator", "recipient", "lead", "head", "external")
@@ -91,12 +91,25 @@ def handle_reply(ctx: Context, row: InboundMessage, msg: ParsedMessage, token: s
     try:
         with ctx.db.atomic():  # an action refused half-way leaves nothing behind
             ACTIONS[action](act)
+            _relay_files(ctx, act, row, msg)
     except Refusal as refusal:
         raise refusal.about(match.record, participant) from None
     if may_acknowledge(ctx, msg.from_addr, match.record.id):
         act.receipt(ctx.keyword_label(action, act.sender_lang))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"{action} by {msg.from_addr} on {match.record.ref}", match.record.id, act.events)
+
+
+def _relay_files(ctx: Context, act: Act, row: InboundMessage, msg: ParsedMessage) -> None:
+    """A reply's files are kept with the record (and its export) and go with the mails the
+    reply causes to other people; the sender's receipt does not send them back."""
+    if not msg.attachments:
+        return
+    save_attachments(ctx.settings.data_path, row.id, act.record.id,
+                     ((a.filename, a.content_type, a.payload_chunks()) for a in msg.attachments))
+    attached, _ = files_to_send(ctx, files_of(row.id))
+    act.drafts = [dataclass_replace(d, attachments=d.attachments + attached) if d.kind != "receipt" else d
+                  for d in act.drafts]
 
 
 DIGEST_ITEM = re.compile(r"\s*(\d{1,3})\s*[.、:：)）]?\s*")

@@ -12,7 +12,7 @@ from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
-from gateway.outbox import Draft, new_message_id, queue_mails
+from gateway.outbox import Draft, files_to_send, new_message_id, queue_mails
 from gateway.refusals import INVALID_REQUEST, Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
@@ -154,10 +154,7 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
     s, lang = ctx.settings, sub.lang
     # The request's files go with it to the people who work on it — or, when too big for
     # mail, are named, and kept with the record.
-    carried = sum(f.size for f in files) <= s.delivery.attachments_mb * 1024 * 1024
-    attached = tuple({"filename": f.filename, "content_type": f.content_type, "sha256": f.sha256}
-                     for f in files) if carried else ()
-    withheld = [] if carried else [f.filename for f in files]
+    attached, withheld = files_to_send(ctx, files)
     fmt = "%Y-%m-%d %H:%M"
     summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
                    priority=record.priority, urgent=record.priority == URGENT)

@@ -117,7 +117,9 @@ def queue_mails(ctx: Context, drafts: list[Draft]) -> list[str]:
             headers["Thread-Index"] = thread_index(thread.opened_at, thread.roots[-1], now)
             # …and one subject for all of them (mail_templates/record.subject.j2): what a mail
             # is about goes in its first line, not in a subject that changes with every mail.
-            context = {**context, "thread": {"ref": thread.ref, "subject": thread.topic, "urgent": thread.urgent}}
+            context = {**context, "thread": {"ref": thread.ref, "subject": thread.topic, "urgent": thread.urgent,
+                                             "form": thread.form, "priority": thread.priority,
+                                             "status": thread.status}}
         rows.append({"created_at": now, "record_id": d.record_id, "inbound_id": d.inbound_id, "kind": d.kind,
                      "lang": d.lang, "to_addr": d.to_addr, "to_name": d.to_name, "cc": list(d.cc),
                      "subject": ctx.renderer.subject(d.lang, d.template, **context), "template": d.template,
@@ -192,6 +194,9 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     if "keywords_for" in context:
         role = context.pop("keywords_for")
         context["keywords"] = keyword_help(ctx.keywords, role, mail.lang) if role else ()
+    if "thread" in context:  # the band of a record's mail names its form in the mail's language
+        form = ctx.forms.get(context["thread"].get("form", ""))
+        context["thread"] = {**context["thread"], "form_name": form.name_for(mail.lang) if form else ""}
     reply_to = (mail.headers or {}).get("Reply-To", "")
     offered = mail.kind in ctx.offers and mail.kind != "also"
     context["buttons"] = _buttons(ctx, mail, reply_to) if reply_to and offered else ()

@@ -111,6 +111,9 @@ class Thread:
     ref: str
     urgent: bool
     opened_at: datetime  # when the record was created: the conversation's start (Thread-Index)
+    form: str
+    status: str
+    priority: str
 
 
 def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]:
@@ -118,14 +121,15 @@ def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]
     ids = {i for i in record_ids if i is not None}
     if not ids:
         return {}
-    rows = cast(Iterable[tuple[int, str, str, str, str, str, datetime | str]],
+    rows = cast(Iterable[tuple[int, str, str, str, str, str, datetime | str, str, str]],
                 Record.select(Record.id, Record.thread_id, Record.subject, InboundMessage.message_id, Record.ref,
-                              Record.priority, Record.created_at)
+                              Record.priority, Record.created_at, Record.form, Record.status)
                 .join(InboundMessage, on=(Record.source_inbound == InboundMessage.id)).where(Record.id.in_(ids))
                 .tuples())  # peewee's stubs type rows as models
     return {rid: Thread(tuple(i for i in (request_id, thread_id) if i), subject, ref, priority == URGENT,
-                        cast(datetime, UTCDateTimeField().python_value(created)))  # .tuples() skips conversion
-            for rid, thread_id, subject, request_id, ref, priority, created in rows}
+                        cast(datetime, UTCDateTimeField().python_value(created)),  # .tuples() skips conversion
+                        form, status, priority)
+            for rid, thread_id, subject, request_id, ref, priority, created, form, status in rows}
 
 
 def our_mail(message_ids: Iterable[str], record_id: int | None = None) -> OutboundMessage | None:

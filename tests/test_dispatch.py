@@ -251,7 +251,10 @@ def test_a_request_offers_its_answers_as_buttons_that_prefill_a_reply_to_the_rea
     send(make_mail(PROJECT_BODY))
     request = OutboundMessage.get((OutboundMessage.kind == "request") &
                                   (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
-    links = re.findall(r'href="(mailto:[^"]+)"', mail_body(ctx, request)[1])
+    html = mail_body(ctx, request)[1]
+    # The band: which record, what kind, how urgent, in which state.
+    assert "PRJ-2026-0001 · 跨部门项目协作需求沟通单 · 优先级 高（紧急） · 进行中" in html
+    links = re.findall(r'href="(mailto:[^"]+)"', html)
     assert len(links) == 3
     parts = [urlsplit(link.replace("&amp;", "&")) for link in links]
     assert {unquote(p.path) for p in parts} == {request.headers["Reply-To"]}  # his personal address

@@ -12,7 +12,8 @@ ROWS = [("沟通主题", "硬件<方案>评审"), ("参与部门及职责", "研
 RECIPIENTS = [dict(name="王强", email="wang@example.cn", responsibility="硬件", deadline="2026-11-27 12:00")]
 KEYWORDS = [("同意 / AGREE", "同意需求")]
 
-THREAD = dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", urgent=True)  # every mail of a record: its subject
+THREAD = dict(ref="PRJ-2026-0001", subject="硬件<方案>评审", urgent=True, form="project", priority="高", status="open",
+              form_name="跨部门项目协作需求沟通单")  # every mail of a record: its subject
 SAMPLES = {
     "initiator/ack": dict(thread=THREAD, record=RECORD, rows=ROWS, recipients=RECIPIENTS, warnings=["附件名称不规范"],
                           initiator_name="陈静", keywords=KEYWORDS),

@@ -40,7 +40,7 @@ from store.models import (
     SentKey,
     UTCDateTimeField,
 )
-from store.repositories import add_events, claim_sent_key, reminded_since
+from store.repositories import add_events, claim_sent_key, reminded_since, signers_of
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,15 @@ def _line(ctx: Context, record: Record, label: str, value: str) -> str:
     return _say(ctx, record, f"label.{label}") + _say(ctx, record, "colon") + value
 
 
+def _signature_lines(ctx: Context, record: Record) -> list[str]:
+    """Who has signed the result (with when) and who has not yet."""
+    people = signers_of(record.id, ("recipient", "external"))
+    signed = [f"{p.name} {_local(ctx, p.signed_at)}" for p in people if p.signed_at]
+    waiting = [p.name for p in people if not p.signed_at]
+    lines = [_line(ctx, record, "signed", ctx.renderer.joined(record.lang, signed))] if signed else []
+    return lines + ([_line(ctx, record, "unsigned", ctx.renderer.joined(record.lang, waiting))] if waiting else [])
+
+
 def _local(ctx: Context, when: datetime) -> str:
     return when.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M")
 
@@ -172,7 +181,7 @@ def _participants(ctx: Context) -> tuple[int, int]:
         # The task again: the person's part, the result to sign, and the request itself.
         task = [_line(ctx, record, "duty", p.responsibility)] if p.responsibility else []
         if signoff and record.result:
-            task.append(_line(ctx, record, "result", record.result))
+            task += [_line(ctx, record, "result", record.result), *_signature_lines(ctx, record)]
         if stage.name == "reminder":
             headline = _say(ctx, record, "reminder.signoff" if signoff else "reminder.answer", due=due)
             drafts = [_mail(ctx, record, p, headline, task, "reminder", "recipient", with_request=True,

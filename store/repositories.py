@@ -335,6 +335,13 @@ def save_attachments(data_dir: Path, inbound_id: int, record_id: int | None,
     return names
 
 
+def signers_of(record_id: int, roles: Iterable[str]) -> list[Participant]:
+    """Everyone of `roles` who signs the record (not those who handed their part on), in the
+    order they joined."""
+    return list(Participant.select().where((Participant.record == record_id) & Participant.role.in_(tuple(roles)) &
+                                           (Participant.response != "delegated")).order_by(Participant.id))
+
+
 def signatures_of(record_id: int, roles: Iterable[str]) -> list[Participant]:
     """The people of `roles` who signed the record, in the order they signed."""
     return list(Participant.select().where((Participant.record == record_id) & Participant.role.in_(tuple(roles)) &

@@ -177,6 +177,8 @@ def test_result_sign_off_closure_gate_and_archive(ctx, send, record):
     assert reply(send, CHEN, "结果：采用方案B，BOM成本控制在320元以内").state == "processed"
     assert Record.get().status == "confirming" and Record.get().result.startswith("采用方案B")
     assert len(mails_to(WANG, "signoff")) == 1 and len(mails_to(ZHAO, "signoff")) == 1
+    to_sign = text_of(ctx, mails_to(WANG, "signoff")[0])  # the result, by when, and who signs
+    assert "采用方案B，BOM成本控制在320元以内" in to_sign and "请在 2026-" in to_sign and "待签字：王强、赵磊" in to_sign
     signed = reply(send, WANG, "确认")
     assert signed.state == "processed"
     assert "还待签字：赵磊" in text_of(ctx, mails_to(WANG, "receipt")[-1])

@@ -87,6 +87,8 @@ def test_sign_off_reminders_stop_with_the_signature(ctx, send, clock):
     at(ctx, clock, 25 * HOUR)
     signoffs = [m for m in mails("reminder") if "签字" in text_of(ctx, m)]
     assert [m.to_addr for m in signoffs] == [ZHAO]
+    text = text_of(ctx, signoffs[0])  # the result again, who has signed and who not yet
+    assert "结果：采用方案B" in text and "签字：王强 2026-11-27 10:00" in text and "待签字：赵磊" in text
 
 
 def test_retrospective_reminder_after_the_archive(ctx, send, clock):

@@ -569,9 +569,10 @@ def result(act: Act) -> None:
     act.save(result=act.text, status="confirming")
     act.event("result", text=act.text)
     signers = [p for p in act.participants(*KEY_ROLES) if p.response != DELEGATED]
+    everyone = act.line("unsigned", act.names([p.name for p in signers]))  # who signs; nobody has yet
     for person in signers:
         act.update(person, act.say("update.result"), act.text,
-                   (act.say("ask.sign", due=act.local(sign_by)),),
+                   (act.say("ask.sign", due=act.local(sign_by)), everyone),
                    keywords_for="recipient", kind="signoff")
     act.note("sent_for_signoff", count=len(signers))
 

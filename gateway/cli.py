@@ -317,8 +317,13 @@ def cmd_archive_export(args: argparse.Namespace, ctx: Context) -> int:
     if record is None:
         print(f"no record {args.ref}", file=sys.stderr)
         return EX_USAGE
+    from gateway.report import record_report
+
+    report = record_report(ctx, record.ref)
+    assert report is not None
     folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz,
-                           lambda data: ctx.renderer.page(record.lang, "export/timeline.html.j2", record=data))
+                           lambda data: ctx.renderer.page(record.lang, "export/timeline.html.j2", record=data,
+                                                          trace=report["trace"]))
     print(folder)
     return EX_OK
 

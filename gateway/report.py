@@ -7,7 +7,18 @@ from typing import Any
 from gateway.bootstrap import Context
 from gateway.scheduler import reminders_of
 from gateway.trace import sentences
-from store.models import Event, InboundMessage, Milestone, OutboundMessage, Participant, Record
+from store.models import (
+    ActionItem,
+    Dispute,
+    Event,
+    InboundMessage,
+    Meeting,
+    Milestone,
+    OutboundMessage,
+    Participant,
+    ProgressRow,
+    Record,
+)
 
 
 def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | None:
@@ -45,6 +56,21 @@ def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | No
         "fields": [{"key": k, "label": labels.get(k, k), "value": v} for k, v in record.fields.items()],
         "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email, "done_at": local(m.done_at)}
                        for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
+        "meetings": [{"starts": local(m.starts_at), "ends": local(m.ends_at), "organiser": m.organiser_email,
+                      "link": m.link, "agenda": m.agenda, "minutes": m.minutes, "minutes_at": local(m.minutes_at)}
+                     for m in Meeting.select().where(Meeting.record == record.id).order_by(Meeting.starts_at)],
+        "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at), "done_at": local(a.done_at)}
+                         for a in ActionItem.select().where(ActionItem.record == record.id).order_by(ActionItem.id)],
+        "progress": [{"at": local(r.at), "author": r.author_email, "stage": r.stage, "progress": r.progress,
+                      "next_step": r.next_step, "risks": r.risks, "client_visible": r.client_visible}
+                     for r in ProgressRow.select().where(ProgressRow.record == record.id).order_by(ProgressRow.id)],
+        "disputes": [{"opened_at": local(d.opened_at), "by": d.opened_by, "text": d.text, "ruled_by": d.ruled_by,
+                      "ruling": d.ruling, "ruled_at": local(d.ruled_at)}
+                     for d in Dispute.select().where(Dispute.record == record.id).order_by(Dispute.id)],
+        # Signatures with their evidence: when, and what the sender check said.
+        "signatures": [{"signer": e.data.get("signer", e.actor), "at": local(e.at), "via": e.data.get("via", ""),
+                        "authentication": e.data.get("authentication", {})}
+                       for e in events if e.kind == "signed"],
         "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events],
         # The same events as people read them, in the record's language; deliveries folded.
         "trace": [{"at": at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"), "text": text}
@@ -86,6 +112,26 @@ def render_report(r: dict[str, Any]) -> str:
     if r["milestones"]:
         lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})"
                                         + (f" — done {m['done_at']}" if m["done_at"] else "") for m in r["milestones"]]
+    if r["meetings"]:
+        lines += ["", "Meetings:"] + [f"  {m['starts']} – {m['ends'][-11:]}  {m['link']}  {m['agenda']}"
+                                      + (f" — minutes {m['minutes_at']}" if m["minutes_at"] else "")
+                                      for m in r["meetings"]]
+    if r["action_items"]:
+        lines += ["", "Action items:"] + [f"  {a['due']}  {a['text']} ({a['owner']})"
+                                          + (f" — done {a['done_at']}" if a["done_at"] else "")
+                                          for a in r["action_items"]]
+    if r["progress"]:
+        lines += ["", "Progress:"] + [f"  {p['at']}  {p['stage']}: {p['progress']}" + (
+            f" — next: {p['next_step']}" if p["next_step"] else "") + (" [client]" if p["client_visible"] else "")
+            for p in r["progress"]]
+    if r["disputes"]:
+        lines += ["", "Disputes:"] + [f"  {d['opened_at']}  {d['by']}: {d['text']}" + (
+            f"\n      ruled {d['ruled_at']} by {d['ruled_by']}: {d['ruling']}" if d["ruled_at"] else " — open")
+            for d in r["disputes"]]
+    if r["signatures"]:
+        lines += ["", "Signatures:"] + [
+            f"  {x['at']}  {x['signer']} via {x['via']}, sender check {x['authentication'].get('result', '?')} "
+            f"({x['authentication'].get('method', '')})" for x in r["signatures"]]
     lines += ["", "Trace:"] + [f"  {e['at']}  {e['text']}" for e in r["trace"]]
     if r["reminders"]:
         lines += ["", "Reminders and escalations:"] + [

@@ -124,6 +124,8 @@ def test_archive_export_bundle(ctx, send, archived, tmp_path):
     assert "采用方案B" in timeline and "<h2>参与人</h2>" in timeline  # headings in the record's language
     assert "新款智能手表需在Q1量产" in timeline  # the fields of the request
     assert "mail_sent" not in timeline  # deliveries are not events a reader looks for
+    assert "<h2>关键节点</h2>" in timeline and "方案评审" in timeline
+    assert "签字确认" in timeline and "record_created" not in timeline  # the trace in sentences
 
 
 def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):

@@ -316,3 +316,28 @@ def test_files_in_a_reply_go_to_whom_it_is_relayed_and_into_the_export(ctx, send
     cmd_archive_export(argparse.Namespace(ref=record.ref, out=str(tmp_path / "out")), ctx)
     exported = [p.name for p in (tmp_path / "out" / record.ref / "attachments").iterdir()]
     assert any(name.endswith("BOM模板V1.0-20261127.pdf") for name in exported)
+
+
+def test_show_has_meetings_action_items_progress_disputes_and_signatures(ctx, send, record, capsys):
+    import argparse
+
+    from gateway.cli import cmd_show
+
+    reply(send, CHEN, "会议：\n时间：2026-12-03 14:00\n时长：60分钟\n链接：https://meeting.example.cn/j/1\n议程：方案评审")
+    reply(send, CHEN, "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")
+    reply(send, WANG, "进度：\n阶段：样机测试\n进展：已完成跌落测试\n下一步：出报告")
+    reply(send, ZHAO, "争议：上市时间意见不一致")
+    reply(send, CHEN, "裁定：按研发意见")
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, WANG, "确认")
+    cmd_show(argparse.Namespace(ref=record.ref, json=True), ctx)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["meetings"][0]["link"] == "https://meeting.example.cn/j/1" and shown["meetings"][0]["minutes_at"]
+    assert shown["action_items"] == [{"text": "完成BOM核算", "owner": WANG, "due": "2026-12-05T18:00+08:00",
+                                      "done_at": None}]
+    assert shown["progress"][0]["stage"] == "样机测试" and shown["progress"][0]["next_step"] == "出报告"
+    assert shown["disputes"][0]["ruling"] == "按研发意见"
+    assert shown["signatures"][0]["signer"] == WANG and shown["signatures"][0]["via"] == "token"
+    cmd_show(argparse.Namespace(ref=record.ref, json=False), ctx)
+    text = capsys.readouterr().out
+    assert "Action items:\n  2026-12-05T18:00+08:00  完成BOM核算" in text and "Signatures:\n" in text

@@ -33,6 +33,9 @@ class Department:
     head: str  # e-mail of the head
     name_en: str = ""
 
+    def name_for(self, lang: str) -> str:
+        return self.name_en if lang == "en" and self.name_en else self.name
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -73,6 +76,11 @@ class Directory:
 
     def department(self, name: str) -> Department | None:
         return self._departments.get(_norm(name))
+
+    def department_name(self, name: str, lang: str) -> str:
+        """A department as a mail in `lang` names it (市场部 is Marketing in English)."""
+        department = self.department(name) if name else None
+        return department.name_for(lang) if department else name
 
     def head_of(self, person: Person) -> Person | None:
         dept = self.department(person.department) if person.department else None

@@ -197,7 +197,7 @@ def load_offers(path: str | Path, keywords: tuple[Keyword, ...]) -> dict[str, tu
     """{mail kind: its buttons} from the `[offers]` of the keywords file; "also" holds the
     keywords listed beside the buttons (they fit any stage), with_text meaning nothing."""
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    known = {k.action for k in keywords}
+    known = {k.action for k in keywords} | {"comment"}  # a comment is a reply without a keyword
     offers = {}
     for kind, actions in data.get("offers", {}).items():
         chosen = tuple(Offer(a.rstrip(":"), a.endswith(":")) for a in actions)
@@ -213,3 +213,11 @@ def keyword_help(keywords: tuple[Keyword, ...], role: str, lang: str) -> tuple[t
     """(the words to write, what they do) for the keywords a person in `role` may use.
     (Cached: every dispatched mail lists them, and the keyword table does not change.)"""
     return tuple(k.listed(lang) for k in keywords if k.for_role(role))
+
+
+def load_reply_labels(path: str | Path) -> dict[str, dict[str, tuple[str, ...]]]:
+    """{keyword action: {field: the labels that may stand for it}} from `[labels]` of the
+    keywords file: the `阶段：…` / `Next step: …` lines a 进度, 延期 or 会议 reply may carry."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return {action: {key: tuple(names) for key, names in fields.items()}
+            for action, fields in data.get("labels", {}).items()}

@@ -20,6 +20,7 @@ from config.forms import (
     load_keywords,
     load_offers,
     load_reply_contexts,
+    load_reply_labels,
     load_rules,
 )
 from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure_secret
@@ -46,6 +47,8 @@ class Context:
     reply_contexts: dict[str, ReplyContext]
     # The buttons a mail offers, by its kind (config/keywords.toml [offers]).
     offers: dict[str, tuple[Offer, ...]]
+    # The labelled lines of a 进度, 延期 or 会议 reply (config/keywords.toml [labels]).
+    reply_labels: dict[str, dict[str, tuple[str, ...]]]
     renderer: Renderer
     clock: Clock
     tz: ZoneInfo
@@ -96,6 +99,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     check_keywords(keywords, DEFAULT_KEYWORDS)
     reply_contexts = load_reply_contexts(DEFAULT_KEYWORDS, keywords)
     offers = load_offers(DEFAULT_KEYWORDS, keywords)
+    reply_labels = load_reply_labels(DEFAULT_KEYWORDS)
     db = open_database(settings.database_url)
     ensure_search_schema(db)
     return Context(
@@ -108,6 +112,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         keywords=keywords,
         reply_contexts=reply_contexts,
         offers=offers,
+        reply_labels=reply_labels,
         renderer=Renderer(),
         clock=clock or SystemClock(),
         tz=ZoneInfo(settings.gateway.timezone),

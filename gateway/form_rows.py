@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from config.directory import Directory
 from config.forms import FormDef
 from mail_templates import Renderer
 from store.models import Participant, Record
@@ -30,9 +31,11 @@ def form_rows(renderer: Renderer, form: FormDef, values: dict[str, str], priorit
     return rows
 
 
-def record_rows(renderer: Renderer, forms: dict[str, FormDef], record_id: int, lang: str) -> list[tuple[str, str]]:
+def record_rows(renderer: Renderer, forms: dict[str, FormDef], directory: Directory, record_id: int,
+                lang: str) -> list[tuple[str, str]]:
     record = Record.get_by_id(record_id)
     initiator = Participant.get_or_none((Participant.record == record_id) & (Participant.role == "initiator"))
-    department = f"{initiator.department}/" if initiator is not None and initiator.department else ""
+    department = (f"{directory.department_name(initiator.department, lang)}/"
+                  if initiator is not None and initiator.department else "")
     return form_rows(renderer, forms[record.form], record.fields, record.priority,
                      f"{department}{record.initiator_name} <{record.initiator_email}>", lang)

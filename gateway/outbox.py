@@ -189,7 +189,7 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
     reply keywords for the reader's role (kept in one place instead of in every mail)."""
     context = dict(mail.context)
     if context.pop("form_rows", False) and mail.record_id is not None:
-        context["rows"] = record_rows(ctx.renderer, ctx.forms, mail.record_id, mail.lang)
+        context["rows"] = record_rows(ctx.renderer, ctx.forms, ctx.directory, mail.record_id, mail.lang)
     role = ""
     if "keywords_for" in context:
         role = context.pop("keywords_for")
@@ -198,25 +198,29 @@ def render_context(ctx: Context, mail: OutboundMessage) -> dict:
         form = ctx.forms.get(context["thread"].get("form", ""))
         context["thread"] = {**context["thread"], "form_name": form.name_for(mail.lang) if form else ""}
     reply_to = (mail.headers or {}).get("Reply-To", "")
-    offered = mail.kind in ctx.offers and mail.kind != "also"
-    context["buttons"] = _buttons(ctx, mail, reply_to) if reply_to and offered else ()
+    offer = context.pop("offer", "") or mail.kind  # a reminder offers what it reminds of
+    offered = offer in ctx.offers and offer != "also"
+    context["buttons"] = _buttons(ctx, mail, offer, reply_to) if reply_to and offered else ()
     if offered and context.get("keywords"):
         # Only the words that fit this mail: its buttons' keywords and those of any stage.
-        fitting = {o.action for o in (*ctx.offers[mail.kind], *ctx.offers.get("also", ()))}
+        fitting = {o.action for o in (*ctx.offers[offer], *ctx.offers.get("also", ()))}
         context["keywords"] = tuple(k.listed(mail.lang) for k in ctx.keywords
                                     if k.action in fitting and k.for_role(role))
     return context
 
 
-def _buttons(ctx: Context, mail: OutboundMessage, reply_to: str) -> list[tuple[str, str]]:
+def _buttons(ctx: Context, mail: OutboundMessage, offer_kind: str, reply_to: str) -> list[tuple[str, str]]:
     """(label, mailto: link) for what the mail offers its reader: a reply to their own
     address, with the subject and the keyword already written (同意需求, 需补充信息：…)."""
     lang = ctx.renderer.language(mail.lang)
     subject = quote(f"Re: {mail.subject}")
     buttons = []
-    for offer in ctx.offers[mail.kind]:
+    for offer in ctx.offers[offer_kind]:
         word = ctx.keyword_label(offer.action, lang)
-        first_line = word + (ctx.renderer.phrase(lang, "colon") if offer.with_text else "")
+        if offer.action == "comment":  # a plain reply: no keyword to write
+            first_line = ""
+        else:
+            first_line = word + (ctx.renderer.phrase(lang, "colon") if offer.with_text else "")
         buttons.append((word, f"mailto:{reply_to}?subject={subject}&body={quote(first_line + chr(10))}"))
     return buttons
 

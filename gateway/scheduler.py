@@ -102,13 +102,16 @@ def _send(ctx: Context, key: str, drafts: list[Draft], event: dict) -> int:
 
 
 def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: list[str], kind: str,
-          keywords_for: str = "", with_request: bool = False, about: str = "") -> Draft:
-    """A reminder or an escalation; `with_request` shows the request itself (the form), for
-    whom it may be the first mail about the record. `about` names the item ("answer",
-    "milestone:方案评审" …), so that the day's digest does not repeat it."""
+          keywords_for: str = "", with_request: bool = False, about: str = "", ask: str = "",
+          offer: str = "") -> Draft:
+    """A reminder or an escalation; `ask` says what it asks of the reader and `offer` names
+    the buttons ([offers] of config/keywords.toml; an escalation's are its kind's).
+    `with_request` shows the request itself (the form), for whom it may be the first mail
+    about the record. `about` names the item ("answer", "milestone:方案评审" …), so that the
+    day's digest does not repeat it."""
     s = ctx.settings
     context: dict[str, object] = dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline,
-                                      lines=lines, keywords_for=keywords_for, about=about)
+                                      lines=lines, keywords_for=keywords_for, about=about, ask=ask, offer=offer)
     if with_request:
         context["form_rows"] = True
     return Draft(kind=kind, template="participant/reminder", lang=record.lang, to_addr=to.email, to_name=to.name,
@@ -185,15 +188,16 @@ def _participants(ctx: Context) -> tuple[int, int]:
         if stage.name == "reminder":
             headline = _say(ctx, record, "reminder.signoff" if signoff else "reminder.answer", due=due)
             drafts = [_mail(ctx, record, p, headline, task, "reminder", "recipient", with_request=True,
-                            about="answer")]
+                            about="answer", ask=_say(ctx, record, "ask.sign" if signoff else "ask.answer", due=due),
+                            offer="signoff" if signoff else "request")]
         else:
             headline = _say(ctx, record, "reminder.signoff_escalation" if signoff else "reminder.answer_escalation",
                             name=p.name)
             lines = [_line(ctx, record, "late_person", f"{p.name} <{p.email}>"), *task,
                      _line(ctx, record, "overdue_since", due),
-                     _say(ctx, record, "reminder.escalation_overdue", hours=f"{r.escalate_after_hours:g}"),
-                     _say(ctx, record, "reminder.head_can")]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about="answer")
+                     _say(ctx, record, "reminder.escalation_overdue", hours=f"{r.escalate_after_hours:g}")]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about="answer",
+                            ask=_say(ctx, record, "reminder.head_can"))
                       for t in _escalation_targets(ctx, record, p.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name, actor=ctx.settings.from_address,
                                                data={"chain": what, "to": p.email, "key": key, "due": due}))
@@ -217,18 +221,19 @@ def _deadline_chain(ctx: Context, model, kind: str, hint: str = "reminder.delay_
         key = f"{kind}:{item.id}:{item.due_at:%Y%m%d%H%M}:{stage.name}"
         headline = _say(ctx, record, f"reminder.{stage.name}", label=_say(ctx, record, f"chain.{kind}"), name=name)
         lines = [_line(ctx, record, "item", name), _line(ctx, record, "due", due)]
+        offer = "ruling" if kind == "dispute" else "item"
         if stage.name == "before":
-            drafts = [_mail(ctx, record, owner, headline, [*lines, _say(ctx, record, hint)], "reminder",
-                            about=f"{kind}:{name}")]
+            drafts = [_mail(ctx, record, owner, headline, lines, "reminder", about=f"{kind}:{name}",
+                            ask=_say(ctx, record, hint), offer=offer)]
         elif stage.name == "overdue":
             initiator = _participant_row(record, record.initiator_email, record.initiator_name)
             targets = [owner] + ([initiator] if initiator.email != owner.email else [])
-            drafts = [_mail(ctx, record, t, headline, [*lines, _say(ctx, record, hint)], "reminder",
-                            about=f"{kind}:{name}") for t in targets]
+            drafts = [_mail(ctx, record, t, headline, lines, "reminder", about=f"{kind}:{name}",
+                            ask=_say(ctx, record, hint), offer=offer) for t in targets]
         else:
-            lines = [_line(ctx, record, "person", f"{owner.name} <{owner.email}>"), *lines,
-                     _say(ctx, record, "reminder.head_can")]
-            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about=f"{kind}:{name}")
+            lines = [_line(ctx, record, "person", f"{owner.name} <{owner.email}>"), *lines]
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", with_request=True, about=f"{kind}:{name}",
+                            ask=_say(ctx, record, "reminder.head_can"))
                       for t in _escalation_targets(ctx, record, owner.email)]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind=stage.name if stage.name == "escalation"
                                                else "reminder", actor=ctx.settings.from_address,
@@ -264,9 +269,14 @@ def _minutes(ctx: Context) -> tuple[int, int]:
         key = f"minutes:{meeting.id}:{'escalation' if escalate else 'reminder'}"
         headline = _say(ctx, record, "reminder.minutes_escalation" if escalate else "reminder.minutes")
         lines = [_line(ctx, record, "meeting", _local(ctx, meeting.starts_at)),
-                 _line(ctx, record, "due", _local(ctx, due)), _say(ctx, record, "reminder.minutes_hint")]
-        targets = _escalation_targets(ctx, record, organiser.email) if escalate else [organiser]
-        drafts = [_mail(ctx, record, t, headline, lines, "escalation" if escalate else "reminder") for t in targets]
+                 _line(ctx, record, "due", _local(ctx, due))]
+        if escalate:
+            lines.append(_line(ctx, record, "person", f"{organiser.name} <{organiser.email}>"))
+            drafts = [_mail(ctx, record, t, headline, lines, "escalation", ask=_say(ctx, record, "reminder.head_can"))
+                      for t in _escalation_targets(ctx, record, organiser.email)]
+        else:
+            drafts = [_mail(ctx, record, organiser, headline, lines, "reminder",
+                            ask=_say(ctx, record, "reminder.minutes_hint"), offer="minutes")]
         queued += _send(ctx, key, drafts, dict(record_id=record.id, kind="escalation" if escalate else "reminder",
                                                actor=ctx.settings.from_address, data={"chain": "minutes", "key": key}))
         Meeting.update(next_reminder_at=None if escalate else due + timedelta(hours=r.escalate_after_hours)).where(
@@ -280,8 +290,8 @@ def _retros(ctx: Context) -> tuple[int, int]:
     queued = 0
     for record in rows:
         initiator = _participant_row(record, record.initiator_email, record.initiator_name)
-        drafts = [_mail(ctx, record, initiator, _say(ctx, record, "reminder.retro"),
-                        [_say(ctx, record, "reminder.retro_hint")], "reminder")]
+        drafts = [_mail(ctx, record, initiator, _say(ctx, record, "reminder.retro"), [], "reminder",
+                        ask=_say(ctx, record, "reminder.retro_hint"), offer="retro")]
         queued += _send(ctx, f"retro:{record.id}", drafts, dict(record_id=record.id, kind="reminder",
                                                                 actor=ctx.settings.from_address,
                                                                 data={"chain": "retro"}))

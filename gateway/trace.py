@@ -36,7 +36,10 @@ def sentences(ctx: Context, lang: str, events: Iterable[Event], names: dict[str,
         for when in ("starts", "new"):
             if isinstance(data.get(when), str):
                 values[when] = _local(ctx, data[when])
-        values["auth"] = str((data.get("authentication") or {}).get("result", "")) if event.kind == "signed" else ""
+        if event.kind == "signed":
+            verdict = str((data.get("authentication") or {}).get("result", "none"))
+            known = verdict in ("pass", "fail", "none", "accepted")
+            values["auth"] = ctx.renderer.phrase(lang, f"auth.{verdict}") if known else verdict
         sentence = template.format_map(values) if template else event.kind
         out.append((event.at, " ".join(sentence.split()) if len(sentence) < 400 else sentence[:400] + "…"))
     return out

@@ -8,6 +8,7 @@ import re
 
 from conftest import DOMAIN, ENGLISH_BODY, PROJECT_BODY, body_html, body_text, header, make_mail, sent_mails
 
+from gateway.checks import CJK
 from gateway.outbox import mail_body
 from gateway.tokens import parse_token
 from store.models import Event, Milestone, OutboundMessage, Participant, Record
@@ -46,7 +47,7 @@ def test_valid_request_is_recorded_and_dispatched(ctx, send):
     assert "=?utf-8?" in request["Subject"]  # RFC 2047 on the wire
     text = body_text(request)
     assert "您的职责：完成硬件方案评估" in text
-    assert "请在 2026-11-27 12:00 前回复" in text  # 高: 2 hours from 10:00
+    assert "» 请在 2026-11-27 12:00 前答复" in text  # 高: 2 hours from 10:00
     assert "同意需求 / 同意 / AGREE / APPROVE" in text and "需补充信息" in text
     assert "<th" in body_html(request) and "背景与目标" in body_html(request)
     assert request.get_content_type() == "multipart/alternative"
@@ -109,7 +110,8 @@ def test_english_request_is_answered_in_english(ctx, send):
     assert "Your part: demo units for the event" in text
     # The form as submitted, labelled in English.
     assert "Book a venue and agree the budget for the Singapore launch" in text
-    assert "medium" in text and "emily.carter@liuhen.localhost>" in text
+    assert "medium" in text and "Marketing/Emily Carter <emily.carter@liuhen.localhost>" in text
+    assert not CJK.search(text.replace("王强", "")), "an English mail names her department (市场部) in English"
 
 
 def test_generic_address_picks_the_form_from_the_subject_tag(ctx, send):
@@ -318,3 +320,17 @@ def test_files_too_large_for_mail_are_named_instead(ctx):
                                   (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
     assert request.attachments == []
     assert "附件较大，未随本邮件发送：硬件方案V1.0-20261127.pdf" in mail_body(ctx, request)[0]
+
+
+def test_a_notice_asks_its_readers_to_confirm_it_not_to_agree_to_it(ctx, send):
+    from urllib.parse import parse_qs, urlsplit
+
+    body = "通知内容：自2027年1月1日起研发部试行弹性考勤\n需确认人员：王强、张喆\n"
+    send(make_mail(body, subject="关于推行弹性考勤制度的通知", to=f"notice@{DOMAIN}"), rcpt=f"notice@{DOMAIN}")
+    notice = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                 (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
+    text, html = mail_body(ctx, notice)
+    bodies = [parse_qs(urlsplit(link.replace("&amp;", "&")).query)["body"][0]
+              for link in re.findall(r'href="(mailto:[^"]+)"', html)]
+    assert bodies == ["确认\n", "需补充信息：\n"]
+    assert "回复「确认」，表示已知悉本通知" in text and "同意需求" not in text

@@ -101,13 +101,18 @@ def test_a_sign_off_failing_dmarc_is_held_for_the_initiator_who_may_accept_it(ct
     assert participant(WANG).signed_at is None
     assert Event.get(Event.kind == "signoff_held").data["authentication"]["result"] == "fail"
     assert "已请发起人认可" in text_of(ctx, mails_to(WANG, "receipt")[-1])
-    ask = mails_to(CHEN, "update")[-1]
-    assert "待您认可" in text_of(ctx, ask) and "认可签字：王强" in text_of(ctx, ask)
+    ask = mails_to(CHEN, "held")[-1]
+    assert "待您认可" in text_of(ctx, ask) and "» 王强 的签字邮件未通过发件人验证" in text_of(ctx, ask)
+    assert "认可签字：王强" in text_of(ctx, ask) and "验证结果：未通过 (trusted-mta)" in text_of(ctx, ask)
     assert reply(send, CHEN, "认可签字：王强").state == "processed"
     wang = participant(WANG)
     assert wang.signed_at is not None
     signed = Event.get(Event.kind == "signed")
     assert signed.data["authentication"] == {"result": "accepted", "method": "initiator", "evidence": CHEN}
+    from gateway.report import record_report
+
+    trace = [e["text"] for e in record_report(ctx, "PRJ-2026-0001", "zh")["trace"]]
+    assert any("王强 签字确认（发件人验证：未通过，经发起人认可）" in line for line in trace)
 
 
 def test_a_later_dmarc_pass_token_does_not_override_the_trusted_fail(ctx, send, record):

@@ -268,3 +268,55 @@ def test_one_mail_per_person_per_moment_a_reminded_item_is_not_repeated_in_the_d
     at(ctx, clock, 47 * HOUR)  # 09:00 the next day: no reminder due yet, so the digest has it
     [digest] = mails("digest", WANG)
     assert "PRJ-2026-0001" in text_of(ctx, digest)
+
+
+def _buttons(ctx, mail: OutboundMessage) -> list[str]:
+    """The first lines the mail's buttons write into a reply (同意需求, 完成：…)."""
+    import re
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from gateway.outbox import mail_body
+
+    links = re.findall(r'href="(mailto:[^"]+)"', mail_body(ctx, mail)[1])
+    parts = [urlsplit(link.replace("&amp;", "&")) for link in links]
+    assert {unquote(p.path) for p in parts} <= {mail.headers["Reply-To"]}  # the reader's own address
+    return [parse_qs(p.query, keep_blank_values=True)["body"][0].strip() for p in parts]
+
+
+def test_every_reminder_offers_as_buttons_what_it_reminds_of(ctx, send, clock):
+    from datetime import datetime
+
+    send(make_mail(MEDIUM))
+    at(ctx, clock, 24 * HOUR + timedelta(minutes=1))
+    reminder = mails("reminder", WANG)[0]
+    assert _buttons(ctx, reminder) == ["同意需求", "需补充信息：", "建议调整节点："]
+    assert "» 请在 2026-11-28 10:00 前答复：同意需求 / 需补充信息 / 建议调整节点" in text_of(ctx, reminder)
+    at(ctx, clock, 72 * HOUR + timedelta(minutes=1))
+    to_head = mails("escalation", "zhou.ming@liuhen.localhost")[0]
+    assert _buttons(ctx, to_head) == [""]  # a plain reply, passed on to the initiator as a comment
+    assert "» 您可以：回复本邮件催办或留言" in text_of(ctx, to_head)
+    reply(send, WANG, "同意")
+    reply(send, ZHAO, "同意")
+    due = datetime(2026, 12, 10, 14, 0, tzinfo=ctx.tz)  # 方案评审, owned by 陈静
+    at(ctx, clock, due - NOW - 23 * HOUR)
+    [before] = [m for m in mails("reminder", CHEN) if "即将到期" in text_of(ctx, m)]
+    assert _buttons(ctx, before) == ["完成：", "进度：", "延期："]
+    reply(send, CHEN, "结果：采用方案B")
+    at(ctx, clock, due - NOW + 2 * HOUR)
+    signoff = [m for m in mails("reminder", WANG) if "签字" in text_of(ctx, m)][-1]
+    assert _buttons(ctx, signoff) == ["确认", "驳回："]
+
+
+def test_a_mail_that_asks_nothing_says_so(ctx, send, clock):
+    send(make_mail(MEDIUM))
+    reply(send, WANG, "进度：样机已到，周五前测完")
+    [told] = [m for m in mails("update", CHEN) if "同步进度" in text_of(ctx, m)]
+    from gateway.outbox import mail_body
+
+    text, html = mail_body(ctx, told)
+    assert "» 仅供知悉，无需回复。" in text and "仅供知悉，无需回复。" in html
+    assert _buttons(ctx, told) == []
+    reply(send, ZHAO, "需补充信息：请提供BOM成本明细")
+    [question] = mails("question", CHEN)
+    assert "» 请直接回复本邮件回答 赵磊 的问题" in text_of(ctx, question)
+    assert _buttons(ctx, question) == ["补充信息："]

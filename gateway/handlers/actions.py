@@ -95,9 +95,10 @@ class Act:
 
     def update(self, to: Participant, headline: str, text: str = "", lines: tuple[str, ...] = (),
                keywords_for: str = "", kind: str = "update", attachments: tuple[dict, ...] = (),
-               about: Participant | None = None, by: Participant | None = None) -> None:
+               about: Participant | None = None, by: Participant | None = None, ask: str = "") -> None:
         """Queue the generic record update mail to one participant, with their reply address;
-        `by` wrote the text (the sender, unless said otherwise)."""
+        `by` wrote the text (the sender, unless said otherwise). `ask` is what the mail asks
+        of its reader, by when; without it the mail says it is for their information."""
         s = self.ctx.settings
         by = by or self.participant
         self.drafts.append(Draft(
@@ -107,7 +108,7 @@ class Act:
             attachments=attachments,
             context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
                          author=f"{by.name} <{by.email}>", text=text,
-                         lines=list(lines), at=self.local(self.now),
+                         lines=list(lines), at=self.local(self.now), ask=ask,
                          keywords_for=keywords_for, about_participant=about.id if about else None)))
 
     def receipt(self, label: str) -> None:
@@ -201,10 +202,11 @@ class Act:
             raise Refusal("need_text", keywords=(action,), example=action)
 
 
-def _tell_initiator(act: Act, headline: str, kind: str = "update") -> None:
+def _tell_initiator(act: Act, headline: str, kind: str = "update", ask: str = "") -> None:
     if act.participant.role != "initiator":
         for initiator in act.participants("initiator"):
-            act.update(initiator, headline, act.text, keywords_for="initiator", kind=kind, about=act.participant)
+            act.update(initiator, headline, act.text, keywords_for="initiator", kind=kind, about=act.participant,
+                       ask=ask)
 
 
 def comment(act: Act) -> None:
@@ -229,7 +231,7 @@ def need_info(act: Act) -> None:
     act.require_text("need_info")
     _respond(act, "need_info")
     _tell_initiator(act, act.say("update.need_info", name=act.participant.name),
-                    kind="question")
+                    kind="question", ask=act.say("ask.question", name=act.participant.name))
 
 
 def _answer_due(act: Act) -> datetime:
@@ -262,8 +264,7 @@ def answer_info(act: Act) -> None:
     due = _ask_again(act, asker)
     act.event("info_answered", to=asker.email, text=act.text)
     act.update(asker, act.say("update.answer_info", name=act.participant.name),
-               act.text, (act.say("ask.answer", due=act.local(due)),),
-               keywords_for="recipient", kind="request")
+               act.text, keywords_for="recipient", kind="request", ask=act.say("ask.answer", due=act.local(due)))
     act.note("passed_on", name=asker.name, due=act.local(due))
 
 
@@ -280,8 +281,7 @@ def propose(act: Act) -> None:
     act.event("milestone_proposal", changes=changes, text=act.text)
     for initiator in act.participants("initiator"):
         act.update(initiator, act.say("update.propose", name=act.participant.name),
-                   act.text, (act.say("ask.proposal"),),
-                   keywords_for="initiator", about=act.participant)
+                   act.text, keywords_for="initiator", about=act.participant, ask=act.say("ask.proposal"))
 
 
 def _proposal(act: Act) -> tuple[Event, Participant]:
@@ -327,8 +327,8 @@ def decline_change(act: Act) -> None:
     due = _ask_again(act, proposer)
     act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
     act.update(proposer, act.say("update.decline_change", name=act.participant.name),
-               act.text, (act.say("ask.answer_again", due=act.local(due)),),
-               keywords_for="recipient", kind="request")
+               act.text, keywords_for="recipient", kind="request",
+               ask=act.say("ask.answer_again", due=act.local(due)))
     act.note("told_to_answer_again", name=proposer.name)
 
 
@@ -372,21 +372,12 @@ def reopen(act: Act) -> None:
         act.update(person, act.say("update.reopen", name=act.participant.name), act.text)
 
 
-PROGRESS_LABELS = {
-    "stage": ("阶段", "沟通阶段", "Stage", "Phase"),
-    "progress": ("进展", "进展描述", "Progress", "Status"),
-    "people": ("参与人", "Participants"),
-    "next_step": ("下一步", "下一步计划", "Next", "Next step", "Next steps"),
-    "risks": ("风险", "风险与应对", "Risk", "Risks"),
-}
-
-
 def progress(act: Act) -> None:
     """进度: a row of the progress table; every other participant is kept in sync."""
     act.require_text("progress")
     marked = CLIENT_VISIBLE.match(act.text)
     text = act.text[marked.end():] if marked else act.text
-    values = labelled_values(text, PROGRESS_LABELS)
+    values = labelled_values(text, act.ctx.reply_labels["progress"])
     row = dict(stage=values.get("stage", ""), progress=values.get("progress") or text,
                people=values.get("people", act.participant.name), next_step=values.get("next_step", ""),
                risks=values.get("risks", ""))
@@ -401,14 +392,10 @@ def progress(act: Act) -> None:
                    tuple(line for key, line in lines.items() if not client or key == "next_step"))
 
 
-DELAY_LABELS = {"milestone": ("节点", "关键节点", "Milestone"), "reason": ("原因", "延期原因", "Reason"),
-                "plan": ("新计划", "计划", "New plan", "Plan")}
-
-
 def delay(act: Act) -> None:
     """延期: the owner announces it with a reason and a new plan with a new date; the milestone
     moves (the old date is kept) and everyone is told."""
-    values = labelled_values(act.text, DELAY_LABELS)
+    values = labelled_values(act.text, act.ctx.reply_labels["delay"])
     new_date = find_datetime(values.get("plan", ""), act.ctx.local_now())
     if not values.get("reason") or new_date is None:
         raise Refusal("delay_incomplete", example="delay")
@@ -441,13 +428,9 @@ def _owned_milestone(act: Act, named: str) -> Milestone:
     return milestones[0]
 
 
-MEETING_LABELS = {"time": ("时间", "会议时间", "Time", "When"), "duration": ("时长", "Duration"),
-                  "link": ("链接", "会议链接", "Link", "URL"), "agenda": ("议程", "Agenda", "议题")}
-
-
 def meeting(act: Act) -> None:
     """会议: an online discussion with time and link; everyone gets an invitation (.ics)."""
-    values = labelled_values(act.text, MEETING_LABELS)
+    values = labelled_values(act.text, act.ctx.reply_labels["meeting"])
     start = find_datetime(values.get("time", act.text), act.ctx.local_now())
     link = URL.search(act.text)
     if start is None or link is None or start[0] < act.now:
@@ -571,10 +554,9 @@ def result(act: Act) -> None:
     signers = [p for p in act.participants(*KEY_ROLES) if p.response != DELEGATED]
     everyone = act.line("unsigned", act.names([p.name for p in signers]))  # who signs; nobody has yet
     for person in signers:
-        act.update(person, act.say("update.result"), act.text,
-                   (act.say("ask.sign", due=act.local(sign_by)), everyone),
-                   keywords_for="recipient", kind="signoff")
-    act.note("sent_for_signoff", count=len(signers))
+        act.update(person, act.say("update.result"), act.text, (everyone,),
+                   keywords_for="recipient", kind="signoff", ask=act.say("ask.sign", due=act.local(sign_by)))
+    act.note("sent_for_signoff", names=act.ctx.renderer.joined(act.sender_lang, [p.name for p in signers]))
 
 
 def confirm(act: Act) -> None:
@@ -600,13 +582,17 @@ def _hold_signoff(act: Act, verdict: Verdict) -> None:
     """The signature is kept aside, not dropped: the initiator, who knows the signer, may
     accept it (认可签字) — a forger cannot, having no token of the initiator."""
     act.event("signoff_held", participant_id=act.participant.id, authentication=verdict.as_json())
-    act.notes.append(act.ctx.renderer.problem_text(act.sender_lang, "signoff_held", value=verdict.evidence[:200]))
+    # The verdict in the reader's words, with the check that gave it; the evidence itself
+    # (the receiving server's Authentication-Results) is kept in the trace.
+    def said(lang: str) -> str:
+        return f"{act.ctx.renderer.phrase(lang, f'auth.{verdict.result}')} ({verdict.method})"
+
+    act.notes.append(act.ctx.renderer.problem_text(act.sender_lang, "signoff_held", value=said(act.sender_lang)))
     for initiator in act.participants("initiator"):
         act.update(initiator, act.say("update.signoff_held", name=act.participant.name),
-                   act.text, (act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator",
-                                                             value=act.participant.name,
-                                                             detail=verdict.evidence[:300]),),
-                   keywords_for="initiator")
+                   act.text, keywords_for="initiator", kind="held",
+                   ask=act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator", value=act.participant.name,
+                                                     detail=said(act.lang)))
 
 
 def accept_signoff(act: Act) -> None:
@@ -665,8 +651,8 @@ def _archive(act: Act) -> None:
         retro = person.role == "initiator"
         act.update(person, act.say("update.archived"), outcome,
                    tuple(filter(None, (signatures, act.line(
-                       "archive", f"{act.record.archive_category} / {act.record.archive_key}"))))
-                   + ((act.say("ask.retro"),) if retro else ()), kind="closed", by=initiator)
+                       "archive", f"{act.record.archive_category} / {act.record.archive_key}")))),
+                   kind="closed", by=initiator, ask=act.say("ask.retro") if retro else "")
     act.note("archived", key=act.record.archive_key)
 
 
@@ -679,7 +665,7 @@ def reject(act: Act) -> None:
         Participant.record == act.record.id).execute()
     act.save(status="open")
     act.event("result_rejected", text=act.text)
-    _tell_initiator(act, act.say("update.reject", name=act.participant.name))
+    _tell_initiator(act, act.say("update.reject", name=act.participant.name), ask=act.say("ask.revise"))
 
 
 DELEGATED = "delegated"  # a participant's response once they handed their part on
@@ -707,9 +693,8 @@ def delegate(act: Act) -> None:
         Participant.id == act.participant.id).execute()
     act.event("delegated", to=person.email, responsibility=act.participant.responsibility, reason=reason)
     act.update(heir, act.say("update.delegated_to_you", name=act.participant.name),
-               act.participant.responsibility, tuple(filter(None, (
-                   act.line("reason", reason) if reason else "", act.say("ask.answer", due=act.local(due))))),
-               keywords_for="recipient", kind="request")
+               act.participant.responsibility, (act.line("reason", reason),) if reason else (),
+               keywords_for="recipient", kind="request", ask=act.say("ask.answer", due=act.local(due)))
     _tell_initiator(act, act.say("update.delegated", name=act.participant.name, heir=person.name))
     act.note("delegated", name=person.name)
 
@@ -757,9 +742,8 @@ def dispute(act: Act) -> None:
         if ruler.email in told or (ruler.email == act.participant.email and ruler.role != "initiator"):
             continue
         told.add(ruler.email)
-        act.update(ruler, act.say("update.dispute_to_rule"), act.text,
-                   (act.say("ask.ruling", names=names, due=act.local(due)),),
-                   keywords_for="lead")
+        act.update(ruler, act.say("update.dispute_to_rule"), act.text, keywords_for="lead",
+                   kind="ruling", ask=act.say("ask.ruling", names=names, due=act.local(due)))
     for person in act.participants():
         if person.email not in told:
             act.update(person, act.say("update.dispute", name=act.participant.name),

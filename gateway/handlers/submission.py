@@ -161,7 +161,8 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
     recipients = [dict(name=p.name, email=p.email, responsibility=p.responsibility,
                        deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
                   for p in participants if p.role == "recipient"]
-    initiator = dict(name=sub.initiator.name, email=sub.initiator.email, department=sub.initiator.department)
+    initiator = dict(name=sub.initiator.name, email=sub.initiator.email,
+                     department=ctx.directory.department_name(sub.initiator.department, lang))
     # The record's mails share these: one thread, one language.
     record_draft = partial(Draft, record_id=record.id, lang=lang, references=(record.thread_id,))
     drafts = []
@@ -176,26 +177,33 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                 in_reply_to=msg.message_id if sender_is_initiator else "",
                 cc=() if sender_is_initiator else (msg.from_addr,), auto_submitted="auto-replied",
                 context=dict(record=summary, form_rows=True, recipients=recipients, warnings=warnings,
-                             initiator_name=p.name, keywords_for="initiator")))
+                             initiator_name=p.name, keywords_for="initiator",
+                             ask=ctx.renderer.phrase(lang, "ask.initiator_ack"))))
         elif p.role == "recipient":
+            deadline = p.response_due_at.astimezone(ctx.tz).strftime(fmt)
+            notice = sub.form.key == "notice"  # a notice is confirmed, not agreed to
             drafts.append(record_draft(
                 kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
                 reply_to=reply_to,
                 attachments=attached,
                 context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
-                             deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt), initiator=initiator,
-                             keywords_for="recipient", withheld=withheld)))
+                             deadline=deadline, initiator=initiator, keywords_for="recipient", withheld=withheld,
+                             ask=ctx.renderer.phrase(lang, "ask.confirm_notice" if notice else "ask.answer",
+                                                     due=deadline),
+                             offer="notice" if notice else "")))
         elif p.role == "head":
             drafts.append(record_draft(
                 kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 attachments=attached,
                 context=dict(record=summary, form_rows=True, name=p.name, initiator=initiator,
-                             recipients=recipients, withheld=withheld)))
+                             recipients=recipients, withheld=withheld,
+                             ask=ctx.renderer.phrase(lang, "ask.head_copy"))))
         elif p.role == "external":
             client_lang = detect_language(sub.values.get("progress", ""))
             drafts.append(Draft(
                 kind="client_ack", template="external/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
                 record_id=record.id, lang=client_lang, references=(record.thread_id,),
                 context=dict(ref=record.ref, subject=record.subject, name=p.name, owner=initiator,
-                             request=sub.values.get("progress", ""))))
+                             request=sub.values.get("progress", ""),
+                             ask=ctx.renderer.phrase(client_lang, "ask.client_ack"))))
     return drafts

@@ -20,10 +20,8 @@ Chains, counted from a deadline D (repeat r = the priority's response window):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import cast, overload
 
 from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
@@ -38,9 +36,9 @@ from store.models import (
     Participant,
     Record,
     SentKey,
-    UTCDateTimeField,
 )
 from store.repositories import add_events, claim_sent_key, reminded_since, signers_of
+from store.worklist import pending_items
 
 log = logging.getLogger(__name__)
 
@@ -353,64 +351,17 @@ class _Pending:
         return ctx.renderer.phrase(lang, f"digest.{self.kind}", label=self.label)
 
 
-# Rows read with .tuples(), which peewee's stubs type as model objects; a time arrives as the
-# database gives it (see _aware).
-_RawTime = datetime | str
-_ParticipantRow = tuple[int, str, int, _RawTime | None, _RawTime | None, _RawTime | None, _RawTime | None,
-                        str, str, str, str]  # id, email, record, signed, answered, answer due, chain due, ref, status,
-#                                              lang, subject
-_DueRow = tuple[str, _RawTime, str, int, str, str, str]  # owner, due, label, record, ref, lang, subject
-
-
 def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
-    """(key, mail) for everyone with something pending; plain tuples, not model objects —
-    building 200k participant objects with their records cost ~20 s at 100k open records."""
+    """(key, mail) for everyone with something pending (store/worklist.py, the query My work
+    and the board read too); milestones and action items three days ahead."""
     now = ctx.clock.now()
-    soon = now + timedelta(days=3)
     s = ctx.settings
     items: dict[str, list[_Pending]] = {}  # email → what waits for them
-
-    def add(email: str, ref: str, kind: str, when: datetime | None, reply: str, lang: str, title: str,
-            label: str = "") -> None:
-        items.setdefault(email, []).append(
-            _Pending(ref, kind, label, _local(ctx, when) if when else "", reply, lang, title))
-
-    def reply(record_id: int, participant_id: int | None) -> str:
-        return reply_address(s.gateway.secret, s.gateway.domain, record_id, participant_id) if participant_id else ""
-
-    open_records = Record.status != "archived"
-    for pid, email, record_id, signed, answered, answer_due, sign_due, ref, status, lang, title in cast(
-            Iterable[_ParticipantRow],
-            Participant.select(Participant.id, Participant.email, Participant.record, Participant.signed_at,
-                               Participant.responded_at, Participant.response_due_at, Participant.chain_due_at,
-                               Record.ref, Record.status, Record.lang, Record.subject)
-            .join(Record).where(open_records & Participant.role.in_(("recipient", "external"))).tuples()):
-        if status == "confirming" and signed is None:
-            add(email, ref, "sign", _aware(sign_due), reply(record_id, pid), lang, title)
-        elif answered is None and answer_due is not None:
-            due = _aware(answer_due)
-            add(email, ref, "overdue" if due < now else "awaiting", due, reply(record_id, pid), lang, title)
-    owners = {(r, e): i for i, r, e in cast(
-        Iterable[tuple[int, int, str]],
-        Participant.select(Participant.id, Participant.record, Participant.email).join(Record).where(open_records)
-        .tuples())}
-    for model, kind, name in ((Milestone, "milestone", Milestone.name), (ActionItem, "action", ActionItem.text)):
-        for owner, due_at, label, record_id, ref, lang, title in cast(
-                Iterable[_DueRow],
-                model.select(model.owner_email, model.due_at, name, Record.id, Record.ref, Record.lang,
-                             Record.subject).join(Record)
-                .where(open_records & (model.due_at <= soon) & model.done_at.is_null()).tuples()):
-            due = _aware(due_at)
-            add(owner, ref, f"{kind}_late" if due < now else kind, due,
-                reply(record_id, owners.get((record_id, owner))), lang, title, label)
-    for lead, due_at, text, record_id, ref, lang, title in cast(
-            Iterable[_DueRow],
-            Dispute.select(Dispute.lead_email, Dispute.due_at, Dispute.text, Record.id, Record.ref, Record.lang,
-                           Record.subject)
-            .join(Record).where(open_records & Dispute.ruled_at.is_null()).tuples()):
-        ruling_due = _aware(due_at) if due_at else None
-        add(lead, ref, "dispute_late" if ruling_due and ruling_due < now else "dispute", ruling_due,
-            reply(record_id, owners.get((record_id, lead))), lang, title, text[:60])
+    for item in pending_items(now, items_due_before=now + timedelta(days=3)):
+        reply = (reply_address(s.gateway.secret, s.gateway.domain, item.record_id, item.participant_id)
+                 if item.participant_id else "")
+        items.setdefault(item.email, []).append(_Pending(
+            item.ref, item.kind, item.label, _local(ctx, item.due) if item.due else "", reply, item.lang, item.title))
     overdue_by_department: dict[str, list[tuple[str, _Pending]]] = {}  # department → (whose, item)
     for email, pending in items.items():
         person = ctx.directory.by_email(email)
@@ -445,19 +396,6 @@ def _reader_language(pending: list[_Pending]) -> str:
     """English for someone all of whose pending records are English, else Chinese: the
     directory has no language for a person, their records do."""
     return "en" if all(item.lang == "en" for item in pending) else "zh"
-
-
-@overload
-def _aware(value: _RawTime) -> datetime: ...
-
-
-@overload
-def _aware(value: None) -> None: ...
-
-
-def _aware(value: _RawTime | None) -> datetime | None:
-    """A UTC time read through .tuples(), which skips the field's conversion."""
-    return UTCDateTimeField().python_value(value) if value is not None else None
 
 
 def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str, str]], day: str, lang: str,

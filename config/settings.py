@@ -151,6 +151,24 @@ class ProbeSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    # The staff console (`liuhen web`; `serve` starts it beside SMTP when enabled): sign-in by
+    # mail, My work, the board, records, search, the archive. base_url is where people reach
+    # it (links in mails); empty: http://host:port.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str = ""
+    admins: tuple[str, ...] = ()  # besides [gateway] admins: who sees every record
+    session_idle_minutes: int = 480  # a session unused this long ends
+    signin_minutes: int = 15  # a sign-in link and code are good this long, once
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -162,6 +180,7 @@ class Settings:
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     imap: tuple[ImapSettings, ...] = ()
 
     @property
@@ -197,7 +216,7 @@ _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
     "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
-    "probe": ProbeSettings,
+    "probe": ProbeSettings, "web": WebSettings,
 }
 
 

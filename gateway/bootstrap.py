@@ -27,6 +27,7 @@ from config.settings import DEFAULT_KEYWORDS, ReminderSettings, Settings, ensure
 from gateway.clock import Clock, SystemClock
 from gateway.worktime import WorkingTime, parse_clock
 from mail_templates import Renderer
+from store.access import Reader
 from store.db import DatabaseHealth, open_database
 from store.search import ensure_search_schema
 
@@ -68,6 +69,13 @@ class Context:
         and it is outside working time (no escalation at 00:01 on a Saturday)."""
         r = self.settings.reminders
         return not r.business_hours or _working_time(r, self.tz).is_working(self.clock.now())
+
+    def reader(self, email: str) -> Reader:
+        """Who `email` is when reading records (store/access.py: who sees what)."""
+        person = self.directory.by_email(email)
+        admins = {a.lower() for a in (*self.settings.gateway.admins, *self.settings.web.admins)}
+        heads = tuple(d.name for d in self.directory.departments if d.head.lower() == email.lower())
+        return Reader(email, person.name, heads, email.lower() in admins, person.external)
 
     def keyword_label(self, action: str, lang: str) -> str:
         """The word that does `action`, as a mail in `lang` names it (a comment has none)."""

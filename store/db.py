@@ -32,7 +32,7 @@ from store.models import MODELS, Milestone, SchemaVersion
 log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _to_v2(db: Database) -> None:
@@ -99,8 +99,21 @@ def _to_v4(db: Database) -> None:
                      if name not in {c.name for c in db.get_columns(table)}])
 
 
+def _to_v5(db: Database) -> None:
+    """The web console: sign-ins by mail, sessions, client links; and the indexes that find
+    one person's or one department's work."""
+    from store.models import ClientLink, SignIn, WebSession
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    wanted = (("participant", ("email",)), ("participant", ("department",)), ("milestone", ("owner_email",)),
+              ("actionitem", ("owner_email",)), ("dispute", ("lead_email",)), ("record", ("created_at",)))
+    have = {(table, tuple(index.columns)) for table in {t for t, _ in wanted} for index in db.get_indexes(table)}
+    migrate_schema(*[migrator.add_index(table, columns) for table, columns in wanted if (table, columns) not in have])
+    db.create_tables([SignIn, WebSession, ClientLink])
+
+
 # version → the step from the one before
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

@@ -105,7 +105,7 @@ class Record(BaseModel):
     source_inbound = ForeignKeyField(InboundMessage, null=True)
     if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
         source_inbound_id: int | None
-    created_at = UTCDateTimeField()
+    created_at = UTCDateTimeField(index=True)
     updated_at = UTCDateTimeField()
     result = TextField(default="")  # the outcome in the result confirmation form (结果确认表)
     retro = TextField(default="")  # the initiator's retrospective (复盘总结)
@@ -120,9 +120,9 @@ class Participant(BaseModel):
     record = ForeignKeyField(Record, backref="participants", on_delete="CASCADE")
     if TYPE_CHECKING:  # peewee adds <fk>_id for each foreign key
         record_id: int
-    email = CharField(max_length=512)
+    email = CharField(max_length=512, index=True)  # My work, and who sees what
     name = TextField()
-    department = TextField(default="")
+    department = TextField(default="", index=True)  # a head sees their department's records
     role = CharField(max_length=16)  # initiator | recipient | head
     responsibility = TextField(default="")
     external = BooleanField(default=False)
@@ -146,7 +146,7 @@ class Milestone(BaseModel):
     position = IntegerField()
     name = TextField()
     due_at = UTCDateTimeField()
-    owner_email = CharField(max_length=512, default="")
+    owner_email = CharField(max_length=512, default="", index=True)
     delayed_from = UTCDateTimeField(null=True)  # the date before the last announced delay
     next_reminder_at = UTCDateTimeField(null=True, index=True)
     done_at = UTCDateTimeField(null=True)  # marked done (完成) by its owner or the initiator
@@ -178,7 +178,7 @@ class ActionItem(BaseModel):
         record_id: int
     meeting_id = IntegerField(null=True)
     text = TextField()
-    owner_email = CharField(max_length=512)
+    owner_email = CharField(max_length=512, index=True)
     due_at = UTCDateTimeField()
     done_at = UTCDateTimeField(null=True)
     next_reminder_at = UTCDateTimeField(null=True, index=True)
@@ -211,7 +211,7 @@ class Dispute(BaseModel):
     opened_by = CharField(max_length=512)
     text = TextField()
     opened_at = UTCDateTimeField()
-    lead_email = CharField(max_length=512)  # who is reminded first: the lead (initiator's head)
+    lead_email = CharField(max_length=512, index=True)  # who is reminded first: the lead (initiator's head)
     ruled_by = CharField(max_length=512, default="")
     ruling = TextField(default="")
     ruled_at = UTCDateTimeField(null=True)
@@ -318,6 +318,50 @@ class SentKey(BaseModel):
     created_at = UTCDateTimeField()
 
 
+class SignIn(BaseModel):
+    """A sign-in to the web console asked for by mail: a link and a 6-digit code, good once,
+    for a short while, and only in the browser that asked (its nonce cookie). Only hashes of
+    the token, the code and the nonce are kept."""
+
+    id = AutoField()
+    email = CharField(max_length=512, index=True)
+    token_hash = CharField(max_length=64, unique=True)
+    code_hash = CharField(max_length=64)
+    nonce_hash = CharField(max_length=64, index=True)
+    ip = CharField(max_length=64, default="", index=True)
+    created_at = UTCDateTimeField(index=True)
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
+    attempts = IntegerField(default=0)  # wrong codes typed
+
+
+class WebSession(BaseModel):
+    """A signed-in browser: the cookie holds the token, we keep its hash."""
+
+    id = AutoField()
+    token_hash = CharField(max_length=64, unique=True)
+    email = CharField(max_length=512, index=True)
+    csrf = CharField(max_length=64)  # sent with every form, compared on every POST
+    lang = CharField(max_length=4, default="")  # chosen by the reader; "" follows the browser
+    created_at = UTCDateTimeField()
+    last_seen_at = UTCDateTimeField()
+    ended_at = UTCDateTimeField(null=True)
+
+
+class ClientLink(BaseModel):
+    """A read-only link to one record's client status page, for one external participant;
+    revoked by setting revoked_at (the link's signature names this row)."""
+
+    id = AutoField()
+    record = ForeignKeyField(Record, on_delete="CASCADE")
+    participant_id = IntegerField()
+    created_at = UTCDateTimeField()
+    revoked_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("record", "participant_id"), True),)
+
+
 MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
                                  ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
-                                 DigestPreference, ImapState, SearchPending, SentKey]
+                                 DigestPreference, ImapState, SearchPending, SentKey, SignIn, WebSession, ClientLink]

@@ -15,6 +15,15 @@ V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
               "outboundmessage": ["claimed_by", "lease_until"]}
 V4_COLUMNS = {"milestone": ["done_at"]}  # and dispute's due_at, next_reminder_at: the table is new in v2
 V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"], "progressrow": ["client_visible"]}
+V5_INDEXES = (("participant", "email"), ("participant", "department"), ("milestone", "owner_email"),
+              ("actionitem", "owner_email"), ("dispute", "lead_email"), ("record", "created_at"))
+V5_TABLES = ("signin", "websession", "clientlink")
+
+
+def _has_v5(db) -> None:
+    for table, column in V5_INDEXES:
+        assert (column,) in {tuple(i.columns) for i in db.get_indexes(table)}, (table, column)
+    assert set(V5_TABLES) <= set(db.get_tables())
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
@@ -26,16 +35,19 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     migrate(migrator.drop_index("inboundmessage", "inboundmessage_next_attempt_at"))
     migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS, V4_COLUMNS)
               for table, columns in columns_by_table.items() for column in columns])
-    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate"):
+    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES if table != "dispute"])
+    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate",
+                  *V5_TABLES):
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=1).execute()
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 4
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 5
     for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V4_TABLE_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
+    _has_v5(db)
     assert InboundMessage.get().dedupe_key == "k"
     assert InboundMessage.get().attempts == 0
     assert Record.select().count() == 0
@@ -51,7 +63,24 @@ def test_a_version_3_database_gets_the_dispute_deadline_columns(db_url):
     SchemaVersion.update(version=3).execute()
     db.close()
     db = open_database(db_url)
-    assert SchemaVersion.get().version == 4
+    assert SchemaVersion.get().version == SCHEMA_VERSION
     assert {c.name for c in db.get_columns("dispute")} >= {"due_at", "next_reminder_at"}
     assert "done_at" in {c.name for c in db.get_columns("milestone")}
+    db.close()
+
+
+def test_a_version_4_database_gets_the_console_tables_and_the_indexes_that_find_ones_work(db_url):
+    db = open_database(db_url)
+    Record.create(ref="PRJ-2026-0001", form="project", subject="s", priority="中", initiator_email="a@b",
+                  initiator_name="a", fields={}, thread_id="<t@x>", created_at=NOW, updated_at=NOW)
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES])
+    for table in V5_TABLES:
+        db.execute_sql(f'DROP TABLE "{table}"')
+    SchemaVersion.update(version=4).execute()
+    db.close()
+    db = open_database(db_url)
+    assert SchemaVersion.get().version == 5
+    _has_v5(db)
+    assert Record.get().ref == "PRJ-2026-0001"
     db.close()

@@ -18,22 +18,11 @@ from gateway.scheduler import digest_preference
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
+from store.access import may_read, visible_record_ids
 from store.archive import index_pending
-from store.models import InboundMessage, Participant, ProgressRow, Record
+from store.models import InboundMessage, ProgressRow, Record
 
 COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
-
-
-def visible_record_ids(ctx: Context, email: str) -> set[int] | None:
-    """The records a person may see; None means all (an admin)."""
-    email = email.lower()
-    if email in {a.lower() for a in ctx.settings.gateway.admins}:
-        return None
-    ids = {p.record_id for p in Participant.select(Participant.record).where(Participant.email == email)}
-    headed = [d.name for d in ctx.directory.departments if d.head == email]
-    if headed:
-        ids |= {p.record_id for p in Participant.select(Participant.record).where(Participant.department.in_(headed))}
-    return ids
 
 
 def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command) -> Outcome:
@@ -107,7 +96,7 @@ def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
     while index_pending():  # a search sees every change up to this mail
         pass
     hits = search.search(ctx.db, argument, include_open=True,
-                         visible_record_ids=visible_record_ids(ctx, msg.from_addr))
+                         visible_record_ids=visible_record_ids(ctx.reader(msg.from_addr)))
     title = say("search_title", words=argument)
     if not hits:
         return title, say("search_none")
@@ -129,8 +118,7 @@ def _digest_off(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> t
 def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
     say = _say(ctx, lang)
     record = Record.get_or_none(Record.ref == argument.strip().upper())
-    visible = visible_record_ids(ctx, msg.from_addr)
-    if record is None or (visible is not None and record.id not in visible):
+    if record is None or not may_read(ctx.reader(msg.from_addr), record.id):
         # The same answer whether it does not exist or is not theirs: no probing.
         return say("status_title", ref=argument), say("status_none")
     if ctx.directory.by_email(msg.from_addr).external:

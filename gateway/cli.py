@@ -310,21 +310,14 @@ def cmd_search(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_archive_export(args: argparse.Namespace, ctx: Context) -> int:
-    from store.archive import export_record
+    from gateway.report import export_bundle
     from store.models import Record
 
     record = Record.get_or_none(Record.ref == args.ref.upper())
     if record is None:
         print(f"no record {args.ref}", file=sys.stderr)
         return EX_USAGE
-    from gateway.report import record_report
-
-    report = record_report(ctx, record.ref)
-    assert report is not None
-    folder = export_record(record, ctx.settings.data_path, Path(args.out), ctx.tz,
-                           lambda data: ctx.renderer.page(record.lang, "export/timeline.html.j2", record=data,
-                                                          trace=report["trace"]))
-    print(folder)
+    print(export_bundle(ctx, record, Path(args.out)))
     return EX_OK
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gateway.bootstrap import Context
 from gateway.scheduler import reminders_of
 from gateway.trace import sentences
+from store.archive import export_record
 from store.models import (
     ActionItem,
     Dispute,
@@ -86,10 +88,36 @@ def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | No
                                                    InboundMessage.from_addr, InboundMessage.state,
                                                    InboundMessage.reason, InboundMessage.auth)
                     .where(InboundMessage.record_id == record.id).order_by(InboundMessage.id)],
-        "mails": [{"kind": m.kind, "to": m.to_addr, "status": m.status, "subject": m.subject}
-                  for m in OutboundMessage.select().where(OutboundMessage.record_id == record.id)
-                  .order_by(OutboundMessage.id)],
+        "mails": [{"id": m.id, "at": local(m.sent_at or m.created_at), "kind": m.kind, "to": m.to_addr,
+                   "status": m.status, "subject": m.subject}
+                  for m in OutboundMessage.select(OutboundMessage.id, OutboundMessage.created_at,
+                                                  OutboundMessage.sent_at, OutboundMessage.kind,
+                                                  OutboundMessage.to_addr, OutboundMessage.status,
+                                                  OutboundMessage.subject)
+                  .where(OutboundMessage.record_id == record.id).order_by(OutboundMessage.id)],
     }
+
+
+def client_view(ctx: Context, record: Record, lang: str) -> dict[str, Any]:
+    """What an external client sees of their own request (the 状态 answer, the client page):
+    what they asked, the stage, the latest progress marked for them and its next step —
+    never our staff, internal progress rows or the trace."""
+    shared = (ProgressRow.select().where((ProgressRow.record == record.id) & ProgressRow.client_visible)
+              .order_by(ProgressRow.id.desc()).first())
+    return {"ref": record.ref, "subject": record.subject,
+            "stage": ctx.renderer.phrase(lang, f"client_status.{record.status}"),
+            "request": record.fields.get("progress") or record.fields.get("content") or record.subject,
+            "latest": shared.progress if shared else "", "next_step": shared.next_step if shared else "",
+            "updated": shared.at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M") if shared else ""}
+
+
+def export_bundle(ctx: Context, record: Record, out: Path) -> Path:
+    """The record's self-contained folder (record.json, timeline.html, mails, attachments)."""
+    report = record_report(ctx, record.ref)
+    assert report is not None
+    return export_record(record, ctx.settings.data_path, out, ctx.tz,
+                         lambda data: ctx.renderer.page(record.lang, "export/timeline.html.j2", record=data,
+                                                        trace=report["trace"]))
 
 
 def render_report(r: dict[str, Any]) -> str:

@@ -342,7 +342,6 @@ class WebSession(BaseModel):
     token_hash = CharField(max_length=64, unique=True)
     email = CharField(max_length=512, index=True)
     csrf = CharField(max_length=64)  # sent with every form, compared on every POST
-    lang = CharField(max_length=4, default="")  # chosen by the reader; "" follows the browser
     created_at = UTCDateTimeField()
     last_seen_at = UTCDateTimeField()
     ended_at = UTCDateTimeField(null=True)
@@ -354,6 +353,8 @@ class ClientLink(BaseModel):
 
     id = AutoField()
     record = ForeignKeyField(Record, on_delete="CASCADE")
+    if TYPE_CHECKING:
+        record_id: int
     participant_id = IntegerField()
     created_at = UTCDateTimeField()
     revoked_at = UTCDateTimeField(null=True)

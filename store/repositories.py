@@ -16,7 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, Model, TextField
+from peewee import (
+    JOIN,
+    AutoField,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    IntegerField,
+    IntegrityError,
+    Model,
+    TextField,
+)
 
 from store.models import (
     URGENT,
@@ -85,11 +95,12 @@ def rearm_failed(now: datetime, limit: int | None) -> list[int]:
     return due
 
 
-def retry_inbound(inbound_id: int) -> bool:
-    """An operator's retry of a failed mail: back in line with a fresh count of attempts
-    (a given-up mail has used them all); False when the mail is not in 'error'."""
+def retry_inbound(inbound_id: int, states: tuple[str, ...] = ("error",)) -> bool:
+    """An operator's retry of a failed mail (or, from the console, a rejected or ignored one
+    after a fix): back in line with a fresh count of attempts (a given-up mail has used them
+    all); False when the mail is in none of `states`."""
     return bool(InboundMessage.update(state="received", attempts=0, next_attempt_at=None).where(
-        (InboundMessage.id == inbound_id) & (InboundMessage.state == "error")).execute())
+        (InboundMessage.id == inbound_id) & InboundMessage.state.in_(list(states))).execute())
 
 
 def fail_inbound(inbound_id: int, reason: str, now: datetime, retry_at: datetime | None) -> bool:
@@ -124,7 +135,9 @@ def record_threads(record_ids: Iterable[int | None]) -> dict[int | None, Thread]
     rows = cast(Iterable[tuple[int, str, str, str, str, str, datetime | str, str, str]],
                 Record.select(Record.id, Record.thread_id, Record.subject, InboundMessage.message_id, Record.ref,
                               Record.priority, Record.created_at, Record.form, Record.status)
-                .join(InboundMessage, on=(Record.source_inbound == InboundMessage.id)).where(Record.id.in_(ids))
+                # A record need not come from a stored mail (imported, or built by a benchmark).
+                .join(InboundMessage, JOIN.LEFT_OUTER, on=(Record.source_inbound == InboundMessage.id))
+                .where(Record.id.in_(ids))
                 .tuples())  # peewee's stubs type rows as models
     return {rid: Thread(tuple(i for i in (request_id, thread_id) if i), subject, ref, priority == URGENT,
                         cast(datetime, UTCDateTimeField().python_value(created)),  # .tuples() skips conversion

@@ -13,14 +13,14 @@ from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
 from gateway.refusals import known_sender, may_answer
-from gateway.report import record_report
+from gateway.report import client_view, record_report
 from gateway.scheduler import digest_preference
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
 from store.access import may_read, visible_record_ids
 from store.archive import index_pending
-from store.models import InboundMessage, ProgressRow, Record
+from store.models import InboundMessage, Record
 
 COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
 
@@ -141,16 +141,13 @@ _RESPONSES = ("pending", "agree", "need_info", "propose", "confirmed", "delegate
 
 
 def _client_status(ctx: Context, record: Record, lang: str) -> tuple[str, str]:
-    """What an external client sees of their own request: what they asked, the stage, and
-    the next step we told them — never our staff, our internal progress or the trace."""
+    """What an external client sees of their own request (gateway/report.py client_view)."""
     say = _say(ctx, lang)
-    shared = (ProgressRow.select().where((ProgressRow.record == record.id) & ProgressRow.client_visible)
-              .order_by(ProgressRow.id.desc()).first())
-    stage = ctx.renderer.phrase(lang, f"client_status.{record.status}")
-    request = record.fields.get("progress") or record.fields.get("content") or record.subject
-    lines = [f"{record.ref} {record.subject}", say("stage", stage=stage), "", say("your_request", request=request)]
-    if shared:
-        lines.append(say("latest", progress=shared.progress))
-        if shared.next_step:
-            lines.append(say("next_step", step=shared.next_step))
+    view = client_view(ctx, record, lang)
+    lines = [f"{view['ref']} {view['subject']}", say("stage", stage=view["stage"]), "",
+             say("your_request", request=view["request"])]
+    if view["latest"]:
+        lines.append(say("latest", progress=view["latest"]))
+        if view["next_step"]:
+            lines.append(say("next_step", step=view["next_step"]))
     return say("status_title", ref=record.ref), "\n".join(lines)

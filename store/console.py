@@ -1,0 +1,251 @@
+"""The web console's reads, named for what a page shows. Every list is limited to what the
+reader may see (store/access.py) before it is filtered or paged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import cast
+
+from peewee import fn
+
+from store.access import Reader, visible_records
+from store.models import (
+    Attachment,
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    Record,
+)
+from store.worklist import WorkItem, pending_items
+
+PER_PAGE = 50
+PROBLEM_STATES = ("rejected", "ignored", "error")
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    form: str = ""
+    status: str = ""  # open | confirming | archived; "" all
+    active: bool = False  # not archived (open or confirming)
+    department: str = ""  # a participant (the initiator included) in it
+    person: str = ""  # an address taking part
+    overdue: bool = False  # something on it is late
+    created_from: date | None = None
+    created_to: date | None = None  # inclusive
+    archive: str = ""  # 项目档案库 | 客户沟通档案
+    year: int | None = None  # archived in (the archive's browsing)
+    month: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    id: int
+    ref: str
+    subject: str
+    form: str
+    status: str
+    priority: str
+    initiator_name: str
+    created_at: datetime
+    archive_key: str
+    archived_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list = field(default_factory=list)
+    total: int = 0
+    page: int = 1
+    pages: int = 1
+
+
+def _bounds(day: date, tz) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def record_list(reader: Reader, wanted: RecordFilter, now: datetime, tz, page: int = 1,
+                per_page: int = PER_PAGE) -> Page:
+    """Records the reader may see, newest first, filtered, one page of them."""
+    query = Record.select(Record.id, Record.ref, Record.subject, Record.form, Record.status, Record.priority,
+                          Record.initiator_name, Record.created_at, Record.archive_key, Record.archived_at)
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    if wanted.form:
+        query = query.where(Record.form == wanted.form)
+    if wanted.status:
+        query = query.where(Record.status == wanted.status)
+    if wanted.active:
+        query = query.where(Record.status != "archived")
+    if wanted.archive:
+        query = query.where((Record.archive_category == wanted.archive) & (Record.status == "archived"))
+    if wanted.department:
+        query = query.where(Record.id.in_(Participant.select(Participant.record)
+                                          .where(Participant.department == wanted.department)))
+    if wanted.person:
+        query = query.where(Record.id.in_(Participant.select(Participant.record)
+                                          .where(Participant.email == wanted.person.lower())))
+    if wanted.created_from:
+        query = query.where(Record.created_at >= _bounds(wanted.created_from, tz))
+    if wanted.created_to:
+        query = query.where(Record.created_at < _bounds(wanted.created_to, tz) + timedelta(days=1))
+    if wanted.year:
+        start = datetime(wanted.year, wanted.month or 1, 1, tzinfo=tz)
+        end = (datetime(wanted.year + 1, 1, 1, tzinfo=tz) if not wanted.month or wanted.month == 12
+               else datetime(wanted.year, wanted.month + 1, 1, tzinfo=tz))
+        query = query.where((Record.archived_at >= start) & (Record.archived_at < end))
+    if wanted.overdue:
+        late = {i.record_id for i in pending_items(now) if i.late}
+        query = query.where(Record.id.in_(sorted(late) or [0]))
+    total = query.count()
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    rows = [RecordRow(*row) for row in cast(Iterable[tuple], query.order_by(Record.id.desc())
+                                             .paginate(page, per_page).tuples())]
+    return Page([_aware_row(r) for r in rows], total, page, pages)
+
+
+def _aware_row(row: RecordRow) -> RecordRow:
+    from store.models import UTCDateTimeField
+
+    convert = UTCDateTimeField().python_value
+    return RecordRow(row.id, row.ref, row.subject, row.form, row.status, row.priority, row.initiator_name,
+                     cast(datetime, convert(row.created_at)), row.archive_key, convert(row.archived_at))
+
+
+def record_for(reader: Reader, ref: str) -> Record | None:
+    """The record named `ref` if the reader may see it — None alike when it does not exist or
+    is not theirs, so that guessing IDs learns nothing."""
+    query = Record.select().where(Record.ref == ref.upper())
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    return query.first()
+
+
+def my_work(reader: Reader, now: datetime) -> list[WorkItem]:
+    return pending_items(now, emails=[reader.email])
+
+
+def department_work(emails: Iterable[str], now: datetime) -> list[WorkItem]:
+    return pending_items(now, emails=[e.lower() for e in emails])
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    department: str
+    open_records: int
+    due_soon: int  # due within the next working day
+    overdue: int
+    escalated: int  # overdue past the point of escalation
+    waiting_info: int  # someone asked for more information and waits
+    oldest_overdue: datetime | None
+
+
+def board_row(department: str, emails: list[str], now: datetime, soon: datetime, escalate_after: timedelta) -> BoardRow:
+    items = department_work(emails, now)
+    late = [i for i in items if i.late and i.due is not None]
+    open_records = (Record.select().where((Record.status != "archived") & Record.id.in_(
+        Participant.select(Participant.record).where(Participant.department == department))).count())
+    waiting = (Participant.select().join(Record).where(
+        (Record.status != "archived") & (Participant.department == department)
+        & (Participant.response == "need_info")).count())
+    return BoardRow(department, open_records,
+                    sum(1 for i in items if not i.late and i.due is not None and i.due <= soon),
+                    len(late), sum(1 for i in late if i.due is not None and i.due + escalate_after <= now),
+                    waiting, min((i.due for i in late if i.due is not None), default=None))
+
+
+def waiting_for_information(department: str) -> list[tuple[Participant, Record]]:
+    rows = (Participant.select(Participant, Record).join(Record).where(
+        (Record.status != "archived") & (Participant.department == department)
+        & (Participant.response == "need_info")).order_by(Participant.responded_at))
+    return [(p, p.record) for p in rows]
+
+
+def archive_months(reader: Reader, category: str) -> list[tuple[int, int, int]]:
+    """(year, month, records) of the reader's archived records in `category`, newest first."""
+    query = Record.select(Record.archived_at).where((Record.status == "archived")
+                                                    & (Record.archive_category == category))
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    counts: dict[tuple[int, int], int] = {}
+    for row in query:
+        if row.archived_at is not None:
+            key = (row.archived_at.year, row.archived_at.month)
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(((y, m, n) for (y, m), n in counts.items()), reverse=True)
+
+
+def inbox(states: tuple[str, ...] = PROBLEM_STATES, page: int = 1, per_page: int = PER_PAGE) -> Page:
+    """Mails that did not become work: rejected, ignored, failed — newest first, without raw."""
+    query = (InboundMessage.select(InboundMessage.id, InboundMessage.received_at, InboundMessage.from_addr,
+                                   InboundMessage.subject, InboundMessage.state, InboundMessage.reason,
+                                   InboundMessage.attempts)
+             .where(InboundMessage.state.in_(list(states))))
+    total = query.count()
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    return Page(list(query.order_by(InboundMessage.id.desc()).paginate(page, per_page)), total, page, pages)
+
+
+def inbound_mail(mail_id: int) -> InboundMessage | None:
+    return InboundMessage.get_or_none(InboundMessage.id == mail_id)
+
+
+def record_mails(record_id: int) -> tuple[list[InboundMessage], list[OutboundMessage]]:
+    """The record's mails in and out, without their bytes (the timeline)."""
+    inbound = list(InboundMessage.select(InboundMessage.id, InboundMessage.received_at, InboundMessage.from_addr,
+                                         InboundMessage.subject, InboundMessage.state, InboundMessage.auth)
+                   .where(InboundMessage.record_id == record_id).order_by(InboundMessage.id))
+    outbound = list(OutboundMessage.select(OutboundMessage.id, OutboundMessage.created_at, OutboundMessage.sent_at,
+                                           OutboundMessage.kind, OutboundMessage.to_addr, OutboundMessage.to_name,
+                                           OutboundMessage.subject, OutboundMessage.status)
+                    .where(OutboundMessage.record_id == record_id).order_by(OutboundMessage.id))
+    return inbound, outbound
+
+
+def record_inbound(record_id: int, mail_id: int) -> InboundMessage | None:
+    return InboundMessage.get_or_none((InboundMessage.id == mail_id) & (InboundMessage.record_id == record_id))
+
+
+def record_outbound(record_id: int, mail_id: int) -> OutboundMessage | None:
+    return OutboundMessage.get_or_none((OutboundMessage.id == mail_id) & (OutboundMessage.record_id == record_id))
+
+
+def record_files(record_id: int) -> list[Attachment]:
+    return list(Attachment.select().where(Attachment.record_id == record_id).order_by(Attachment.id))
+
+
+def record_file(record_id: int, attachment_id: int) -> Attachment | None:
+    return Attachment.get_or_none((Attachment.id == attachment_id) & (Attachment.record_id == record_id))
+
+
+def records_created_on(reader: Reader, day: date, tz, limit: int = 50) -> list[Record]:
+    start = _bounds(day, tz)
+    query = Record.select().where(((Record.created_at >= start) & (Record.created_at < start + timedelta(days=1)))
+                                  | ((Record.archived_at >= start) & (Record.archived_at < start + timedelta(days=1))))
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    return list(query.order_by(Record.id.desc()).limit(limit))
+
+
+def records_with_person(reader: Reader, email: str, limit: int = 50) -> list[Record]:
+    query = Record.select().where(Record.id.in_(Participant.select(Participant.record)
+                                                .where(Participant.email == email.lower())))
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    return list(query.order_by(Record.id.desc()).limit(limit))
+
+
+def records_by_archive_key(reader: Reader, key: str, limit: int = 20) -> list[Record]:
+    query = Record.select().where(fn.LOWER(Record.archive_key).contains(key.lower()))
+    visible = visible_records(reader)
+    if visible is not None:
+        query = query.where(visible)
+    return list(query.order_by(Record.id.desc()).limit(limit))

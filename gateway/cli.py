@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-delivery", action="store_true", help="queue outbound mail but do not deliver it")
     s.set_defaults(func=cmd_serve)
 
+    s = sub.add_parser("web", help="run the staff web console alone ([web] host, port; serve starts it too)")
+    s.set_defaults(func=cmd_web)
+
     s = sub.add_parser("ingest", help="take one raw message from FILE or stdin (MTA pipe transport)")
     s.add_argument("file", nargs="?", help="the message file (default: stdin)")
     s.add_argument("--sender", help="envelope sender (Postfix: ${sender}); empty string for bounces")
@@ -129,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     from gateway.serve import run_gateway
+    from gateway.web.server import WebProcess
 
     transport = None if args.no_delivery else make_transport(ctx.settings.delivery, ctx.settings.maildir_path)
 
@@ -137,8 +141,11 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     def announce() -> None:
         print(f"liuhen: accepting mail for @{s.gateway.domain} on {s.smtp.host}:{s.smtp.port}; "
               f"database {s.database_url}; delivery {s.delivery.mode}"
-              + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}"),
+              + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}")
+              + (f"; web console {s.web.url}" if s.web.enabled else ""),
               flush=True)
+
+    web = WebProcess(s) if s.web.enabled else None
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -147,11 +154,24 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_gateway(ctx, transport, stop, on_ready=announce, separate_process=True)
 
+    if web is not None:
+        web.start()
     try:
         asyncio.run(run())
     except (OSError, RuntimeError) as exc:  # the port is taken, the processor cannot start
         print(f"liuhen: cannot serve: {exc}", file=sys.stderr)
         return EX_SOFTWARE
+    finally:
+        if web is not None:
+            web.stop()
+    return EX_OK
+
+
+def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
+    from gateway.web.server import run_web
+
+    print(f"liuhen: web console on {ctx.settings.web.url}", flush=True)
+    run_web(ctx.settings)
     return EX_OK
 
 

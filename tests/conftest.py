@@ -167,6 +167,7 @@ def test_settings(tmp_path: Path, db_url: str, **overrides: object) -> Settings:
         # Plain hours keep the tests' deadline arithmetic readable; working time, the default,
         # has tests of its own (test_worktime.py, test_scheduler.py).
         reminders=replace(s.reminders, business_hours=False),
+        web=replace(s.web, enabled=False, port=free_port()),  # the console's tests start it themselves
     )
 
 

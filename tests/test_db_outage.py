@@ -185,6 +185,24 @@ def test_mail_arriving_while_postgres_restarts_is_processed_and_answered_once_it
     assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"
 
 
+def _http_status(port: int, path: str, timeout: float = 20.0) -> int:
+    """The status of GET path on the console, waiting for it to listen."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _wait_files(folder: Path, count: int, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (len(list(folder.glob("*"))) if folder.exists() else 0) < count:
@@ -195,11 +213,11 @@ def _wait_files(folder: Path, count: int, timeout: float = 60.0) -> int:
 @postgres_only
 def test_serve_with_its_processor_child_recovers_from_a_postgres_restart_without_a_restart(
         tmp_path: Path, db_url: str, relay: CuttableRelay):
-    port = free_port()
+    port, web_port = free_port(), free_port()
     config = tmp_path / "liuhen.toml"
     config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n'
-                      f'[database]\nurl = "{_through(relay, db_url)}"\n[reminders]\nsweep_seconds = 1\n',
-                      encoding="utf-8")
+                      f'[database]\nurl = "{_through(relay, db_url)}"\n[reminders]\nsweep_seconds = 1\n'
+                      f'[web]\nport = {web_port}\n', encoding="utf-8")
     server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     maildir = tmp_path / "var" / "outbox-maildir" / "new"
@@ -214,8 +232,10 @@ def test_serve_with_its_processor_child_recovers_from_a_postgres_restart_without
                 assert client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead(
                     PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{i}"))) == {}
         time.sleep(3)  # the processor child, the outbox and the sweeps try, and fail, several times
+        assert _http_status(web_port, "/readyz") == 503  # the console says so, and stays up
         relay.restore()
         assert _wait_files(maildir, 16) == 16  # every mail processed and answered, nothing restarted
+        assert _http_status(web_port, "/readyz") == 200 and _http_status(web_port, "/signin") == 200
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=60)
@@ -344,7 +364,7 @@ def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
     port = free_port()
     config = tmp_path / "liuhen.toml"
     config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n'
-                      f'[database]\nurl = "{_through(relay, db_url)}"\n', encoding="utf-8")
+                      f'[database]\nurl = "{_through(relay, db_url)}"\n[web]\nenabled = false\n', encoding="utf-8")
     server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=ROOT,
                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     maildir = tmp_path / "var" / "outbox-maildir" / "new"

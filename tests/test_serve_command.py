@@ -30,12 +30,29 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
     raise AssertionError("liuhen serve did not open its port")
 
 
-def _serve_argv(tmp_path: Path, port: int, *options: str) -> list[str]:
-    """`liuhen serve` on a config of its own (data under tmp_path/var, SMTP on `port`)."""
+def _serve_argv(tmp_path: Path, port: int, *options: str, web_port: int = 0, web: bool = True) -> list[str]:
+    """`liuhen serve` on a config of its own (data under tmp_path/var, SMTP on `port`, the
+    web console on `web_port`, or on a free port, unless not `web`)."""
     config = tmp_path / "liuhen.toml"
-    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n',
+    config.write_text(f'[gateway]\ndomain = "liuhen.test"\ndata_dir = "var"\n[smtp]\nport = {port}\n'
+                      f'[web]\nenabled = {"true" if web else "false"}\nport = {web_port or free_port()}\n',
                       encoding="utf-8")
     return [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", *options]
+
+
+def _get(port: int, path: str, timeout: float = 20.0) -> str:
+    """GET a page of the console, waiting for it to listen."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+                return answer.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _env() -> dict[str, str]:
@@ -52,9 +69,9 @@ def _request_due_ahead(body: str = PROJECT_BODY) -> bytes:
 
 
 def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(_serve_argv(tmp_path, port), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    port, web_port = free_port(), free_port()
+    server = subprocess.Popen(_serve_argv(tmp_path, port, web_port=web_port), cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_port(port)
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -65,12 +82,15 @@ def test_serve_accepts_processes_delivers_and_stops_cleanly(tmp_path):
         while time.monotonic() < deadline and len(list(maildir.glob("*")) if maildir.exists() else []) < 4:
             time.sleep(0.1)
         assert len(list(maildir.glob("*"))) == 4  # ack, two requests, the head's copy
+        # The web console beside it, in a process of its own (make run shows both).
+        page = _get(web_port, "/signin")
+        assert "登录留痕控制台" in page or "Sign in" in page
     finally:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err.decode()
     assert b"Traceback" not in err
-    assert b"accepting mail for @liuhen.test" in out
+    assert b"accepting mail for @liuhen.test" in out and f"web console http://127.0.0.1:{web_port}".encode() in out
     db = sqlite3.connect(tmp_path / "var" / "liuhen.db")
     assert db.execute("SELECT state FROM inboundmessage").fetchall() == [("processed",)]
     assert db.execute("SELECT ref FROM record").fetchall()[0][0].startswith("PRJ-")
@@ -140,7 +160,7 @@ def test_the_processor_child_that_cannot_start_is_reported_not_left_behind(tmp_p
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the processor child through Linux's /proc")
 def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_path):
     port = free_port()
-    server = subprocess.Popen(_serve_argv(tmp_path, port, "--no-delivery"), cwd=ROOT, env=_env(),
+    server = subprocess.Popen(_serve_argv(tmp_path, port, "--no-delivery", web=False), cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_port(port)

@@ -168,7 +168,7 @@ def _visit(web: Web, handler: Handler, request: Request, form: dict[str, str], s
                 return visit.refuse(404)
         return handler(visit, **request.path_params)
     except DATABASE_ERRORS as exc:
-        log.warning("web: database unavailable (%s)", exc)
+        log.warning("web console: no database (%s); answering 503", " ".join(str(exc).split())[:200])
         drop_connection(web.ctx.db)  # the next request reconnects
         return PlainTextResponse("503 database unavailable, try again shortly", status_code=503)
 

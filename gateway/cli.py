@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-delivery", action="store_true", help="queue outbound mail but do not deliver it")
     s.set_defaults(func=cmd_serve)
 
+    links = sub.add_parser("client-links", help="the read-only status pages of clients").add_subparsers(
+        title="client-links commands")
+    s = links.add_parser("revoke", help="end the status page links of a record's clients")
+    s.add_argument("ref", help="record ID, e.g. CUS-2026-0001")
+    s.set_defaults(func=cmd_client_links_revoke)
+
     s = sub.add_parser("web", help="run the staff web console alone ([web] host, port; serve starts it too)")
     s.set_defaults(func=cmd_web)
 
@@ -164,6 +170,18 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         if web is not None:
             web.stop()
+    return EX_OK
+
+
+def cmd_client_links_revoke(args: argparse.Namespace, ctx: Context) -> int:
+    from store.models import Record
+    from store.signins import revoke_client_links
+
+    record = Record.get_or_none(Record.ref == args.ref.upper())
+    if record is None:
+        print(f"no record {args.ref}", file=sys.stderr)
+        return EX_USAGE
+    print(f"{record.ref}: {revoke_client_links(record.id, ctx.clock.now())} link(s) revoked")
     return EX_OK
 
 

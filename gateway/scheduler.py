@@ -26,6 +26,7 @@ from datetime import datetime, time, timedelta
 from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
 from gateway.tokens import reply_address
+from gateway.web.links import unsubscribe_link
 from store.models import (
     ActionItem,
     DigestPreference,
@@ -402,9 +403,13 @@ def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str, st
             head: bool) -> Draft:
     person = ctx.directory.by_email(email)
     domain = ctx.settings.gateway.domain
+    unsubscribe = f"<mailto:requests@{domain}?subject=DIGEST%20OFF>"
+    headers = {"List-Unsubscribe": unsubscribe}
+    if ctx.settings.web.enabled:  # RFC 8058: one click in the mail client, no mail to write
+        headers = {"List-Unsubscribe": f"<{unsubscribe_link(ctx, email)}>, {unsubscribe}",
+                   "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang=lang,
-                 to_addr=email, to_name=person.name,
-                 extra_headers={"List-Unsubscribe": f"<mailto:requests@{domain}?subject=DIGEST%20OFF>"},
+                 to_addr=email, to_name=person.name, extra_headers=headers,
                  context=dict(name=person.name, day=day, head=head, entries=sorted(entries)))
 
 

@@ -60,7 +60,7 @@ class KeywordMatch:
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # "help" | "template" | "search" | "status" | "digest_on" | "digest_off"
+    name: str  # "help" | "template" | "search" | "status" | "todo" | "team" | "digest_on" | "digest_off"
     argument: str
 
 
@@ -120,10 +120,12 @@ _COMMAND_WORDS = (
     ("template", ("模板", "TEMPLATE")),
     ("search", ("检索", "SEARCH")),
     ("status", ("状态", "STATUS")),
+    ("todo", ("待办", "TODO")),
+    ("team", ("部门待办", "TEAM")),
     ("digest_on", ("订阅", "DIGEST ON")),
     ("digest_off", ("退订", "DIGEST OFF")),
 )
-_NO_ARGUMENT = frozenset({"help", "digest_on", "digest_off"})
+_NO_ARGUMENT = frozenset({"help", "todo", "team", "digest_on", "digest_off"})
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,24 @@ def test_status_in_the_same_batch_as_the_request_sees_its_whole_trace(ctx):
     # Every event of the request, as sentences in the asker's language, not event codes.
     assert "2026-11-27 10:00  陈静 opened PRJ-2026-0001" in answer and "sent to 王强" in answer
     assert "record_created" not in answer and "inbound_processed" not in answer and "mail_sent" not in answer
+
+
+def test_todo_by_mail_lists_what_waits_for_the_sender_with_how_to_answer_each(ctx, send):
+    send(make_mail(MEDIUM))
+    command(send, WANG, "待办")
+    answer = answer_to(ctx, WANG)
+    assert "PRJ-2026-0001 智能手表项目-硬件方案评审：等待您回复（截止 2026-11-28 10:00）" in answer
+    assert "回复到 reply+" in answer and "同意需求 / 需补充信息 / 建议调整节点" in answer
+    command(send, "sun.li@liuhen.localhost", "TODO")  # nothing of hers
+    assert "Nothing is waiting for you" in answer_to(ctx, "sun.li@liuhen.localhost")  # asked in English
+
+
+def test_team_by_mail_lists_a_heads_departments_items_and_only_for_a_head(ctx, send):
+    send(make_mail(MEDIUM))
+    head = "zhou.ming@liuhen.localhost"  # 研发部: 王强 is to answer
+    command(send, head, "部门待办")
+    answer = answer_to(ctx, head)
+    assert "部门待办 研发部" in answer and "王强：等待您回复" in answer and "赵磊" not in answer
+    assert "reply+" not in answer  # his reply addresses are his own
+    command(send, WANG, "部门待办")
+    assert "您不是部门负责人" in answer_to(ctx, WANG)

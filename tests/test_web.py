@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 
 import pytest
-from conftest import DOMAIN, PROJECT_BODY, make_mail
+from conftest import DOMAIN, PROJECT_BODY, make_mail, test_settings
 from starlette.testclient import TestClient
 
+from gateway.bootstrap import build_context
 from gateway.outbox import mail_body
 from gateway.web.app import create_app
-from store.models import Attachment, Event, InboundMessage, OutboundMessage, SignIn, WebSession
+from store.models import Attachment, Event, InboundMessage, OutboundMessage, Record, SignIn, WebSession
 
 BASE = "http://127.0.0.1:8080"
 CHEN, WANG, ZHOU, SUN = ("chen.jing@liuhen.localhost", "wang.qiang@liuhen.localhost", "zhou.ming@liuhen.localhost",
                          "sun.li@liuhen.localhost")
+
+
+@pytest.fixture
+def ctx(tmp_path, db_url, clock):
+    """The console on: client mails carry their status link, digests the one-click unsubscribe."""
+    settings = test_settings(tmp_path, db_url)
+    context = build_context(replace(settings, web=replace(settings.web, enabled=True)), clock=clock)
+    yield context
+    context.db.close()
 
 
 @pytest.fixture
@@ -225,8 +236,6 @@ def test_someone_from_another_department_cannot_open_the_record_by_guessing_its_
 
 
 def test_a_department_head_sees_the_records_of_the_department_and_an_admin_all(ctx, app, record):
-    from dataclasses import replace
-
     head = signed_in(app, ctx, ZHOU)  # 王强 of his 研发部 takes part
     assert head.get(f"/r/{record}").status_code == 200
     assert record in head.get("/records").text
@@ -271,8 +280,6 @@ def test_search_finds_by_a_two_character_word_the_id_a_day_and_a_person(ctx, app
 
 
 def test_an_admin_retries_a_rejected_mail_and_the_retry_is_in_the_trace(ctx, app, send):
-    from dataclasses import replace
-
     rejected = send(make_mail("沟通主题：缺字段"))
     assert rejected.state == "rejected"
     with_admin = replace(ctx, settings=replace(ctx.settings, web=replace(ctx.settings.web, admins=(SUN,))))
@@ -285,3 +292,64 @@ def test_an_admin_retries_a_rejected_mail_and_the_retry_is_in_the_trace(ctx, app
     retried = Event.get(Event.kind == "inbound_retried")
     assert retried.actor == SUN and retried.data["state_before"] == "rejected"
     assert InboundMessage.get_by_id(rejected.id).state == "rejected"  # the same mail, rejected again
+
+
+# ------------------------------------------------------------------ without signing in
+
+def test_a_client_reads_their_own_record_by_the_link_in_their_mails_and_nothing_internal(ctx, app, send):
+    from test_forwarded_requests import CLIENT, QQ_FORWARD, WU
+    from test_replies import NAMES, reply
+
+    send(make_mail(QQ_FORWARD, subject="转发：定制表带刻字需求", to=f"customer@{DOMAIN}", sender=WU),
+         rcpt=f"customer@{DOMAIN}", mail_from=WU)
+    NAMES[CLIENT], NAMES[WU] = "林先生", "吴刚"
+    reply(send, WANG, "进度：\n进展：刻字工艺已打样\n风险：激光头库存只够 300 条")
+    reply(send, WANG, "进度（客户可见）：\n进展：刻字样品已完成\n下一步：12月8日前寄样给客户\n风险：激光头库存不足")
+    ack = OutboundMessage.get(OutboundMessage.kind == "client_ack")
+    link = re.search(r"(http://\S+/c/\d+/\w+)", mail_body(ctx, ack)[0]).group(1).removeprefix(BASE)
+    update = OutboundMessage.select().where((OutboundMessage.to_addr == CLIENT)
+                                            & (OutboundMessage.kind == "update")).get()
+    assert link in mail_body(ctx, update)[0]  # the same page from every mail
+    page = browser(app).get(link)
+    assert page.status_code == 200
+    assert "定制表带刻字需求" in page.text and "首批500条" in page.text and "刻字样品已完成" in page.text
+    for internal in ("王强", "吴刚", WANG, WU, "库存", "刻字工艺已打样", "/work"):
+        assert internal not in page.text, internal
+    forged = link[: -4] + ("0000" if not link.endswith("0000") else "1111")
+    assert browser(app).get(forged).status_code == 404
+    import argparse
+
+    from gateway.cli import cmd_client_links_revoke
+
+    assert cmd_client_links_revoke(argparse.Namespace(ref=Record.get().ref.lower()), ctx) == 0
+    assert browser(app).get(link).status_code == 404  # revoked
+
+
+def test_a_digest_unsubscribes_with_one_click_and_a_person_opening_the_link_sees_a_button(ctx, app, send, clock):
+    from datetime import timedelta
+
+    from test_replies import MEDIUM
+
+    send(make_mail(MEDIUM))  # 中: his answer is due at 10:00 tomorrow, in the 09:00 digest
+
+    from gateway.scheduler import sweep
+    from store.models import DigestPreference
+
+    clock.advance(hours=23)  # 09:00 the next morning
+    sweep(ctx)
+    digest = OutboundMessage.get((OutboundMessage.kind == "digest") & (OutboundMessage.to_addr == WANG))
+    assert digest.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.search(r"<(http[^>]+)>", digest.headers["List-Unsubscribe"]).group(1).removeprefix(BASE)
+    assert "mailto:" in digest.headers["List-Unsubscribe"]  # and the mail way, for clients without it
+    scanner = browser(app).get(url)
+    assert scanner.status_code == 200 and DigestPreference.get_or_none(DigestPreference.email == WANG) is None
+    # The mail client's POST (RFC 8058): no cookie, no CSRF token, no Origin.
+    done = browser(app).post(url, content=b"List-Unsubscribe=One-Click",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert done.status_code == 200 and DigestPreference.get(DigestPreference.email == WANG).enabled is False
+    assert browser(app).post(url.replace("s=", "s=0"), content=b"List-Unsubscribe=One-Click").status_code == 404
+    clock.advance(hours=24)
+    sweep(ctx)
+    assert not OutboundMessage.select().where((OutboundMessage.kind == "digest") & (OutboundMessage.to_addr == WANG)
+                                              & (OutboundMessage.created_at > digest.created_at + timedelta(hours=1))
+                                              ).exists()

@@ -22,6 +22,7 @@ from gateway.outbox import Draft
 from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
+from gateway.web.links import client_link
 from parsers.dates import find_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
@@ -109,6 +110,9 @@ class Act:
             context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
                          author=f"{by.name} <{by.email}>", text=text,
                          lines=list(lines), at=self.local(self.now), ask=ask,
+                         # A client reads the state of their request on a page of their own.
+                         status_link=client_link(self.ctx, self.record.id, to.id)
+                         if (to.external or to.role == "external") and s.web.enabled else "",
                          keywords_for=keywords_for, about_participant=about.id if about else None)))
 
     def receipt(self, label: str) -> None:

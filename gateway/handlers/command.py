@@ -1,11 +1,13 @@
 """Commands by mail, written in the subject to any intake address: 帮助/HELP, 模板/TEMPLATE,
-检索/SEARCH, 状态/STATUS, 订阅/DIGEST ON, 退订/DIGEST OFF. Search and status answer only with records the asker may see:
+检索/SEARCH, 状态/STATUS, 待办/TODO, 部门待办/TEAM, 订阅/DIGEST ON, 退订/DIGEST OFF.
+Search and status answer only with records the asker may see (store/access.py):
 participants see their records, a department head those involving the department, admins all,
 an external client only their own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from config.forms import FormDef
 from gateway.bootstrap import Context
@@ -15,14 +17,16 @@ from gateway.outbox import Draft, queue_mails
 from gateway.refusals import known_sender, may_answer
 from gateway.report import client_view, record_report
 from gateway.scheduler import digest_preference
+from gateway.tokens import reply_address
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
 from store.access import may_read, visible_record_ids
 from store.archive import index_pending
 from store.models import InboundMessage, Record
+from store.worklist import WorkItem, by_deadline, pending_items
 
-COMMANDS = ("help", "template", "search", "status", "digest_on", "digest_off")
+COMMANDS = ("help", "template", "search", "status", "todo", "team", "digest_on", "digest_off")
 
 
 def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command) -> Outcome:
@@ -35,8 +39,8 @@ def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, comman
         title, text = _help(ctx, msg, command.argument, lang, with_forms=False)
     else:
         title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
-                       "digest_on": _digest_on, "digest_off": _digest_off}[command.name](ctx, msg, command.argument,
-                                                                                          lang)
+                       "todo": _todo, "team": _team, "digest_on": _digest_on,
+                       "digest_off": _digest_off}[command.name](ctx, msg, command.argument, lang)
     # A blank form filled in and sent back as a reply reaches that form's intake address.
     form = _form_named(ctx, command.argument) if command.name == "template" else None
     queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
@@ -52,7 +56,7 @@ def _help(ctx: Context, msg: ParsedMessage, argument: str, lang: str, with_forms
     domain = ctx.settings.gateway.domain
     lines = [say("help_title"), "", say("help_send")]
     lines += [f"  {f.address}@{domain} — {f.name_for(lang)}" for f in ctx.forms.values()]
-    lines += ["", say("help_template"), say("help_search")]
+    lines += ["", say("help_template"), say("help_search"), say("help_todo")]
     if with_forms:  # the manual: for people we know; a stranger (perhaps a forged From) gets the lines above
         lines += ["", say("help_keywords")]
         lines += [f"  {words} — {meaning}" for words, meaning in (k.listed(lang) for k in ctx.keywords)]
@@ -103,6 +107,55 @@ def _search(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple
     lines = [f"{h.ref}  [{ctx.renderer.phrase(lang, f'status.{h.status}')}]  {h.archive_key}\n    {h.snippet}"
              for h in hits]
     return title, "\n".join(lines)
+
+
+# What a work item asks for, as the keywords that answer it ([offers] of config/keywords.toml).
+_OFFER_OF_KIND = {"awaiting": "request", "overdue": "request", "sign": "signoff", "dispute": "ruling",
+                  "dispute_late": "ruling"}
+
+
+def _work_lines(ctx: Context, items: list[WorkItem], lang: str, whose: bool) -> list[str]:
+    """One item a line (overdue first), then how to answer it: the reply address and words."""
+    s, say = ctx.settings, _say(ctx, lang)
+    lines = []
+    for item in by_deadline(items):
+        what = ctx.renderer.phrase(lang, f"digest.{item.kind}", label=item.label)
+        if whose:
+            what = ctx.renderer.phrase(lang, "digest.whose", whose=ctx.directory.by_email(item.email).name, what=what)
+        due = say("due", due=_local(ctx, item.due)) if item.due else ""
+        lines.append(f"{item.ref} {item.title}{ctx.renderer.phrase(lang, 'colon')}{what}{due}")
+        offer = _OFFER_OF_KIND.get(item.kind, "item")
+        if not whose and item.participant_id:
+            words = " / ".join(ctx.keyword_label(o.action, lang) for o in ctx.offers.get(offer, ()))
+            lines.append(say("reply_with", address=reply_address(s.gateway.secret, s.gateway.domain, item.record_id,
+                                                                 item.participant_id), words=words))
+    return lines
+
+
+def _local(ctx: Context, when: datetime) -> str:
+    return when.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _todo(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    """待办: what is expected of the sender — the same list as the console's My work."""
+    say = _say(ctx, lang)
+    items = pending_items(ctx.clock.now(), emails=[msg.from_addr.lower()])
+    if not items:
+        return say("todo_title"), say("todo_none")
+    return say("todo_title"), "\n".join(_work_lines(ctx, items, lang, whose=False))
+
+
+def _team(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
+    """部门待办: a head's departments' open items, whose they are — the board as a list."""
+    say = _say(ctx, lang)
+    reader = ctx.reader(msg.from_addr)
+    if not reader.heads or reader.external:
+        return say("team_title"), say("team_not_head")
+    members = [p.email for p in ctx.directory.people if p.department in reader.heads]
+    items = pending_items(ctx.clock.now(), emails=members)
+    title = say("team_title") + " " + ctx.renderer.joined(lang, [ctx.directory.department_name(d, lang)
+                                                                 for d in reader.heads])
+    return title, "\n".join(_work_lines(ctx, items, lang, whose=True)) if items else say("todo_none")
 
 
 def _digest_on(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:

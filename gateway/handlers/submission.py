@@ -16,6 +16,7 @@ from gateway.outbox import Draft, files_to_send, new_message_id, queue_mails
 from gateway.refusals import INVALID_REQUEST, Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
+from gateway.web.links import client_link
 from parsers.dates import parse_datetime
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
@@ -205,5 +206,6 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                 record_id=record.id, lang=client_lang, references=(record.thread_id,),
                 context=dict(ref=record.ref, subject=record.subject, name=p.name, owner=initiator,
                              request=sub.values.get("progress", ""),
-                             ask=ctx.renderer.phrase(client_lang, "ask.client_ack"))))
+                             ask=ctx.renderer.phrase(client_lang, "ask.client_ack"),
+                             status_link=client_link(ctx, record.id, p.id) if s.web.enabled else "")))
     return drafts

@@ -37,6 +37,8 @@ SAMPLES = {
                                entries=[("PRJ-2026-0001", "awaiting <answer>", "2026-11-27 12:00", "reply+1-2-x@liuhen.test",
                                          "硬件<方案>评审")]),
     "sender/answer": dict(title="检索：<成本>", text="PRJ-2026-0001 <b>"),
+    "sender/signin": dict(name="王强", link="http://127.0.0.1:8080/signin/confirm?t=abc<x>", code="042917",
+                          minutes=15, ip="127.0.0.1"),
     "initiator/delivery_failed": dict(record_ref="PRJ-2026-0001", to_addr="x@example.cn", to_name="X",
                                       failed_subject="[PRJ-2026-0001] 请回复", error="550 5.1.1 <x@example.cn>: no such user"),
 }

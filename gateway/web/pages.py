@@ -352,7 +352,7 @@ def record(visit: Visit, ref: str) -> Response:
         actions = _mailto(ctx, visit.lang, address, found.ref, found.subject, _stage_offer(found, person))
     names = {p["email"]: p["name"] for p in report["participants"]}
     return visit.render("record.html.j2", r=report, timeline=timeline, files=record_files(found.id),
-                        actions=actions, name_of=lambda e: names.get(e, e),
+                        actions=actions, name_of=lambda e: names.get(e) or ctx.directory.by_email(e).name,
                         outbound_status={m.id: m.status for m in outbound})
 
 

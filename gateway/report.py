@@ -6,34 +6,27 @@ from pathlib import Path
 from typing import Any
 
 from gateway.bootstrap import Context
-from gateway.scheduler import reminders_of
 from gateway.trace import sentences
+from store.access import Reader
 from store.archive import export_record
 from store.models import (
-    ActionItem,
-    Dispute,
-    Event,
-    InboundMessage,
-    Meeting,
-    Milestone,
-    OutboundMessage,
-    Participant,
     ProgressRow,
     Record,
 )
+from store.records import record_data
 
 
-def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | None:
-    """The record for a reader in `lang` (the record's own language when not given)."""
-    record = Record.get_or_none(Record.ref == ref.upper())
-    if record is None:
+def record_report(ctx: Context, ref: str, lang: str = "", reader: Reader | None = None) -> dict[str, Any] | None:
+    """The record as `reader` reads it in `lang` (the record's own language when not given);
+    None when there is none or it is not theirs to see (no reader: an operator, who sees all)."""
+    data = record_data(ref, reader)
+    if data is None:
         return None
+    record, people, events = data.record, data.participants, data.events
     lang = lang or record.lang
     form = ctx.forms.get(record.form)
     local = lambda t: t.astimezone(ctx.tz).isoformat(timespec="minutes") if t else None  # noqa: E731
     labels = {f.key: f.label_for(record.lang) for f in form.fields} if form else {}
-    people = list(Participant.select().where(Participant.record == record.id).order_by(Participant.id))
-    events = list(Event.select().where(Event.record_id == record.id).order_by(Event.id))
     names = {p.email: p.name for p in people} | {record.initiator_email: record.initiator_name}
     return {
         "id": record.ref,
@@ -57,18 +50,18 @@ def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | No
             for p in people],
         "fields": [{"key": k, "label": labels.get(k, k), "value": v} for k, v in record.fields.items()],
         "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email, "done_at": local(m.done_at)}
-                       for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
+                       for m in data.milestones],
         "meetings": [{"starts": local(m.starts_at), "ends": local(m.ends_at), "organiser": m.organiser_email,
                       "link": m.link, "agenda": m.agenda, "minutes": m.minutes, "minutes_at": local(m.minutes_at)}
-                     for m in Meeting.select().where(Meeting.record == record.id).order_by(Meeting.starts_at)],
+                     for m in data.meetings],
         "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at), "done_at": local(a.done_at)}
-                         for a in ActionItem.select().where(ActionItem.record == record.id).order_by(ActionItem.id)],
+                         for a in data.action_items],
         "progress": [{"at": local(r.at), "author": r.author_email, "stage": r.stage, "progress": r.progress,
                       "next_step": r.next_step, "risks": r.risks, "client_visible": r.client_visible}
-                     for r in ProgressRow.select().where(ProgressRow.record == record.id).order_by(ProgressRow.id)],
+                     for r in data.progress],
         "disputes": [{"opened_at": local(d.opened_at), "by": d.opened_by, "text": d.text, "ruled_by": d.ruled_by,
                       "ruling": d.ruling, "ruled_at": local(d.ruled_at)}
-                     for d in Dispute.select().where(Dispute.record == record.id).order_by(Dispute.id)],
+                     for d in data.disputes],
         # Signatures with their evidence: when, and what the sender check said.
         "signatures": [{"signer": e.data.get("signer", e.actor), "at": local(e.at), "via": e.data.get("via", ""),
                         "authentication": e.data.get("authentication", {})}
@@ -78,23 +71,16 @@ def record_report(ctx: Context, ref: str, lang: str = "") -> dict[str, Any] | No
         "trace": [{"at": at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"), "text": text}
                   for at, text in sentences(ctx, lang, events, names)],
         "reminders": [{"at": local(e.at), "kind": e.kind, "chain": e.data.get("chain"), "to": e.data.get("to", ""),
-                       "stage": e.data.get("stage", "")} for e in reminders_of(record.id)],
+                       "stage": e.data.get("stage", "")} for e in data.reminders],
         # Every mail in, with who sent it as far as we can tell (the sender-authentication
         # verdict and what decided it) and what became of it.
-        "inbound": [{"id": m.id, "at": local(m.received_at), "from": m.from_addr, "state": m.state,
-                     "reason": m.reason, "auth": m.auth.get("result", ""), "auth_method": m.auth.get("method", ""),
-                     "auth_evidence": m.auth.get("evidence", "")}
-                    for m in InboundMessage.select(InboundMessage.id, InboundMessage.received_at,
-                                                   InboundMessage.from_addr, InboundMessage.state,
-                                                   InboundMessage.reason, InboundMessage.auth)
-                    .where(InboundMessage.record_id == record.id).order_by(InboundMessage.id)],
+        "inbound": [{"id": m.id, "at": local(m.received_at), "from": m.from_addr, "subject": m.subject,
+                     "state": m.state, "reason": m.reason, "auth": m.auth.get("result", ""),
+                     "auth_method": m.auth.get("method", ""), "auth_evidence": m.auth.get("evidence", "")}
+                    for m in data.inbound],
         "mails": [{"id": m.id, "at": local(m.sent_at or m.created_at), "kind": m.kind, "to": m.to_addr,
-                   "status": m.status, "subject": m.subject}
-                  for m in OutboundMessage.select(OutboundMessage.id, OutboundMessage.created_at,
-                                                  OutboundMessage.sent_at, OutboundMessage.kind,
-                                                  OutboundMessage.to_addr, OutboundMessage.status,
-                                                  OutboundMessage.subject)
-                  .where(OutboundMessage.record_id == record.id).order_by(OutboundMessage.id)],
+                   "to_name": m.to_name, "status": m.status, "subject": m.subject}
+                  for m in data.outbound],
     }
 
 

@@ -31,7 +31,6 @@ from store.models import (
     ActionItem,
     DigestPreference,
     Dispute,
-    Event,
     Meeting,
     Milestone,
     Participant,
@@ -417,8 +416,3 @@ def digest_preference(email: str, enabled: bool, now: datetime) -> None:
     DigestPreference.insert(email=email.lower(), enabled=enabled, changed_at=now).on_conflict(
         conflict_target=[DigestPreference.email],
         update={DigestPreference.enabled: enabled, DigestPreference.changed_at: now}).execute()
-
-
-def reminders_of(record_id: int) -> list[Event]:
-    return list(Event.select().where((Event.record_id == record_id) &
-                                     Event.kind.in_(("reminder", "escalation"))).order_by(Event.id))

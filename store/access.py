@@ -46,9 +46,3 @@ def visible_record_ids(reader: Reader) -> set[int] | None:
     if condition is None:
         return None
     return {row.id for row in Record.select(Record.id).where(condition)}
-
-
-def may_read(reader: Reader, record_id: int) -> bool:
-    condition = visible_records(reader)
-    query = Record.select(Record.id).where(Record.id == record_id)
-    return (query if condition is None else query.where(condition)).exists()

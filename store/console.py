@@ -196,18 +196,6 @@ def inbound_mail(mail_id: int) -> InboundMessage | None:
     return InboundMessage.get_or_none(InboundMessage.id == mail_id)
 
 
-def record_mails(record_id: int) -> tuple[list[InboundMessage], list[OutboundMessage]]:
-    """The record's mails in and out, without their bytes (the timeline)."""
-    inbound = list(InboundMessage.select(InboundMessage.id, InboundMessage.received_at, InboundMessage.from_addr,
-                                         InboundMessage.subject, InboundMessage.state, InboundMessage.auth)
-                   .where(InboundMessage.record_id == record_id).order_by(InboundMessage.id))
-    outbound = list(OutboundMessage.select(OutboundMessage.id, OutboundMessage.created_at, OutboundMessage.sent_at,
-                                           OutboundMessage.kind, OutboundMessage.to_addr, OutboundMessage.to_name,
-                                           OutboundMessage.subject, OutboundMessage.status)
-                    .where(OutboundMessage.record_id == record_id).order_by(OutboundMessage.id))
-    return inbound, outbound
-
-
 def record_inbound(record_id: int, mail_id: int) -> InboundMessage | None:
     return InboundMessage.get_or_none((InboundMessage.id == mail_id) & (InboundMessage.record_id == record_id))
 

@@ -201,7 +201,7 @@ def _record_urls(ref: str) -> list[str]:
     outbound = OutboundMessage.get(OutboundMessage.kind == "request")
     attachment = Attachment.get()
     return [f"/r/{ref}", f"/r/{ref}/in/{inbound.id}", f"/r/{ref}/in/{inbound.id}.eml", f"/r/{ref}/out/{outbound.id}",
-            f"/r/{ref}/file/{attachment.id}", f"/r/{ref}/export.zip"]
+            f"/r/{ref}/file/{attachment.id}", f"/r/{ref}/export.zip", f"/r/{ref}/out/{outbound.id}.eml"]
 
 
 def test_a_participant_opens_the_record_its_mails_and_files(ctx, app, record):
@@ -221,6 +221,9 @@ def test_a_participant_opens_the_record_its_mails_and_files(ctx, app, record):
 
 
 def test_someone_from_another_department_cannot_open_the_record_by_guessing_its_urls(ctx, app, record):
+    from conftest import sent_mails
+
+    sent_mails(ctx)  # sent: every download exists
     outsider = signed_in(app, ctx, SUN)  # head of HR: nobody of HR takes part
     for url in _record_urls(record):
         answer = outsider.get(url)

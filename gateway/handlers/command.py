@@ -21,7 +21,7 @@ from gateway.tokens import reply_address
 from parsers.keywords import Command
 from parsers.mime import ParsedMessage
 from store import search
-from store.access import may_read, visible_record_ids
+from store.access import visible_record_ids
 from store.archive import index_pending
 from store.models import InboundMessage, Record
 from store.worklist import WorkItem, by_deadline, pending_items
@@ -171,13 +171,12 @@ def _digest_off(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> t
 def _status(ctx: Context, msg: ParsedMessage, argument: str, lang: str) -> tuple[str, str]:
     say = _say(ctx, lang)
     record = Record.get_or_none(Record.ref == argument.strip().upper())
-    if record is None or not may_read(ctx.reader(msg.from_addr), record.id):
+    report = record_report(ctx, record.ref, lang, ctx.reader(msg.from_addr)) if record is not None else None
+    if record is None or report is None:
         # The same answer whether it does not exist or is not theirs: no probing.
         return say("status_title", ref=argument), say("status_none")
     if ctx.directory.by_email(msg.from_addr).external:
         return _client_status(ctx, record, lang)
-    report = record_report(ctx, record.ref, lang)
-    assert report is not None
     colon = ctx.renderer.phrase(lang, "colon")
     lines = [f"{record.ref} {record.subject}", say("stage", stage=ctx.renderer.phrase(lang, f"status.{record.status}")),
              ""]

@@ -37,7 +37,6 @@ from store.console import (
     record_for,
     record_inbound,
     record_list,
-    record_mails,
     record_outbound,
     records_by_archive_key,
     records_created_on,
@@ -332,17 +331,17 @@ def _stage_offer(record: Record, person: Participant) -> str:
 def record(visit: Visit, ref: str) -> Response:
     assert visit.reader is not None
     ctx = visit.ctx
-    found = record_for(visit.reader, ref)
-    if found is None:
+    report = record_report(ctx, ref, visit.lang, visit.reader)  # None too when it is not theirs
+    if report is None:
         return visit.refuse()
-    report = record_report(ctx, found.ref, visit.lang)
-    assert report is not None
-    inbound, outbound = record_mails(found.id)
+    found = record_for(visit.reader, ref)
+    assert found is not None
+    stamp = lambda iso: (iso or "")[:16].replace("T", " ")  # noqa: E731
     timeline = [(e["at"], "event", e["text"], "") for e in report["trace"]]
-    timeline += [(_local(ctx, m.received_at), "in", f"{m.from_addr} · {m.subject}", f"/r/{found.ref}/in/{m.id}")
-                 for m in inbound]
-    timeline += [(_local(ctx, m.sent_at or m.created_at), "out", f"{m.to_name or m.to_addr} · {m.subject}",
-                  f"/r/{found.ref}/out/{m.id}") for m in outbound]
+    timeline += [(stamp(m["at"]), "in", f"{m['from']} · {m['subject']}", f"/r/{found.ref}/in/{m['id']}")
+                 for m in report["inbound"]]
+    timeline += [(stamp(m["at"]), "out", f"{m['to_name'] or m['to']} · {m['subject']}",
+                  f"/r/{found.ref}/out/{m['id']}") for m in report["mails"]]
     timeline.sort(key=lambda row: row[0])
     actions: list[tuple[str, str]] = []
     person = _reader_row(found, visit.reader.email)
@@ -352,8 +351,7 @@ def record(visit: Visit, ref: str) -> Response:
         actions = _mailto(ctx, visit.lang, address, found.ref, found.subject, _stage_offer(found, person))
     names = {p["email"]: p["name"] for p in report["participants"]}
     return visit.render("record.html.j2", r=report, timeline=timeline, files=record_files(found.id),
-                        actions=actions, name_of=lambda e: names.get(e) or ctx.directory.by_email(e).name,
-                        outbound_status={m.id: m.status for m in outbound})
+                        actions=actions, name_of=lambda e: names.get(e) or ctx.directory.by_email(e).name)
 
 
 def _text_of(raw: bytes) -> tuple[dict[str, str], str]:

@@ -356,3 +356,23 @@ def test_a_digest_unsubscribes_with_one_click_and_a_person_opening_the_link_sees
     assert not OutboundMessage.select().where((OutboundMessage.kind == "digest") & (OutboundMessage.to_addr == WANG)
                                               & (OutboundMessage.created_at > digest.created_at + timedelta(hours=1))
                                               ).exists()
+
+
+def test_a_filtered_list_exports_as_csv_and_excel_with_what_people_wrote_kept_as_text(ctx, app, send):
+    import io
+
+    from openpyxl import load_workbook
+    from test_replies import MEDIUM
+
+    send(make_mail(MEDIUM))
+    send(make_mail(MEDIUM.replace("智能手表项目-硬件方案评审", "=HYPERLINK(\"http://evil\")"),
+                   subject="=HYPERLINK(\"http://evil\")"))
+    client = signed_in(app, ctx, WANG)
+    csv_text = client.get("/records.csv", params={"form": "project"}).text
+    assert csv_text.startswith("\ufeff编号,主题") and "PRJ-2026-0001" in csv_text and "PRJ-2026-0002" in csv_text
+    book = load_workbook(io.BytesIO(client.get("/records.xlsx", params={"form": "project"}).content))
+    rows = list(book.active.iter_rows(values_only=True))
+    assert rows[0][:2] == ("编号", "主题") and len(rows) == 3
+    assert {r[1] for r in rows[1:]} == {"智能手表项目-硬件方案评审", "'=HYPERLINK(\"http://evil\")"}
+    assert len(list(load_workbook(io.BytesIO(client.get("/records.xlsx", params={"form": "notice"}).content))
+                    .active.iter_rows())) == 1  # the filter applies: the header alone

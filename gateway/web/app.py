@@ -203,6 +203,7 @@ def create_app(ctx: Context) -> ASGIApp:
         route("/board/{department}/{bucket}", pages.board_list),
         route("/records", pages.records),
         route("/records.csv", pages.records_csv),
+        route("/records.xlsx", pages.records_xlsx),
         route("/r/{ref}", pages.record),
         route("/r/{ref}/in/{mail_id:int}", pages.mail_in),
         route("/r/{ref}/in/{mail_id:int}.eml", pages.mail_in_eml),

@@ -292,23 +292,44 @@ def records(visit: Visit) -> Response:
                         page_link=lambda n: "?" + urlencode({**visit.request.query_params, "page": n}))
 
 
-def records_csv(visit: Visit) -> Response:
+def _listed(visit: Visit) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the filtered record list, for a spreadsheet (up to 10,000 rows)."""
     assert visit.reader is not None
     ctx = visit.ctx
     page = record_list(visit.reader, _filter(visit), ctx.clock.now(), ctx.tz, 1, per_page=10_000)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    t = lambda key: visit.web.phrase(visit.lang, key)  # noqa: E731
-    writer.writerow([t("web.col.ref"), t("web.col.subject"), t("web.col.form"), t("web.col.status"),
-                     t("web.col.priority"), t("web.col.initiator"), t("web.col.created"), t("web.col.archive_key")])
+    header = [visit.web.phrase(visit.lang, f"web.col.{c}") for c in
+              ("ref", "subject", "form", "status", "priority", "initiator", "created", "archive_key")]
+    rows = []
     for r in page.rows:
         form = ctx.forms.get(r.form)
-        writer.writerow([r.ref, r.subject, form.name_for(visit.lang) if form else r.form,
-                         ctx.renderer.phrase(visit.lang, f"status.{r.status}"), r.priority, r.initiator_name,
-                         _local(ctx, r.created_at), r.archive_key])
+        rows.append([r.ref, r.subject, form.name_for(visit.lang) if form else r.form,
+                     ctx.renderer.phrase(visit.lang, f"status.{r.status}"), r.priority, r.initiator_name,
+                     _local(ctx, r.created_at), r.archive_key])
+    return header, rows
+
+
+def records_csv(visit: Visit) -> Response:
+    header, rows = _listed(visit)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *rows])
     # With a byte-order mark, Excel opens the Chinese in it as UTF-8.
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": "attachment; filename=records.csv"})
+
+
+def records_xlsx(visit: Visit) -> Response:
+    from openpyxl import Workbook
+
+    header, rows = _listed(visit)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(visit.web.phrase(visit.lang, "web.records.title"))
+    for row in (header, *rows):
+        # A cell starting with = + - @ would be a formula in Excel: keep what people wrote as text.
+        sheet.append([f"'{v}" if v[:1] in ("=", "+", "-", "@") else v for v in row])
+    out = io.BytesIO()
+    book.save(out)
+    return Response(out.getvalue(), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": "attachment; filename=records.xlsx"})
 
 
 def _reader_row(record: Record, email: str) -> Participant | None:

@@ -18,6 +18,9 @@ class _Blank(dict):
         return ""
 
 
+VERDICTS = ("pass", "fail", "none", "accepted")  # a sender check's results, as [auth] phrases say them
+
+
 def sentences(ctx: Context, lang: str, events: Iterable[Event], names: dict[str, str]) -> list[tuple[datetime, str]]:
     """(when, sentence) for every event a reader looks for; `names` maps addresses to names."""
     table = ctx.renderer.phrases[ctx.renderer.language(lang)]["event"]
@@ -38,8 +41,7 @@ def sentences(ctx: Context, lang: str, events: Iterable[Event], names: dict[str,
                 values[when] = _local(ctx, data[when])
         if event.kind == "signed":
             verdict = str((data.get("authentication") or {}).get("result", "none"))
-            known = verdict in ("pass", "fail", "none", "accepted")
-            values["auth"] = ctx.renderer.phrase(lang, f"auth.{verdict}") if known else verdict
+            values["auth"] = ctx.renderer.phrase(lang, f"auth.{verdict}") if verdict in VERDICTS else verdict
         sentence = template.format_map(values) if template else event.kind
         out.append((event.at, " ".join(sentence.split()) if len(sentence) < 400 else sentence[:400] + "…"))
     return out

@@ -231,6 +231,21 @@ def records_with_person(reader: Reader, email: str, limit: int = 50) -> list[Rec
     return list(query.order_by(Record.id.desc()).limit(limit))
 
 
+def reader_participant(record_id: int, email: str) -> Participant | None:
+    """The reader's own participant row on a record (their reply address), key roles first."""
+    rows = list(Participant.select().where((Participant.record == record_id) & (Participant.email == email)))
+    order = {"recipient": 0, "external": 0, "initiator": 1, "lead": 2, "head": 3}
+    return min(rows, key=lambda p: order.get(p.role, 9)) if rows else None
+
+
+def record_titles(record_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """{record id: (subject, form)} — for search hits, which carry neither."""
+    if not record_ids:
+        return {}
+    rows = Record.select(Record.id, Record.subject, Record.form).where(Record.id.in_(record_ids))
+    return {r.id: (r.subject, r.form) for r in rows}
+
+
 def records_by_archive_key(reader: Reader, key: str, limit: int = 20) -> list[Record]:
     query = Record.select().where(fn.LOWER(Record.archive_key).contains(key.lower()))
     visible = visible_records(reader)

@@ -106,7 +106,8 @@ def _to_v5(db: Database) -> None:
 
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     wanted = (("participant", ("email",)), ("participant", ("department",)), ("milestone", ("owner_email",)),
-              ("actionitem", ("owner_email",)), ("dispute", ("lead_email",)), ("record", ("created_at",)))
+              ("actionitem", ("owner_email",)), ("dispute", ("lead_email",)), ("record", ("created_at",)),
+              ("record", ("archived_at",)))
     have = {(table, tuple(index.columns)) for table in {t for t, _ in wanted} for index in db.get_indexes(table)}
     migrate_schema(*[migrator.add_index(table, columns) for table, columns in wanted if (table, columns) not in have])
     db.create_tables([SignIn, WebSession, ClientLink])

@@ -111,7 +111,7 @@ class Record(BaseModel):
     retro = TextField(default="")  # the initiator's retrospective (复盘总结)
     archive_category = CharField(max_length=32, default="")  # 项目档案库 | 客户沟通档案
     archive_key = TextField(default="")  # 主题+日期, e.g. 智能手表项目-硬件方案评审-20240525
-    archived_at = UTCDateTimeField(null=True)
+    archived_at = UTCDateTimeField(null=True, index=True)  # the archive by month
     next_reminder_at = UTCDateTimeField(null=True, index=True)  # the retrospective reminder
 
 

@@ -16,7 +16,8 @@ V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
 V4_COLUMNS = {"milestone": ["done_at"]}  # and dispute's due_at, next_reminder_at: the table is new in v2
 V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"], "progressrow": ["client_visible"]}
 V5_INDEXES = (("participant", "email"), ("participant", "department"), ("milestone", "owner_email"),
-              ("actionitem", "owner_email"), ("dispute", "lead_email"), ("record", "created_at"))
+              ("actionitem", "owner_email"), ("dispute", "lead_email"), ("record", "created_at"),
+              ("record", "archived_at"))
 V5_TABLES = ("signin", "websession", "clientlink")
 
 
@@ -33,9 +34,9 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
     migrate(migrator.drop_index("inboundmessage", "inboundmessage_next_attempt_at"))
+    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES if table != "dispute"])
     migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS, V4_COLUMNS)
               for table, columns in columns_by_table.items() for column in columns])
-    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES if table != "dispute"])
     for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate",
                   *V5_TABLES):
         db.execute_sql(f'DROP TABLE "{table}"')

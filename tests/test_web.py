@@ -376,3 +376,25 @@ def test_a_filtered_list_exports_as_csv_and_excel_with_what_people_wrote_kept_as
     assert {r[1] for r in rows[1:]} == {"智能手表项目-硬件方案评审", "'=HYPERLINK(\"http://evil\")"}
     assert len(list(load_workbook(io.BytesIO(client.get("/records.xlsx", params={"form": "notice"}).content))
                     .active.iter_rows())) == 1  # the filter applies: the header alone
+
+
+def test_search_filters_by_state_and_form_and_finds_by_archive_key(ctx, app, send):
+    from test_replies import CHEN, MEDIUM, ZHAO, reply
+
+    from store.archive import index_pending
+
+    send(make_mail(MEDIUM))
+    reply(send, CHEN, "结果：采用方案B")
+    reply(send, WANG, "确认")
+    reply(send, ZHAO, "确认")
+    send(make_mail(MEDIUM.replace("智能手表项目-硬件方案评审", "硬件采购-第二批"), subject="硬件采购-第二批"))
+    index_pending()
+    archived = Record.get(Record.status == "archived")
+    client = signed_in(app, ctx, WANG)
+    both = client.get("/search", params={"q": "硬件"}).text
+    assert "PRJ-2026-0001" in both and "PRJ-2026-0002" in both
+    only_archived = client.get("/search", params={"q": "硬件", "status": "archived"}).text
+    assert "PRJ-2026-0001" in only_archived and "PRJ-2026-0002" not in only_archived
+    assert "PRJ-2026-0001" not in client.get("/search", params={"q": "硬件", "form": "notice"}).text
+    by_key = client.get("/search", params={"q": archived.archive_key}).text
+    assert archived.archive_key in by_key and "PRJ-2026-0001" in by_key

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.bootstrap import Context
+from gateway.trace import VERDICTS
 from gateway.web import auth
 from mail_templates import DEFAULT_LANGUAGE
 from store.access import Reader
@@ -122,6 +123,7 @@ class Web:
     def render(self, visit: Visit, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(
             lang=visit.lang, t=lambda key, **values: self.phrase(visit.lang, key, **values),
+            verdict=lambda result: self.phrase(visit.lang, f"auth.{result}") if result in VERDICTS else result,
             reader=visit.reader, csrf=visit.session.csrf if visit.session else "",
             path=visit.request.url.path, query=visit.request.url.query, quote=quote, **context)
 

@@ -33,11 +33,13 @@ from store.console import (
     board_row,
     department_work,
     inbound_mail,
+    reader_participant,
     record_files,
     record_for,
     record_inbound,
     record_list,
     record_outbound,
+    record_titles,
     records_by_archive_key,
     records_created_on,
     records_with_person,
@@ -59,6 +61,7 @@ from store.worklist import WorkItem, by_deadline
 
 REF = re.compile(r"^[A-Z]{2,8}-\d{4}-\d{4,}$", re.IGNORECASE)
 DAY = re.compile(r"^(\d{4})[-/.]?(\d{1,2})[-/.]?(\d{1,2})$")
+ARCHIVE_KEY = re.compile(r"-\d{4,8}$")  # 智能手表项目-硬件方案评审-20240525, or -2024…
 ARCHIVES = ("项目档案库", "客户沟通档案")
 # What a work item offers as buttons ([offers] of config/keywords.toml).
 OFFER_OF_KIND = {"awaiting": "request", "overdue": "request", "sign": "signoff", "milestone": "item",
@@ -332,13 +335,6 @@ def records_xlsx(visit: Visit) -> Response:
                     headers={"Content-Disposition": "attachment; filename=records.xlsx"})
 
 
-def _reader_row(record: Record, email: str) -> Participant | None:
-    """The reader's own participant row on the record (their reply address), key roles first."""
-    rows = list(Participant.select().where((Participant.record == record.id) & (Participant.email == email)))
-    order = {"recipient": 0, "external": 0, "initiator": 1, "lead": 2, "head": 3}
-    return min(rows, key=lambda p: order.get(p.role, 9)) if rows else None
-
-
 def _stage_offer(record: Record, person: Participant) -> str:
     if person.role in ("recipient", "external"):
         if record.status == "confirming" and person.signed_at is None:
@@ -365,7 +361,7 @@ def record(visit: Visit, ref: str) -> Response:
                   f"/r/{found.ref}/out/{m['id']}") for m in report["mails"]]
     timeline.sort(key=lambda row: row[0])
     actions: list[tuple[str, str]] = []
-    person = _reader_row(found, visit.reader.email)
+    person = reader_participant(found.id, visit.reader.email)
     if person is not None and found.status != "archived":
         s = ctx.settings
         address = reply_address(s.gateway.secret, s.gateway.domain, found.id, person.id)
@@ -464,6 +460,7 @@ def record_export(visit: Visit, ref: str) -> Response:
 class Found:
     ref: str
     subject: str
+    form: str
     status: str
     archive_key: str
     snippet: str  # matches marked 【】
@@ -489,15 +486,18 @@ def search(visit: Visit) -> Response:
                 picked = []
         elif person is not None:
             picked = records_with_person(visit.reader, person.email)
-        picked += [r for r in records_by_archive_key(visit.reader, q) if r.id not in {p.id for p in picked}]
-        hits = [Found(r.ref, r.subject, r.status, r.archive_key, "") for r in picked]
+        if ARCHIVE_KEY.search(q):  # 主题+日期, or a part of one with its date
+            picked += [r for r in records_by_archive_key(visit.reader, q) if r.id not in {p.id for p in picked}]
+        hits = [Found(r.ref, r.subject, r.form, r.status, r.archive_key, "") for r in picked]
         seen = {h.ref for h in hits}
         visible = visible_record_ids(visit.reader)
-        for hit in full_text.search(ctx.db, q, include_open=True, visible_record_ids=visible, limit=30):
-            if hit.ref not in seen:
-                subject = Record.get_by_id(hit.record_id).subject
-                hits.append(Found(hit.ref, subject, hit.status, hit.archive_key, hit.snippet))
-    return visit.render("search.html.j2", q=q, hits=hits, marked=_marked)
+        matches = full_text.search(ctx.db, q, include_open=True, visible_record_ids=visible, limit=30)
+        titles = record_titles([h.record_id for h in matches])
+        hits += [Found(h.ref, *titles.get(h.record_id, ("", "")), h.status, h.archive_key, h.snippet)
+                 for h in matches if h.ref not in seen]
+    state, form = visit.param("status"), visit.param("form")
+    hits = [h for h in hits if (not state or h.status == state) and (not form or h.form == form)]
+    return visit.render("search.html.j2", q=q, hits=hits, marked=_marked, forms=ctx.forms, state=state, form=form)
 
 
 def _marked(snippet: str) -> list[tuple[bool, str]]:

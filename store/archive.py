@@ -12,15 +12,10 @@ from zoneinfo import ZoneInfo
 
 from store import search
 from store.models import (
-    ActionItem,
     Attachment,
     Event,
     InboundMessage,
-    Meeting,
-    Milestone,
     OutboundMessage,
-    Participant,
-    ProgressRow,
     Record,
     SearchPending,
 )
@@ -83,13 +78,19 @@ def search_parts(record: Record) -> dict[str, str]:
 
 def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo, timeline: Callable[[dict], str]) -> Path:
     """Write record.json, timeline.html (`timeline` renders it from the record's data), every
-    raw mail in and out (.eml) and the attachments into out/<ref>/; returns that folder."""
+    raw mail in and out (.eml) and the attachments into out/<ref>/; returns that folder. The
+    record is read as `show` and the console read it (store/records.py)."""
+    from store.records import record_data
+
+    whole = record_data(record.ref)
+    assert whole is not None
     folder = out / record.ref
     (folder / "mails").mkdir(parents=True, exist_ok=True)
     (folder / "attachments").mkdir(exist_ok=True)
     local = lambda t: t.astimezone(tz).isoformat(timespec="minutes") if t else None  # noqa: E731
-    events = list(Event.select().where(Event.record_id == record.id).order_by(Event.id))
-    inbound_ids = {e.inbound_id for e in events if e.inbound_id} | {record.source_inbound_id}
+    events = whole.events
+    inbound_ids = {e.inbound_id for e in events if e.inbound_id} | {record.source_inbound_id} | {
+        m.id for m in whole.inbound}
     data = {
         "id": record.ref, "template": record.form, "subject": record.subject, "status": record.status,
         "priority": record.priority, "initiator": {"name": record.initiator_name, "email": record.initiator_email},
@@ -98,18 +99,17 @@ def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo, timel
                     "archived_at": local(record.archived_at)},
         "created_at": local(record.created_at), "due": local(record.due_at),
         "participants": [{"name": p.name, "email": p.email, "role": p.role, "responsibility": p.responsibility,
-                          "response": p.response, "signed_at": local(p.signed_at)}
-                         for p in Participant.select().where(Participant.record == record.id)],
+                          "response": p.response, "signed_at": local(p.signed_at)} for p in whole.participants],
         "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email,
-                        "delayed_from": local(m.delayed_from)}
-                       for m in Milestone.select().where(Milestone.record == record.id).order_by(Milestone.position)],
-        "meetings": [{"starts": local(m.starts_at), "link": m.link, "minutes": m.minutes}
-                     for m in Meeting.select().where(Meeting.record == record.id)],
-        "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at)}
-                         for a in ActionItem.select().where(ActionItem.record == record.id)],
+                        "delayed_from": local(m.delayed_from), "done_at": local(m.done_at)} for m in whole.milestones],
+        "meetings": [{"starts": local(m.starts_at), "link": m.link, "minutes": m.minutes} for m in whole.meetings],
+        "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at), "done_at": local(a.done_at)}
+                         for a in whole.action_items],
         "progress": [{"at": local(r.at), "stage": r.stage, "progress": r.progress, "next_step": r.next_step,
-                      "risks": r.risks, "author": r.author_email}
-                     for r in ProgressRow.select().where(ProgressRow.record == record.id).order_by(ProgressRow.id)],
+                      "risks": r.risks, "author": r.author_email, "client_visible": r.client_visible}
+                     for r in whole.progress],
+        "disputes": [{"opened_at": local(d.opened_at), "by": d.opened_by, "text": d.text, "ruling": d.ruling,
+                      "ruled_by": d.ruled_by, "ruled_at": local(d.ruled_at)} for d in whole.disputes],
         "events": [{"at": local(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events],
     }
     (folder / "record.json").write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")

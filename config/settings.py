@@ -64,6 +64,10 @@ class DeliverySettings:
     timeout_seconds: float = 30.0
     max_attempts: int = 8
     retry_seconds: tuple[int, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 3600)
+    # `serve` delivers over this many smarthost sessions in parallel, each kept open for many
+    # mails, taking this many due mails at a time.
+    sessions: int = 4
+    batch: int = 50
     # A request's files travel with the mails to its recipients up to this size in all; above
     # it the mails name the files and say where to get them.
     attachments_mb: float = 10.0

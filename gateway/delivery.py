@@ -12,6 +12,7 @@ control characters and checked before it is folded into a header line.
 from __future__ import annotations
 
 import mailbox
+import os
 import re
 import smtplib
 import ssl
@@ -36,14 +37,25 @@ from store.models import OutboundMessage
 CRLF = "\r\n"  # the wire form (RFC 5321 §2.3.8); smtplib sends bytes unchanged
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, permanent: bool):
+    """A mail did not go: `permanent` ends it (5xx), else it is retried later; `session_lost`
+    says the smarthost session is gone (a kept session may just have been closed meanwhile)."""
+
+    def __init__(self, message: str, permanent: bool, session_lost: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.session_lost = session_lost
 
 
 class Transport(Protocol):
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """Deliver or raise DeliveryError."""
+
+    def flush(self) -> None:
+        """Make what was sent since the last flush durable, or raise DeliveryError; called
+        before those mails are marked sent (a smarthost's 250 already is)."""
+
+    def close(self) -> None:
+        """Let go of connections; the next send opens new ones."""
 
 
 @dataclass(frozen=True)
@@ -225,56 +237,133 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
 
 
 class MaildirTransport:
-    """Writes each mail into a local maildir (the default: nothing leaves the machine)."""
+    """Writes each mail into a local maildir (the default: nothing leaves the machine). The
+    files of a batch are synced together at its flush."""
 
     def __init__(self, path: Path):
         self.maildir = mailbox.Maildir(str(path), create=True)
+        self._written: list[str] = []
 
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         try:
-            self.maildir.add(raw.replace(b"\r\n", b"\n"))  # maildir files use local line ends
+            key = self.maildir.add(raw.replace(b"\r\n", b"\n"))  # maildir files use local line ends
+        except OSError as exc:
+            raise DeliveryError(f"maildir: {exc}", permanent=False) from exc
+        self._written.append(os.path.join(self.maildir._path, "new", key))
+
+    def flush(self) -> None:
+        written, self._written = self._written, []
+        try:
+            for path in written:
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+            if written:  # the directory entries too
+                descriptor = os.open(os.path.dirname(written[0]), os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         except OSError as exc:
             raise DeliveryError(f"maildir: {exc}", permanent=False) from exc
 
+    def close(self) -> None:
+        self._written = []
+
 
 class SmtpTransport:
-    """Relays through a smarthost, with STARTTLS and AUTH when configured."""
+    """Relays through a smarthost, with STARTTLS and AUTH when configured, over one session
+    kept open for many mails: RSET after a refused one, a new session after the server
+    dropped it (421, a timeout, an idle connection it closed)."""
 
     def __init__(self, settings: DeliverySettings):
         self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    def _session(self) -> smtplib.SMTP:
+        if self._smtp is not None:
+            return self._smtp
+        s = self.settings
+        smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+        try:
+            smtp.ehlo()
+            if s.starttls:
+                smtp.starttls(context=ssl.create_default_context(cafile=s.ca_file or None))
+                smtp.ehlo()
+            if s.user:
+                smtp.login(s.user, s.password)
+        except BaseException:
+            smtp.close()
+            raise
+        self._smtp = smtp
+        return smtp
 
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
-        s = self.settings
+        reused = self._smtp is not None
+        try:
+            self._send(raw, sender, recipients)
+        except DeliveryError as exc:
+            if not (reused and exc.session_lost):
+                raise
+            # A session kept open can have been closed by the server meanwhile: once more on a new one.
+            self._send(raw, sender, recipients)
+
+    def _send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         # A UTF-8 local part (RFC 6531) can only be relayed with SMTPUTF8; the headers of such
         # a mail are UTF-8 as well (compose), so without it the mail cannot go at all.
         international = not all(addr.isascii() for addr in (sender, *recipients))
         try:
-            with smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds) as smtp:
-                smtp.ehlo()
-                if s.starttls:
-                    smtp.starttls(context=ssl.create_default_context(cafile=s.ca_file or None))
-                    smtp.ehlo()
-                if international and not smtp.has_extn("smtputf8"):
-                    raise DeliveryError("the recipient's address needs SMTPUTF8, which the smarthost does not offer",
-                                        permanent=True)
-                if s.user:
-                    smtp.login(s.user, s.password)
-                refused = smtp.sendmail(sender, recipients, raw,
-                                        mail_options=["SMTPUTF8", "BODY=8BITMIME"] if international else [])
+            smtp = self._session()
+            if international and not smtp.has_extn("smtputf8"):
+                raise DeliveryError("the recipient's address needs SMTPUTF8, which the smarthost does not offer",
+                                    permanent=True)
+            refused = smtp.sendmail(sender, recipients, raw,
+                                    mail_options=["SMTPUTF8", "BODY=8BITMIME"] if international else [])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(_describe(exc.recipients), permanent=all(c >= 500 for c in codes)) from exc
         except smtplib.SMTPAuthenticationError as exc:
             # Our credentials are wrong: the operator can fix that, so keep the mail and retry.
+            self.close()
             raise DeliveryError(f"smarthost refused our login: {exc.smtp_code} {exc.smtp_error!r}",
                                 permanent=False) from exc
         except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:  # the server is closing the session
+                self.close()
+                raise DeliveryError(f"{exc.smtp_code} {exc.smtp_error!r}", permanent=False,
+                                    session_lost=True) from exc
+            self._reset()
             raise DeliveryError(f"{exc.smtp_code} {exc.smtp_error!r}", permanent=exc.smtp_code >= 500) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+            self.close()
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False, session_lost=True) from exc
         if recipients[0] in refused:
             code = refused[recipients[0]][0]
             raise DeliveryError(_describe(refused), permanent=code >= 500)
+
+    def _reset(self) -> None:
+        """After a refused mail the session goes on with the next (smtplib has sent RSET for
+        refusals before DATA; after DATA one is due)."""
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
 
 
 def _describe(refused: dict) -> str:

@@ -17,12 +17,15 @@ import multiprocessing.process
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from config.settings import Settings
 from gateway.bootstrap import Context, build_context
 from gateway.budget import limit_memory
+from gateway.couriers import Couriers
 from gateway.intake import import_spooled, pending_ids
+from gateway.outbox import stuck_sending_reset
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
 from store.archive import index_pending
@@ -38,12 +41,16 @@ _WAKE, _STOP, _READY = b"w", b"q", b"r"  # parent → child, and child → paren
 _DOWN, _UP = b"d", b"u"  # child → parent: the database went away (+ the error), is back
 
 
-def processor_loop(ctx: Context, spool: Spool, signals: Connection) -> None:
+def processor_loop(ctx: Context, spool: Spool, signals: Connection,
+                   after_round: Callable[[], None] | None = None) -> None:
     """Work until a stop signal arrives on `signals`. No failure ends it: the spool or the
-    database being unavailable leaves the mails where they are, to be taken up again."""
+    database being unavailable leaves the mails where they are, to be taken up again.
+    `after_round` is called after every round that did work (the couriers: new mail)."""
     while True:
         try:
             worked = ctx.db_health.attempt(_round, ctx, spool)
+            if worked and after_round is not None:
+                after_round()
         except DATABASE_ERRORS:
             # Logged once per outage (db_health). New mail does not bring the next try
             # sooner: under load it would be a connection attempt per mail.
@@ -152,9 +159,10 @@ class ThreadProcessor(_Processor):
 class ChildProcessor(_Processor):
     START_SECONDS = 60.0
 
-    def __init__(self, settings: Settings, db_health: DatabaseHealth | None = None):
+    def __init__(self, settings: Settings, db_health: DatabaseHealth | None = None, deliver: bool = False):
         super().__init__()
         self._settings = settings
+        self._deliver = deliver  # the child also delivers the outbox (gateway/couriers.py)
         self._db_health = db_health  # the parent's: the child's outages are logged there, once with its own
         self._mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or connections
         self._life = threading.Lock()  # a restart and a stop do not cross
@@ -166,7 +174,8 @@ class ChildProcessor(_Processor):
         import and connect), so that `serve` opens its port only then, and fails at once,
         rather than spooling mail that nothing processes, when the child cannot start."""
         ready, ready_in_child = self._mp.Pipe(duplex=False)
-        self.process = self._mp.Process(target=_child_main, args=(self._settings, self._receive, ready_in_child),
+        self.process = self._mp.Process(target=_child_main,
+                                        args=(self._settings, self._receive, ready_in_child, self._deliver),
                                         name="liuhen-processor")
         self.process.start()
         ready_in_child.close()  # only the child writes to it: a child that dies early reads as EOF
@@ -214,7 +223,7 @@ class ChildProcessor(_Processor):
             self.process.join()
 
 
-def _child_main(settings: Settings, signals: Connection, to_parent: Connection) -> None:
+def _child_main(settings: Settings, signals: Connection, to_parent: Connection, deliver: bool = False) -> None:
     # The parent owns shutdown: Ctrl-C and SIGTERM reach the whole process group, and the
     # child must finish its batch and leave when the parent says so, not half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -235,5 +244,14 @@ def _child_main(settings: Settings, signals: Connection, to_parent: Connection) 
             pass
 
     ctx.db_health.tell = tell_parent
+    couriers = Couriers(ctx) if deliver else None
+    if couriers is not None:
+        # What a killed child before us left half-sent is requeued now, not after its lease.
+        ctx.db_health.attempt(stuck_sending_reset, ctx.clock.now())
+        couriers.start()
     to_parent.send_bytes(_READY)
-    processor_loop(ctx, spool, signals)
+    try:
+        processor_loop(ctx, spool, signals, after_round=couriers.wake if couriers else None)
+    finally:
+        if couriers is not None:
+            couriers.stop()  # each finishes the mail it is sending and marks what went out

@@ -53,7 +53,10 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
         started.callback(executor.shutdown, wait=True)
         spool = Spool(ctx.settings.data_path / "spool")
-        processor = ChildProcessor(ctx.settings, ctx.db_health) if separate_process else ThreadProcessor(ctx, spool)
+        # Under `serve` the processor child also delivers (gateway/couriers.py); in-process
+        # (tests, demo) the outbox loop below does, with the transport given.
+        processor = (ChildProcessor(ctx.settings, ctx.db_health, deliver=transport is not None) if separate_process
+                     else ThreadProcessor(ctx, spool))
         stuck_sending_reset(ctx.clock.now())
         processor.start()
         started.push_async_callback(loop.run_in_executor, None, processor.stop)
@@ -77,7 +80,7 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
                                        lambda read: loop.run_in_executor(executor, read))
             started.push_async_callback(_close_probe, probes)
             log.info("probes on http://%s:%s/readyz and /healthz", probe.host, probe.port)
-        if transport is not None:
+        if transport is not None and not separate_process:
             outbox_task = asyncio.create_task(_outbox_loop(ctx, transport, executor))
             started.push_async_callback(_cancel, outbox_task)
         clock = AsyncIOScheduler(event_loop=loop)
@@ -99,7 +102,7 @@ async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
     delay = WATCH_SECONDS
     while True:
         await asyncio.sleep(delay)
-        if not db_health.available:
+        if not db_health.available and not await _database_answers(loop, db_health):
             continue  # a new child could not connect either: it is started once the database is back
         try:
             await loop.run_in_executor(None, processor.ensure_running)
@@ -107,8 +110,18 @@ async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
         except RuntimeError as exc:  # the child's own error is in the log
             delay = min(delay * 2, RETRY_MAX_SECONDS)
             log.error("%s; trying again in %.0f s", exc, delay)
+            await _database_answers(loop, db_health)  # perhaps why: the outage is logged once, here
         except Exception:
             log.exception("the mail processor could not be started again; retrying")
+
+
+async def _database_answers(loop: asyncio.AbstractEventLoop, db_health: DatabaseHealth) -> bool:
+    """Whether the database answers (db_health logs an outage and its end once)."""
+    try:
+        await loop.run_in_executor(None, db_health.attempt, db_health.db.execute_sql, "SELECT 1")
+    except DATABASE_ERRORS:
+        return False
+    return True
 
 
 async def _close_server(server: asyncio.Server, sessions: IntakeSessions) -> None:

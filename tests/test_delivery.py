@@ -5,6 +5,7 @@ addresses that are not ASCII."""
 from __future__ import annotations
 
 import email
+import socket
 import ssl
 import subprocess
 from dataclasses import replace
@@ -88,7 +89,7 @@ def _dispatch(ctx) -> None:
 def test_mail_is_relayed_with_starttls_and_auth(ctx, smarthost):
     _dispatch(ctx)
     assert deliver_due(ctx, _transport(ctx, smarthost)) == 3
-    assert smarthost.logins == ["liuhen"] * 3
+    assert smarthost.logins == ["liuhen"]  # one session, one TLS handshake and login, for all three
     recipients = sorted(r[0] for _, r, _ in smarthost.received)
     assert recipients == ["chen.jing@liuhen.localhost", "wang.qiang@liuhen.localhost", "zhao.lei@liuhen.localhost"]
     assert {m.status for m in OutboundMessage.select()} == {"sent"}
@@ -197,3 +198,24 @@ def test_a_non_ascii_domain_alone_is_written_in_idna(ctx, smarthost):
     [(_, rcpts, raw)] = smarthost.received
     assert rcpts == ["wang@xn--mchine-bua.example"] and smarthost.smtputf8 == [False]
     assert email.message_from_bytes(raw, policy=policy.default)["To"].addresses[0].domain == "xn--mchine-bua.example"
+
+
+def test_one_session_carries_many_mails_past_a_refused_one_and_a_dropped_connection(ctx, smarthost):
+    _dispatch(ctx)
+    smarthost.answers["wang.qiang@liuhen.localhost"] = "550 5.1.1 no such user"
+    transport = _transport(ctx, smarthost)
+    deliver_due(ctx, transport)
+    assert {(m.kind, m.to_addr): m.status for m in OutboundMessage.select()} == {
+        ("ack", "chen.jing@liuhen.localhost"): "sent", ("request", "wang.qiang@liuhen.localhost"): "failed",
+        ("request", "zhao.lei@liuhen.localhost"): "sent",  # the session went on after the refusal (RSET)
+        ("delivery_failed", "chen.jing@liuhen.localhost"): "queued"}  # the initiator is told, next round
+    assert smarthost.logins == ["liuhen"]
+    # The server closes the idle session (its timeout, a restart): the next mail opens a new one.
+    transport._smtp.sock.shutdown(socket.SHUT_RDWR)
+    smarthost.answers.clear()
+    _dispatch(ctx)
+    deliver_due(ctx, transport)
+    assert OutboundMessage.select().where(OutboundMessage.status == "sent").count() == 6  # + the report, 3 new
+    assert smarthost.logins == ["liuhen", "liuhen"]
+    assert not Event.select().where(Event.kind == "mail_deferred").exists()  # nothing was put off for it
+    transport.close()

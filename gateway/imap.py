@@ -22,7 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from config.settings import ImapSettings
 from gateway.bootstrap import Context
 from gateway.intake import store_raw
-from store.db import DATABASE_ERRORS, drop_connection
+from store.db import DATABASE_ERRORS, drop_connection, node_lock
 from store.models import ImapState
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,18 @@ class Poller:
                 self._logout()
         drop_connection(self.ctx.db)
 
+    def _fetch_here(self, client: IMAPClient) -> int:
+        """Fetch what is new — unless another gateway on the same PostgreSQL is reading this
+        mailbox now (it stores what it fetches; we look again after the idle time)."""
+        with node_lock(self.ctx.db, f"liuhen:imap:{self.box.address}") as ours:
+            return fetch_new(self.ctx, self.box, client, self.on_stored) if ours else 0
+
     def _serve(self, client: IMAPClient) -> None:
         idle = b"IDLE" in client.capabilities()
         health = self.ctx.db_health
         while not self.stopping.is_set():
             try:
-                stored = health.attempt(fetch_new, self.ctx, self.box, client, self.on_stored)
+                stored = health.attempt(self._fetch_here, client)
             except DATABASE_ERRORS:
                 # Logged once per outage. The mailbox stays open: the messages wait in it,
                 # and are fetched when the database is back.

@@ -27,7 +27,7 @@ from gateway.processor import ChildProcessor, ThreadProcessor
 from gateway.scheduler import sweep
 from gateway.smtp import IntakeHandler, IntakeSessions, smtp_factory
 from gateway.spool import Spool, SpoolWriter
-from store.db import DATABASE_ERRORS, RETRY_MAX_SECONDS, DatabaseHealth
+from store.db import DATABASE_ERRORS, RETRY_MAX_SECONDS, DatabaseHealth, node_lock, single_node
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     # Whatever has started is stopped again, in reverse order, however serving ends — also
     # when a later step fails (a port already taken must not leave the processor running).
     async with contextlib.AsyncExitStack() as started:
+        if separate_process:  # `liuhen serve`: on SQLite, the only one on its database
+            lock = single_node(ctx.db)
+            if lock is not None:
+                started.callback(lock.close)
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
         started.callback(executor.shutdown, wait=True)
         spool = Spool(ctx.settings.data_path / "spool")
@@ -168,11 +172,18 @@ async def _sweep(ctx: Context, executor: ThreadPoolExecutor) -> None:
         # the database health that the database answered.
         return
     try:
-        await asyncio.get_running_loop().run_in_executor(executor, ctx.db_health.attempt, sweep, ctx)
+        await asyncio.get_running_loop().run_in_executor(executor, ctx.db_health.attempt, _sweep_here, ctx)
     except DATABASE_ERRORS:
         pass  # logged once per outage; the next sweep catches up
     except Exception:
         log.exception("reminder sweep failed; the next one catches up")
+
+
+def _sweep_here(ctx: Context) -> int:
+    """One sweep, on one node at a time: another gateway on the same PostgreSQL sweeping now
+    is left to it (the keys would stop doubles anyway; this saves the work)."""
+    with node_lock(ctx.db, "liuhen:sweep") as ours:
+        return sweep(ctx) if ours else 0
 
 
 class GatewayThread:

@@ -13,13 +13,16 @@ once that it is back.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import IO, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from peewee import Database, InterfaceError, OperationalError, PeeweeException, PostgresqlDatabase, SqliteDatabase
@@ -177,6 +180,42 @@ def drop_connection(db: Database) -> None:
         db.close()
     except PeeweeException:
         db.dispose()
+
+
+@contextmanager
+def node_lock(db: Database, name: str) -> Iterator[bool]:
+    """Whether this node may do `name` now (the reminder sweep, polling one IMAP mailbox)
+    while several gateways share one PostgreSQL: a session-level advisory lock, tried, not
+    waited for, and given back at the end (or by the server, should the connection die).
+    SQLite has one node by construction (`single_node`): always True."""
+    if not is_postgres(db):
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    got = bool(db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+    try:
+        yield got
+    finally:
+        if got:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def single_node(db: Database) -> IO[str] | None:
+    """For SQLite: hold a lock on the database file's side for as long as `serve` runs, so
+    that a second `serve` on the same file is refused with a clear message instead of
+    sharing it (SQLite serves one node; several gateways share a PostgreSQL). The caller
+    keeps the returned file open; None for PostgreSQL."""
+    if is_postgres(db):
+        return None
+    path = Path(str(db.database) + ".serve-lock")
+    held = path.open("a")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        raise RuntimeError(f"another liuhen serve is using {db.database}; an SQLite database serves one gateway "
+                           "(for several, share a PostgreSQL database)") from None
+    return held
 
 
 class DatabaseHealth:

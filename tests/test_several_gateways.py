@@ -1,0 +1,98 @@
+"""Several gateways on one database: on PostgreSQL they share the work without doing it twice;
+on SQLite a second `serve` on the same file is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import test_settings
+
+from gateway.bootstrap import build_context
+from gateway.outbox import Draft, deliver_due, queue_mails
+from store.db import is_postgres, node_lock, open_database
+from store.models import OutboundMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+class Counting:
+    """A transport that keeps the addresses it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        time.sleep(0.001)  # a smarthost's round trip: the two gateways' claims interleave
+        self.sent.extend(recipients)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@postgres_only
+def test_two_gateways_on_one_postgresql_deliver_every_mail_once(tmp_path, db_url, clock):
+    first = build_context(test_settings(tmp_path, db_url), clock=clock)
+    second = build_context(test_settings(tmp_path, db_url), clock=clock)
+    addresses = [f"person{n}@example.cn" for n in range(300)]
+    queue_mails(first, [Draft(kind="error_notice", template="sender/error", lang="en", to_addr=a, to_name="",
+                              context={"inbound_id": 1, "original_subject": "hello"}) for a in addresses])
+    transports = [Counting(), Counting()]
+
+    def drain(ctx, transport: Counting) -> None:
+        while deliver_due(ctx, transport, limit=20):
+            pass
+
+    workers = [threading.Thread(target=drain, args=pair) for pair in zip((first, second), transports)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    sent = transports[0].sent + transports[1].sent
+    assert sorted(sent) == sorted(addresses)  # each once
+    assert transports[0].sent and transports[1].sent  # both did their share
+    assert OutboundMessage.select().where(OutboundMessage.status != "sent").count() == 0
+    first.db.close()
+    second.db.close()
+
+
+@postgres_only
+def test_only_one_node_at_a_time_holds_a_named_task(db_url):
+    one, other = open_database(db_url), open_database(db_url)
+    assert is_postgres(one)
+    with node_lock(one, "liuhen:sweep") as first:
+        assert first
+        with node_lock(other, "liuhen:sweep") as second:
+            assert not second  # the other gateway skips its sweep
+        with node_lock(other, "liuhen:imap:project@example.cn") as unrelated:
+            assert unrelated
+    with node_lock(other, "liuhen:sweep") as after:
+        assert after  # given back
+    one.close()
+    other.close()
+
+
+def test_a_second_serve_on_the_same_sqlite_file_is_refused_with_a_clear_message(tmp_path):
+    from conftest import free_port
+    from test_serve_command import _env, _serve_argv, _wait_port
+
+    port = free_port()
+    first = subprocess.Popen(_serve_argv(tmp_path, port, web=False), cwd=ROOT, env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port)
+        second = subprocess.run(_serve_argv(tmp_path, free_port(), web=False), cwd=ROOT, env=_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "another liuhen serve is using" in second.stderr and "PostgreSQL" in second.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert first.returncode == 0

@@ -179,8 +179,9 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
     never lost (README, Guarantees)."""
     mails = claim_due(ctx, limit)
     went_out: list[tuple[OutboundMessage, Composed]] = []
+    rows: RowsCache = {}
     for mail in mails:
-        composed = _send(ctx, transport, mail)
+        composed = _send(ctx, transport, mail, rows)
         if composed is not None:
             went_out.append((mail, composed))
     if went_out:
@@ -194,23 +195,33 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
     return len(mails)
 
 
-def mail_body(ctx: Context, mail: OutboundMessage) -> tuple[str, str]:
+RowsCache = dict[tuple[int, str], list[tuple[str, str]]]  # (record, language) → its form's rows
+
+
+def mail_body(ctx: Context, mail: OutboundMessage, rows: RowsCache | None = None) -> tuple[str, str]:
     """(text, html) of a queued or sent mail. A sent mail's are read back from the bytes that
-    went out (the trace of what it said), not kept a second time beside them."""
+    went out (the trace of what it said), not kept a second time beside them. `rows` keeps
+    the forms read for a batch: a record's mails show the same form (it never changes)."""
     if mail.text:  # sent by a version that kept the rendered parts as well
         return mail.text, mail.html
     if mail.raw:
         sent = parse_message(bytes(mail.raw))
         return sent.text, sent.html
-    return ctx.renderer.body(mail.lang, mail.template, **render_context(ctx, mail))
+    return ctx.renderer.body(mail.lang, mail.template, **render_context(ctx, mail, rows))
 
 
-def render_context(ctx: Context, mail: OutboundMessage) -> dict:
+def render_context(ctx: Context, mail: OutboundMessage, rows: RowsCache | None = None) -> dict:
     """A queued mail's context, with what it only names filled in: the record's form and the
     reply keywords for the reader's role (kept in one place instead of in every mail)."""
     context = dict(mail.context)
     if context.pop("form_rows", False) and mail.record_id is not None:
-        context["rows"] = record_rows(ctx.renderer, ctx.forms, ctx.directory, mail.record_id, mail.lang)
+        key = (mail.record_id, mail.lang)
+        if rows is None or key not in rows:
+            found = record_rows(ctx.renderer, ctx.forms, ctx.directory, mail.record_id, mail.lang)
+            if rows is None:
+                rows = {}
+            rows[key] = found
+        context["rows"] = rows[key]
     role = ""
     if "keywords_for" in context:
         role = context.pop("keywords_for")
@@ -246,9 +257,9 @@ def _buttons(ctx: Context, mail: OutboundMessage, offer_kind: str, reply_to: str
     return buttons
 
 
-def _send(ctx: Context, transport: Transport, mail: OutboundMessage) -> Composed | None:
+def _send(ctx: Context, transport: Transport, mail: OutboundMessage, rows: RowsCache) -> Composed | None:
     """Compose and hand over one claimed mail; a failure is recorded (retry or give up)."""
-    mail.text, mail.html = mail_body(ctx, mail)
+    mail.text, mail.html = mail_body(ctx, mail, rows)
     try:
         composed = _compose(ctx, mail)
         if composed.left_out:

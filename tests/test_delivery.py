@@ -219,3 +219,26 @@ def test_one_session_carries_many_mails_past_a_refused_one_and_a_dropped_connect
     assert smarthost.logins == ["liuhen", "liuhen"]
     assert not Event.select().where(Event.kind == "mail_deferred").exists()  # nothing was put off for it
     transport.close()
+
+
+@pytest.mark.parametrize("text, html", [("", ""), ("王强，您好：\n" * 300, "<p>王强</p>\n" * 500),
+                                        ("a" * 5000, "<b>\r\n</b>"), ("--===============1==\n", "=?utf-8?b?x?=")])
+def test_the_two_part_body_reads_back_as_the_standard_library_would_write_it(text, html):
+    from email import policy
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.policy import compat32
+
+    from gateway.delivery import _alternative
+
+    ours = email.message_from_bytes(_alternative(text, html), policy=policy.default)
+    standard = MIMEMultipart("alternative")
+    standard.attach(MIMEText(text, "plain", "utf-8"))
+    standard.attach(MIMEText(html, "html", "utf-8"))
+    theirs = email.message_from_bytes(standard.as_bytes(policy=compat32.clone(linesep="\r\n")), policy=policy.default)
+    assert ours.get_content_type() == theirs.get_content_type() == "multipart/alternative"
+    for mine, reference in zip(ours.iter_parts(), theirs.iter_parts(), strict=True):
+        assert (mine.get_content_type(), mine["Content-Transfer-Encoding"]) == (
+            reference.get_content_type(), reference["Content-Transfer-Encoding"])
+        assert mine.get_payload(decode=True) == reference.get_payload(decode=True)
+    assert [p.get_payload(decode=True) for p in ours.iter_parts()] == [text.encode(), html.encode()]

@@ -68,6 +68,11 @@ class DeliverySettings:
     # mails, taking this many due mails at a time.
     sessions: int = 4
     batch: int = 50
+    # DKIM-sign every outbound mail when both are set (`liuhen dkim keygen` makes the key and
+    # prints the DNS record); the signing domain is the gateway's unless dkim_domain says.
+    dkim_selector: str = ""
+    dkim_key_file: str = ""
+    dkim_domain: str = ""
     # A request's files travel with the mails to its recipients up to this size in all; above
     # it the mails name the files and say where to get them.
     attachments_mb: float = 10.0

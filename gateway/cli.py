@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     if args.func is cmd_demo:
         return cmd_demo(args, settings)
-    if args.func is cmd_status:  # it must answer when the database does not
-        return cmd_status(args, settings)
+    if args.func in (cmd_status, cmd_dkim_keygen):  # they need no database
+        return args.func(args, settings)
     try:
         ctx = build_context(settings)
     except Exception as exc:  # the database or a config file cannot be opened
@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     s = links.add_parser("revoke", help="end the status page links of a record's clients")
     s.add_argument("ref", help="record ID, e.g. CUS-2026-0001")
     s.set_defaults(func=cmd_client_links_revoke)
+
+    dkim = sub.add_parser("dkim", help="DKIM signing of outbound mail").add_subparsers(title="dkim commands")
+    s = dkim.add_parser("keygen", help="make an RSA-2048 key and print the DNS record and settings for it")
+    s.add_argument("--selector", default="liuhen", help="the DKIM selector (default liuhen)")
+    s.add_argument("--out", required=True, help="where to write the private key (PEM, mode 600)")
+    s.set_defaults(func=cmd_dkim_keygen)
 
     s = sub.add_parser("web", help="run the staff web console alone ([web] host, port; serve starts it too)")
     s.set_defaults(func=cmd_web)
@@ -182,6 +188,30 @@ def cmd_client_links_revoke(args: argparse.Namespace, ctx: Context) -> int:
         print(f"no record {args.ref}", file=sys.stderr)
         return EX_USAGE
     print(f"{record.ref}: {revoke_client_links(record.id, ctx.clock.now())} link(s) revoked")
+    return EX_OK
+
+
+def cmd_dkim_keygen(args: argparse.Namespace, settings: Any) -> int:
+    """An RSA-2048 key by openssl (PKCS#1, as dkimpy reads it) and its public half for DNS."""
+    import base64
+    import subprocess
+
+    out = Path(args.out)
+    if out.exists():
+        print(f"liuhen dkim keygen: {out} exists; not overwritten", file=sys.stderr)
+        return EX_USAGE
+    old = os.umask(0o077)
+    try:
+        subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(out), "2048"], check=True,
+                       capture_output=True)
+    finally:
+        os.umask(old)
+    public = subprocess.run(["openssl", "rsa", "-in", str(out), "-pubout", "-outform", "DER"], check=True,
+                            capture_output=True).stdout
+    domain = settings.delivery.dkim_domain or settings.gateway.domain
+    print(f'{args.selector}._domainkey.{domain}. IN TXT "v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"')
+    print(f'\n# and in the configuration:\n[delivery]\ndkim_selector = "{args.selector}"\n'
+          f'dkim_key_file = "{out.resolve()}"')
     return EX_OK
 
 

@@ -5,6 +5,7 @@ addresses that are not ASCII."""
 from __future__ import annotations
 
 import email
+import re
 import socket
 import ssl
 import subprocess
@@ -242,3 +243,33 @@ def test_the_two_part_body_reads_back_as_the_standard_library_would_write_it(tex
             reference.get_content_type(), reference["Content-Transfer-Encoding"])
         assert mine.get_payload(decode=True) == reference.get_payload(decode=True)
     assert [p.get_payload(decode=True) for p in ours.iter_parts()] == [text.encode(), html.encode()]
+
+
+def test_outbound_mail_is_dkim_signed_with_a_key_from_keygen_and_verifies(ctx, tmp_path, capsys):
+    import argparse
+
+    import dkim
+
+    from gateway.cli import cmd_dkim_keygen
+    from gateway.delivery import MaildirTransport
+
+    key = tmp_path / "dkim.pem"
+    assert cmd_dkim_keygen(argparse.Namespace(selector="s2026", out=str(key)), ctx.settings) == 0
+    printed = capsys.readouterr().out
+    record = re.search(r'IN TXT "(v=DKIM1; k=rsa; p=[A-Za-z0-9+/=]+)"', printed).group(1)
+    assert f"s2026._domainkey.{ctx.settings.gateway.domain}." in printed and oct(key.stat().st_mode)[-3:] == "600"
+    signing = replace(ctx, settings=replace(ctx.settings, delivery=replace(
+        ctx.settings.delivery, dkim_selector="s2026", dkim_key_file=str(key))))
+    _dispatch(signing)
+    deliver_due(signing, MaildirTransport(ctx.settings.maildir_path))
+    raw = bytes(OutboundMessage.get(OutboundMessage.kind == "request").raw)
+    assert raw.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=liuhen.test;")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record.encode() if name == b"s2026._domainkey.liuhen.test." else b""
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    signed = email.message_from_bytes(raw)["DKIM-Signature"]
+    for header in ("from", "to", "subject", "message-id", "references", "reply-to"):
+        assert header in signed.lower().split("h=")[1].split(";")[0]
+    assert not dkim.verify(raw.replace(b"Subject: ", b"Subject: Re: ", 1), dnsfunc=dns)  # what it covers

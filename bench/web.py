@@ -128,7 +128,7 @@ from gateway.clock import FixedClock
 from gateway.web import auth
 from gateway.web.app import create_app
 from store.archive import search_parts
-from store.console import board_row
+from store.console import board_rows
 from store.db import is_postgres
 from store.models import Event, InboundMessage, Milestone, OutboundMessage, Participant, Record
 from store.search import IndexEntry, index_records, tokenize
@@ -769,7 +769,7 @@ def board_baseline(ctx: Context, raw: Raw, departments: list[str]) -> Callable[[
 
 
 def board_check(ctx: Context, departments: list[str]) -> Callable[[object], str]:
-    """The baseline's numbers against store/console.py board_row's, department by department."""
+    """The baseline's numbers against store/console.py board_rows', department by department."""
     def check(baseline: object) -> str:
         now = ctx.clock.now()
         r = ctx.settings.reminders
@@ -777,9 +777,9 @@ def board_check(ctx: Context, departments: list[str]) -> Callable[[object], str]
         soon = ctx.deadline(now, (end - start) / 60 if r.business_hours else 24)
         escalate = timedelta(hours=r.escalate_after_hours)
         assert isinstance(baseline, list)
-        for department, base in zip(departments, baseline):
-            row = board_row(department, [p.email for p in ctx.directory.people if p.department == department],
-                            now, soon, escalate)
+        members = {d: [p.email for p in ctx.directory.people if p.department == d] for d in departments}
+        for row, base in zip(board_rows(members, now, soon, escalate), baseline):
+            department = row.department
             page = (row.open_records, row.due_soon, row.overdue, row.escalated, row.waiting_info)
             if page != tuple(base[:5]):
                 return f"board counts differ for {department}: page {page}, baseline {tuple(base[:5])}"

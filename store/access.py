@@ -41,8 +41,15 @@ def visible_records(reader: Reader) -> Expression | None:
 
 
 def visible_record_ids(reader: Reader) -> set[int] | None:
-    """The ids of what `reader` may see; None: everything (an admin)."""
-    condition = visible_records(reader)
-    if condition is None:
+    """The ids of what `reader` may see; None: everything (an admin). Read as plain ids: a
+    head sees tens of thousands, and a model object each cost most of a search's time."""
+    if reader.admin:
         return None
-    return {row.id for row in Record.select(Record.id).where(condition)}
+    db = Participant._meta.database
+    param = db.param
+    sql = f'SELECT DISTINCT "record_id" FROM "participant" WHERE "email" = {param}'
+    params: list[str] = [reader.email]
+    if reader.heads and not reader.external:
+        sql += f' OR "department" IN ({", ".join([param] * len(reader.heads))})'
+        params += list(reader.heads)
+    return {row[0] for row in db.execute_sql(sql, params).fetchall()}

@@ -144,18 +144,39 @@ class BoardRow:
     oldest_overdue: datetime | None
 
 
-def board_row(department: str, emails: list[str], now: datetime, soon: datetime, escalate_after: timedelta) -> BoardRow:
-    items = department_work(emails, now)
-    late = [i for i in items if i.late and i.due is not None]
-    open_records = (Record.select().where((Record.status != "archived") & Record.id.in_(
-        Participant.select(Participant.record).where(Participant.department == department))).count())
-    waiting = (Participant.select().join(Record).where(
-        (Record.status != "archived") & (Participant.department == department)
-        & (Participant.response == "need_info")).count())
-    return BoardRow(department, open_records,
-                    sum(1 for i in items if not i.late and i.due is not None and i.due <= soon),
-                    len(late), sum(1 for i in late if i.due is not None and i.due + escalate_after <= now),
-                    waiting, min((i.due for i in late if i.due is not None), default=None))
+ACTIVE = ("open", "confirming")  # not archived, as the status index can find it
+
+
+def board_rows(members: dict[str, list[str]], now: datetime, soon: datetime, escalate_after: timedelta,
+               everyone: bool = False) -> list[BoardRow]:
+    """The board of the departments in `members` (department → its people's addresses), in
+    one pass: the open items of all of them (of everyone, for an admin's board of every
+    department), and one grouped count each for open records and questions waiting."""
+    department_of = {email.lower(): d for d, emails in members.items() for email in emails}
+    items = pending_items(now) if everyone else department_work(department_of, now)
+    by_department: dict[str, list[WorkItem]] = {d: [] for d in members}
+    for item in items:
+        department = department_of.get(item.email)
+        if department is not None:
+            by_department[department].append(item)
+    names = list(members)
+    active = Record.status.in_(ACTIVE)
+    open_records = dict(cast(Iterable[tuple[str, int]], Participant.select(
+        Participant.department, fn.COUNT(fn.DISTINCT(Participant.record))).join(Record)
+        .where(active & Participant.department.in_(names)).group_by(Participant.department).tuples()))
+    waiting = dict(cast(Iterable[tuple[str, int]], Participant.select(
+        Participant.department, fn.COUNT(Participant.id)).join(Record)
+        .where(active & Participant.department.in_(names) & (Participant.response == "need_info"))
+        .group_by(Participant.department).tuples()))
+    rows = []
+    for department in names:
+        mine = by_department[department]
+        late = [i for i in mine if i.late and i.due is not None]
+        rows.append(BoardRow(department, open_records.get(department, 0),
+                             sum(1 for i in mine if not i.late and i.due is not None and i.due <= soon),
+                             len(late), sum(1 for i in late if i.due is not None and i.due + escalate_after <= now),
+                             waiting.get(department, 0), min((i.due for i in late if i.due is not None), default=None)))
+    return rows
 
 
 def waiting_for_information(department: str) -> list[tuple[Participant, Record]]:

@@ -35,7 +35,7 @@ from store.models import MODELS, Milestone, SchemaVersion
 log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _to_v2(db: Database) -> None:
@@ -116,8 +116,16 @@ def _to_v5(db: Database) -> None:
     db.create_tables([SignIn, WebSession, ClientLink])
 
 
+def _to_v6(db: Database) -> None:
+    """A record's mails in are found by an index, not a scan of every stored mail (the
+    record page read 100k rows, raw bytes and all, for them)."""
+    if ("record_id",) not in {tuple(i.columns) for i in db.get_indexes("inboundmessage")}:
+        migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+        migrate_schema(migrator.add_index("inboundmessage", ("record_id",)))
+
+
 # version → the step from the one before
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

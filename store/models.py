@@ -76,7 +76,7 @@ class InboundMessage(BaseModel):
     reason = TextField(default="")
     subject = TextField(default="")
     from_addr = CharField(max_length=512, default="")
-    record_id = IntegerField(null=True)
+    record_id = IntegerField(null=True, index=True)  # a record's mails (its page, its export)
     processed_at = UTCDateTimeField(null=True)
     # A mail that failed in processing ('error') is tried again later, behind new mail.
     attempts = IntegerField(default=0)

@@ -19,10 +19,11 @@ V5_INDEXES = (("participant", "email"), ("participant", "department"), ("milesto
               ("actionitem", "owner_email"), ("dispute", "lead_email"), ("record", "created_at"),
               ("record", "archived_at"))
 V5_TABLES = ("signin", "websession", "clientlink")
+V6_INDEXES = (("inboundmessage", "record_id"),)
 
 
 def _has_v5(db) -> None:
-    for table, column in V5_INDEXES:
+    for table, column in (*V5_INDEXES, *V6_INDEXES):
         assert (column,) in {tuple(i.columns) for i in db.get_indexes(table)}, (table, column)
     assert set(V5_TABLES) <= set(db.get_tables())
 
@@ -34,7 +35,8 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
     migrate(*[migrator.drop_index(table, f"{table}_next_reminder_at") for table in ("record", "participant", "milestone")])
     migrate(migrator.drop_index("inboundmessage", "inboundmessage_next_attempt_at"))
-    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES if table != "dispute"])
+    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in (*V5_INDEXES, *V6_INDEXES)
+              if table != "dispute"])
     migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS, V4_COLUMNS)
               for table, columns in columns_by_table.items() for column in columns])
     for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate",
@@ -44,7 +46,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 5
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 6
     for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V4_TABLE_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
@@ -75,13 +77,13 @@ def test_a_version_4_database_gets_the_console_tables_and_the_indexes_that_find_
     Record.create(ref="PRJ-2026-0001", form="project", subject="s", priority="中", initiator_email="a@b",
                   initiator_name="a", fields={}, thread_id="<t@x>", created_at=NOW, updated_at=NOW)
     migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
-    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in V5_INDEXES])
+    migrate(*[migrator.drop_index(table, f"{table}_{column}") for table, column in (*V5_INDEXES, *V6_INDEXES)])
     for table in V5_TABLES:
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=4).execute()
     db.close()
     db = open_database(db_url)
-    assert SchemaVersion.get().version == 5
+    assert SchemaVersion.get().version == SCHEMA_VERSION
     _has_v5(db)
     assert Record.get().ref == "PRJ-2026-0001"
     db.close()

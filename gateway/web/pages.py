@@ -30,7 +30,7 @@ from store.console import (
     PROBLEM_STATES,
     RecordFilter,
     archive_months,
-    board_row,
+    board_rows,
     department_work,
     inbound_mail,
     reader_participant,
@@ -236,7 +236,8 @@ def board(visit: Visit) -> Response:
     now = ctx.clock.now()
     soon = _next_working_day(ctx, now)
     escalate = timedelta(hours=ctx.settings.reminders.escalate_after_hours)
-    rows = [board_row(d, _members(ctx, d), now, soon, escalate) for d in _headed(visit)]
+    assert visit.reader is not None
+    rows = board_rows({d: _members(ctx, d) for d in _headed(visit)}, now, soon, escalate, everyone=visit.reader.admin)
     return visit.render("board.html.j2", rows=rows, local=lambda t: _local(ctx, t),
                         department_name=lambda d: ctx.directory.department_name(d, visit.lang))
 

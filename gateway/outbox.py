@@ -35,6 +35,7 @@ from peewee import Expression
 from config.forms import keyword_help
 from gateway.delivery import Composed, DeliveryError, Transport, compose, dkim_signed
 from gateway.form_rows import record_rows
+from gateway.tokens import return_path
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection, is_postgres
 from store.models import Attachment, Event, OutboundMessage, Record
@@ -267,7 +268,9 @@ def _send(ctx: Context, transport: Transport, mail: OutboundMessage, rows: RowsC
         composed = _compose(ctx, mail)
         if composed.left_out:
             log.warning("outbound %s: left out Cc that are not addresses: %r", mail.id, composed.left_out)
-        transport.send(composed.raw, ctx.settings.from_address, composed.recipients)
+        # Its own return path (VERP): the bounce says which mail it is about by where it comes.
+        s = ctx.settings
+        transport.send(composed.raw, return_path(s.gateway.secret, s.gateway.domain, mail.id), composed.recipients)
     except DeliveryError as exc:
         _failed_attempt(ctx, mail, exc)
         return None
@@ -303,10 +306,12 @@ def _mark_sent(ctx: Context, went_out: list[tuple[OutboundMessage, Composed]]) -
             if not OutboundMessage.update(status="sent", raw=composed.raw, sent_at=now, attempts=mail.attempts + 1,
                                           last_error="", lease_until=None).where(_by_this_claim(mail)).execute():
                 # The mail is no longer ours to mark: its bounce was processed first, or our
-                # lease ran out and another claim has it. A bounce stays; it keeps what went out.
+                # lease ran out and another claim has it. A bounce stays; it keeps what went
+                # out, and the trace does not say "sent" after it said "bounced".
                 OutboundMessage.update(raw=composed.raw, sent_at=now).where(
                     (OutboundMessage.id == mail.id) & (OutboundMessage.status == "bounced") &
                     OutboundMessage.raw.is_null()).execute()
+                continue
             events.append({"at": now, "record_id": mail.record_id, "kind": "mail_sent",
                            "actor": ctx.settings.from_address, "data": data})
         insert_rows(Event, events)

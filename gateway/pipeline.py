@@ -23,6 +23,7 @@ from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
 from gateway.refusals import Refusal, may_answer
 from gateway.refusals import answer as answer_refusal
+from gateway.tokens import parse_return_path
 from parsers.dsn import parse_dsn
 from parsers.keywords import Command, parse_command
 from parsers.mime import ParsedMessage, parse_message
@@ -51,7 +52,7 @@ class Target:
 
 def known_local_part(ctx: Context, local: str) -> bool:
     local = local.lower()
-    return (local.startswith("reply+") or local == GENERIC_INTAKE or local in OPERATOR_ADDRESSES
+    return (local.startswith(("reply+", "bounce+")) or local == GENERIC_INTAKE or local in OPERATOR_ADDRESSES
             or local == ctx.settings.gateway.from_local or ctx.form_by_address(local) is not None)
 
 
@@ -74,6 +75,25 @@ def find_target(ctx: Context, recipients: list[str], msg: ParsedMessage) -> Targ
         if local in OPERATOR_ADDRESSES:
             return Target("operator", local)
     return Target("none")
+
+
+_DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+
+
+def _mailer_daemon(msg: ParsedMessage) -> bool:
+    """A plain-text bounce (no RFC 3464 report): from the mail system itself."""
+    return msg.from_addr.lower().split("@")[0] in _DAEMONS
+
+
+def _returned(ctx: Context, recipients: list[str]) -> int | None:
+    """The outbound mail whose return path (bounce+…@) this mail was sent to, if any."""
+    domain = "@" + ctx.settings.gateway.domain.lower()
+    for address in recipients:
+        if address.lower().endswith(domain):
+            found = parse_return_path(ctx.settings.gateway.secret, address.rsplit("@", 1)[0])
+            if found is not None:
+                return found
+    return None
 
 
 def process_inbound(ctx: Context, inbound_id: int) -> str:
@@ -203,9 +223,12 @@ def route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Comman
 def _route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Command | None) -> Outcome:
     s = ctx.settings
     report = parse_dsn(bytes(row.raw), msg.headers.get("content-type", ""))
-    if report is not None:
+    bounced = _returned(ctx, row.envelope_to)  # sent to one mail's return path (VERP)
+    if report is not None or (bounced is not None and _mailer_daemon(msg)):
         # A bounce: never answered, never a reply — but it tells us who is unreachable.
-        return handle_bounce(ctx, report)
+        return handle_bounce(ctx, report, bounced, msg.subject)
+    if bounced is not None:  # RFC 3834: out-of-office answers go to the return path too
+        return Outcome("ignored", f"an automatic answer to the return path of outbound {bounced}; not a bounce")
     reason = auto_reply_reason(msg.headers, msg.subject, row.envelope_from, msg.from_addr,
                                own_addresses=(s.from_address,), own_domain=s.gateway.domain)
     if reason:

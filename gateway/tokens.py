@@ -1,4 +1,6 @@
-"""Signed reply tokens: `reply+<record>-<participant>-<mac>@domain`.
+"""Signed reply tokens: `reply+<record>-<participant>-<mac>@domain`; and the return path of
+each outbound mail (VERP), `bounce+<outbound>-<mac>@domain`, so that a bounce names the mail
+it belongs to even when the report itself is mangled.
 
 The token names who a reply address was issued to; the HMAC makes it unforgeable without the
 secret. Lower-case base32 survives MTAs and clients that fold local-part case.
@@ -36,3 +38,24 @@ def parse_token(secret: str, token: str) -> tuple[int, int] | None:
 
 def reply_address(secret: str, domain: str, record_id: int, participant_id: int) -> str:
     return f"reply+{make_token(secret, record_id, participant_id)}@{domain}"
+
+
+BOUNCE_RE = re.compile(r"^bounce\+(\d+)-([a-z2-7]{16})$")
+
+
+def _bounce_mac(secret: str, outbound_id: int) -> str:
+    digest = hmac.new(secret.encode(), f"bounce:{outbound_id}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:10]).decode().lower()
+
+
+def return_path(secret: str, domain: str, outbound_id: int) -> str:
+    """The envelope sender of one outbound mail: where its bounce comes back to."""
+    return f"bounce+{outbound_id}-{_bounce_mac(secret, outbound_id)}@{domain}"
+
+
+def parse_return_path(secret: str, local_part: str) -> int | None:
+    """The outbound mail a bounce address names, when genuine."""
+    m = BOUNCE_RE.match(local_part.lower())
+    if not m or not hmac.compare_digest(m.group(2), _bounce_mac(secret, int(m.group(1)))):
+        return None
+    return int(m.group(1))

@@ -86,3 +86,52 @@ def test_the_report_parser_reads_an_8bit_diagnostic():
     [failed] = report.failed
     assert (failed.address, failed.status) == ("wang.qiang@liuhen.localhost", "5.1.1")
     assert "用户不存在" in failed.diagnostic
+
+
+def test_each_mail_has_its_own_return_path_and_a_mangled_bounce_to_it_still_finds_the_mail(ctx, send):
+    from gateway.delivery import MaildirTransport
+    from gateway.outbox import deliver_due
+    from gateway.tokens import return_path
+
+    senders: dict[str, str] = {}
+
+    class Envelopes(MaildirTransport):
+        def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+            senders[recipients[0]] = sender
+            super().send(raw, sender, recipients)
+
+    send(make_mail(MEDIUM))
+    deliver_due(ctx, Envelopes(ctx.settings.maildir_path))
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "zhao.lei@liuhen.localhost"))
+    verp = return_path(ctx.settings.gateway.secret, DOMAIN, request.id)
+    assert senders["zhao.lei@liuhen.localhost"] == verp and verp.startswith(f"bounce+{request.id}-")
+    # A bounce that lost the original's Message-ID (a mail system rewrote or cut it) — and an
+    # old MTA's plain-text bounce without any report — both come back to that address.
+    mangled = dsn("<rewritten@mx.example.cn>", "zhao.lei@liuhen.localhost")
+    inbound = send(mangled, rcpt=verp, mail_from="")
+    assert inbound.state == "processed", inbound.reason
+    assert OutboundMessage.get_by_id(request.id).status == "bounced"
+    other = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                (OutboundMessage.to_addr == "wang.qiang@liuhen.localhost"))
+    plain = (b"From: MAILER-DAEMON@old-mx.example.cn\r\nTo: x@y\r\nSubject: Returned mail: User unknown\r\n"
+             b"Message-ID: <plain-bounce@old-mx>\r\n\r\nThe following address had permanent errors.\r\n")
+    assert send(plain, rcpt=return_path(ctx.settings.gateway.secret, DOMAIN, other.id), mail_from="").state == "processed"
+    assert "Returned mail" in OutboundMessage.get_by_id(other.id).last_error
+
+
+def test_an_out_of_office_answer_to_a_return_path_is_not_a_bounce_and_a_forged_one_is_refused(ctx, send):
+    from gateway.tokens import return_path
+
+    send(make_mail(MEDIUM))
+    sent_mails(ctx)
+    request = OutboundMessage.get((OutboundMessage.kind == "request") &
+                                  (OutboundMessage.to_addr == "zhao.lei@liuhen.localhost"))
+    away = (b"From: zhao.lei@liuhen.localhost\r\nTo: x@y\r\nSubject: =?utf-8?b?5LyR5YGH5Lit?=\r\n"
+            b"Auto-Submitted: auto-replied\r\nMessage-ID: <ooo-1@liuhen.localhost>\r\n\r\nI am away.\r\n")
+    answer = send(away, rcpt=return_path(ctx.settings.gateway.secret, DOMAIN, request.id), mail_from="")
+    assert answer.state == "ignored" and "not a bounce" in answer.reason
+    assert OutboundMessage.get_by_id(request.id).status == "sent"
+    forged = f"bounce+{request.id}-aaaaaaaaaaaaaaaa@{DOMAIN}"  # no valid signature
+    inbound = send(dsn("<x@y>", "zhao.lei@liuhen.localhost"), rcpt=forged, mail_from="")
+    assert inbound.state == "ignored" and OutboundMessage.get_by_id(request.id).status == "sent"

@@ -21,6 +21,7 @@ from peewee import Database, fn
 
 from config.settings import Settings
 from gateway.bootstrap import Context
+from gateway.metrics import CONTENT_TYPE, metrics_text
 from store.db import DATABASE_ERRORS, DatabaseHealth
 from store.models import InboundMessage, OutboundMessage
 
@@ -130,16 +131,27 @@ async def start_probe(ctx: Context, host: str, port: int,
             elif path == b"/readyz":
                 body = await run(lambda: health(ctx))
                 status = 200 if body["ready"] else 503
+            elif path == b"/metrics":
+                try:
+                    text = await run(lambda: {"text": metrics_text(ctx)})
+                except DATABASE_ERRORS:
+                    status, body = 503, {"error": "database unavailable"}
+                else:
+                    await _answer(writer, method, 200, text["text"], CONTENT_TYPE)
+                    return
             else:
-                status, body = 404, {"error": "no such probe: /healthz, /readyz"}
-            data = json.dumps(body, ensure_ascii=False).encode()
-            writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
-                         + (data if method != b"HEAD" else b""))
-            await writer.drain()
+                status, body = 404, {"error": "no such probe: /healthz, /readyz, /metrics"}
+            await _answer(writer, method, status, json.dumps(body, ensure_ascii=False).encode(), "application/json")
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # a client that sent no whole request, or left: nothing to answer
         finally:
             writer.close()
 
     return await asyncio.start_server(answer, host, port, limit=8192)
+
+
+async def _answer(writer: asyncio.StreamWriter, method: bytes, status: int, data: bytes, content_type: str) -> None:
+    writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                 + (data if method != b"HEAD" else b""))
+    await writer.drain()

@@ -22,6 +22,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from gateway.bootstrap import Context
+from gateway.metrics import SMTP_ANSWERS
 from gateway.pipeline import known_local_part
 from gateway.spool import SpoolWriter
 
@@ -145,7 +146,10 @@ class IntakeSMTP(SMTP):
             self.say_shutting_down()
 
     async def push(self, status: AnyStr) -> None:
-        await super().push(ENHANCED.get(status, status) if isinstance(status, str) else status)
+        answer = ENHANCED.get(status, status) if isinstance(status, str) else status
+        code = (answer[:3] if isinstance(answer, str) else answer[:3].decode("ascii", "replace"))
+        SMTP_ANSWERS.labels(code=code if code.isdigit() else "other").inc()
+        await super().push(answer)
 
     def say_shutting_down(self) -> None:
         if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():

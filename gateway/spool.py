@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.metrics import SPOOL_FSYNC
+
 log = logging.getLogger(__name__)
 
 MAX_MAILS_PER_FILE = 32
@@ -81,6 +83,7 @@ class Spool:
                                       "at": m.received_at.isoformat(), "size": len(m.raw)} for m in mails]})
         name = mails[0].queue_id
         tmp_path = self.tmp / f"{name}.{os.getpid()}"  # the writer's pid: see clean_tmp
+        started = time.perf_counter()
         try:
             with open(tmp_path, "wb") as fh:
                 fh.write(b"".join([head.encode(), b"\n", *(m.raw for m in mails)]))
@@ -98,6 +101,7 @@ class Spool:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        SPOOL_FSYNC.observe(time.perf_counter() - started)
         return name
 
     def read(self, name: str) -> list[SpooledMail]:

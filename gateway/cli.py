@@ -156,6 +156,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
               + (f" → {s.maildir_path}" if s.delivery.mode == "maildir" else f" → {s.delivery.host}:{s.delivery.port}")
               + (f"; web console {s.web.url}" if s.web.enabled else ""),
               flush=True)
+        _notify_systemd("READY=1")
 
     web = WebProcess(s) if s.web.enabled else None
 
@@ -213,6 +214,23 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Any) -> int:
     print(f'\n# and in the configuration:\n[delivery]\ndkim_selector = "{args.selector}"\n'
           f'dkim_key_file = "{out.resolve()}"')
     return EX_OK
+
+
+def _notify_systemd(state: str) -> None:
+    """sd_notify(3) for a Type=notify unit (deploy/liuhen.service): a datagram to the socket
+    systemd names in NOTIFY_SOCKET; nothing when not run by systemd."""
+    import socket
+
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        try:
+            notify.sendto(state.encode(), address)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("could not tell systemd %s: %s", state, exc)
 
 
 def cmd_web(args: argparse.Namespace, ctx: Context) -> int:

@@ -5,7 +5,7 @@ store/ and fails on a Chinese or English sentence in a string.
 
 What is not a sentence a reader gets: docstrings; regular expressions (the vocabulary the
 parsers understand); what operators read — log lines, exceptions, the reasons recorded for
-an inbound mail (Outcome), the command line's own output."""
+an inbound mail (Outcome), the command line's own output, the help of a metric."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ CJK_SENTENCE = re.compile(r"[\u3400-\u9fff][^\n]*[，。！？；「」“”]|[
 ENGLISH_SENTENCE = re.compile(r"^[A-Z][a-z]+(?: [\w'’,()/-]+){3,}[.:!?]?$")
 OPERATOR_CALLS = {"debug", "info", "warning", "error", "exception", "critical", "Outcome", "print", "add_argument",
                   "add_parser", "ArgumentParser", "compile", "match", "search", "sub", "split", "fullmatch",
-                  "finditer", "findall"}
+                  "finditer", "findall",
+                  "Counter", "Histogram", "GaugeMetricFamily", "CounterMetricFamily"}  # metrics' help: operators
 CODE = [p for folder in ("gateway", "store") for p in sorted((ROOT / folder).rglob("*.py"))
         if p.name not in ("cli.py", "demo.py")]  # the operator's command line; the demo's sample mails (input)
 

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     if args.func is cmd_demo:
         return cmd_demo(args, settings)
-    if args.func in (cmd_status, cmd_dkim_keygen):  # they need no database
-        return args.func(args, settings)
+    if args.func in (cmd_status, cmd_dkim_keygen, cmd_doctor):  # they answer without a database
+        return _quietly_piped(lambda: args.func(args, settings))
     try:
         ctx = build_context(settings)
     except Exception as exc:  # the database or a config file cannot be opened
@@ -48,8 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # configuration that cannot work.
         temporary = isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, OSError))
         return EX_TEMPFAIL if temporary or args.func is cmd_ingest else EX_CONFIG
+    return _quietly_piped(lambda: args.func(args, ctx))
+
+
+def _quietly_piped(command: Callable[[], int]) -> int:
     try:
-        status = args.func(args, ctx)
+        status = command()
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return status
     except BrokenPipeError:
@@ -74,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     s = links.add_parser("revoke", help="end the status page links of a record's clients")
     s.add_argument("ref", help="record ID, e.g. CUS-2026-0001")
     s.set_defaults(func=cmd_client_links_revoke)
+
+    s = sub.add_parser("doctor", help="check the configuration, database, disk, SMTP, smarthost, DNS and calendar")
+    s.set_defaults(func=cmd_doctor)
 
     dkim = sub.add_parser("dkim", help="DKIM signing of outbound mail").add_subparsers(title="dkim commands")
     s = dkim.add_parser("keygen", help="make an RSA-2048 key and print the DNS record and settings for it")
@@ -214,6 +221,14 @@ def cmd_dkim_keygen(args: argparse.Namespace, settings: Any) -> int:
     print(f'\n# and in the configuration:\n[delivery]\ndkim_selector = "{args.selector}"\n'
           f'dkim_key_file = "{out.resolve()}"')
     return EX_OK
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Any) -> int:
+    from gateway.doctor import examine, render
+
+    findings = examine(settings)
+    print(render(findings))
+    return EX_SOFTWARE if any(f.ok is False for f in findings) else EX_OK
 
 
 def _notify_systemd(state: str) -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from peewee import Database
 
+from gateway.nodes import gone_from_this_host, node_id
 from gateway.spool import Spool
+from store.db import is_postgres
 from store.models import InboundMessage
 from store.repositories import insert_rows, rearm_failed
 
@@ -129,14 +132,44 @@ def _insert_inbound(rows: list[dict]) -> list[Stored]:
     return stored
 
 
+# Longer than a batch of mails can take (16 mails, each stopped after [processing] mail_seconds).
+CLAIM_LEASE = timedelta(minutes=10)
+
+
 def pending_ids(db: Database, now: datetime, limit: int | None = None) -> list[int]:
     """Mails stored but not yet taken to a terminal state (piped in by `liuhen ingest`
     without a running gateway, or the process died), new mail first: a mail whose processing
     was begun before (it failed, or the process died on it) goes behind the rest. Failed
-    mails whose next attempt is due rejoin the line here."""
-    ids = [r.id for r in InboundMessage.select(InboundMessage.id).where(InboundMessage.state == "received")
-           .order_by(InboundMessage.attempts, InboundMessage.id).limit(limit)]
-    if limit is None or len(ids) < limit:
-        due = rearm_failed(now, None if limit is None else limit - len(ids))
-        ids += due
-    return ids
+    mails whose next attempt is due rejoin the line here. They are claimed for this process
+    for a lease, in one statement (skipping rows another node is claiming, on PostgreSQL):
+    another gateway on the same database takes other mails meanwhile."""
+    rearm_failed(now, limit)
+    claimant = f"{node_id()}/{secrets.token_hex(6)}"
+    free = (InboundMessage.state == "received") & (InboundMessage.lease_until.is_null()
+                                                   | (InboundMessage.lease_until < now))
+    line = (InboundMessage.select(InboundMessage.id).where(free)
+            .order_by(InboundMessage.attempts, InboundMessage.id).limit(limit))
+    if is_postgres(db):
+        line = line.for_update(skip_locked=True)
+    with db.atomic():
+        # Read the ids first, then claim them: PostgreSQL may run a LIMIT … FOR UPDATE
+        # subquery inside an UPDATE more than once, and claim more than the batch.
+        chosen = [r.id for r in line]
+        if not chosen or not InboundMessage.update(claimed_by=claimant, lease_until=now + CLAIM_LEASE).where(
+                InboundMessage.id.in_(chosen) & free).execute():
+            return []
+    return [r.id for r in InboundMessage.select(InboundMessage.id).where(
+        (InboundMessage.claimed_by == claimant) & (InboundMessage.state == "received"))
+        .order_by(InboundMessage.attempts, InboundMessage.id)]
+
+
+def release_claims_of_the_gone(now: datetime) -> int:
+    """At a processor's start: mails claimed on this host by a process that is gone (killed
+    before it finished them) are free at once, not after their lease."""
+    claimants = {r.claimed_by for r in InboundMessage.select(InboundMessage.claimed_by)
+                 .where((InboundMessage.state == "received") & InboundMessage.lease_until.is_null(False)).distinct()}
+    gone = [c for c in claimants if gone_from_this_host(c)]
+    if not gone:
+        return 0
+    return InboundMessage.update(lease_until=None).where(
+        (InboundMessage.state == "received") & InboundMessage.claimed_by.in_(gone)).execute()

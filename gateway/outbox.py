@@ -17,9 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from peewee import Expression
 from config.forms import keyword_help
 from gateway.delivery import Composed, DeliveryError, Transport, compose, dkim_signed
 from gateway.form_rows import record_rows
+from gateway.nodes import gone_from_this_host, node_id
 from gateway.tokens import return_path
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection, is_postgres
@@ -143,11 +142,6 @@ _LEASE_MARGIN_SECONDS = 60
 SENT_UPDATE_RETRY_SECONDS = (0.2, 1.0, 3.0)
 
 
-def node_id() -> str:
-    """Who claims a mail: this host and process (a restart is a new claimant)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _claimable(now: datetime) -> Expression:
     return (((OutboundMessage.status == "queued") & (OutboundMessage.next_attempt_at <= now)) |
             ((OutboundMessage.status == "sending") & OutboundMessage.lease_until.is_null(False) &
@@ -166,10 +160,13 @@ def claim_due(ctx: Context, limit: int) -> list[OutboundMessage]:
     if is_postgres(ctx.db):
         due = due.for_update(skip_locked=True)
     with ctx.db.atomic():
-        claimed = OutboundMessage.update(status="sending", claimed_by=claimant, lease_until=now + lease).where(
-            OutboundMessage.id.in_(due) & _claimable(now)).execute()
-    if not claimed:
-        return []
+        # Read the ids first, then claim them: PostgreSQL may run a LIMIT … FOR UPDATE
+        # subquery inside an UPDATE more than once, and claim more than the batch.
+        chosen = [r.id for r in due]
+        if not chosen or not OutboundMessage.update(status="sending", claimed_by=claimant,
+                                                    lease_until=now + lease).where(
+                OutboundMessage.id.in_(chosen) & _claimable(now)).execute():
+            return []
     return list(OutboundMessage.select().where((OutboundMessage.claimed_by == claimant)
                                                & (OutboundMessage.status == "sending"))
                 .order_by(OutboundMessage.next_attempt_at, OutboundMessage.id))
@@ -416,22 +413,8 @@ def stuck_sending_reset(now: datetime) -> int:
     (They may have gone out; a duplicate beats a lost mail.)"""
     claimants = {row.claimed_by for row in OutboundMessage.select(OutboundMessage.claimed_by)
                  .where(OutboundMessage.status == "sending").distinct()}
-    gone = [claimant for claimant in claimants if _gone_from_this_host(claimant)]
+    gone = [claimant for claimant in claimants if gone_from_this_host(claimant)]
     expired = OutboundMessage.lease_until.is_null() | (OutboundMessage.lease_until <= now)
     return OutboundMessage.update(status="queued", next_attempt_at=now, claimed_by="", lease_until=None).where(
         (OutboundMessage.status == "sending") & (expired | OutboundMessage.claimed_by.in_(gone))).execute()
-
-
-def _gone_from_this_host(claimant: str) -> bool:
-    host, _, pid = claimant.split("/")[0].rpartition(":")  # host:pid/claim-token
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True  # our own pid from before a restart (a container's pid 1); nothing is in flight yet
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
     return False

@@ -24,7 +24,7 @@ from config.settings import Settings
 from gateway.bootstrap import Context, build_context
 from gateway.budget import limit_memory
 from gateway.couriers import Couriers
-from gateway.intake import import_spooled, pending_ids
+from gateway.intake import import_spooled, pending_ids, release_claims_of_the_gone
 from gateway.outbox import stuck_sending_reset
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
@@ -236,6 +236,8 @@ def _child_main(settings: Settings, signals: Connection, to_parent: Connection, 
         raise SystemExit(75) from None  # EX_TEMPFAIL
     spool = Spool(settings.data_path / "spool")
     limit_memory(settings.processing.memory_mb)  # a mail needing more fails alone (pipeline)
+    # What a killed child before us had taken up is free again at once, not after its lease.
+    ctx.db_health.attempt(release_claims_of_the_gone, ctx.clock.now())
 
     def tell_parent(error: str | None) -> None:
         try:

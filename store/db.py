@@ -35,7 +35,7 @@ from store.models import MODELS, Milestone, SchemaVersion
 log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _to_v2(db: Database) -> None:
@@ -124,8 +124,21 @@ def _to_v6(db: Database) -> None:
         migrate_schema(migrator.add_index("inboundmessage", ("record_id",)))
 
 
+def _to_v7(db: Database) -> None:
+    """Stored mails are claimed by the processor that takes them up, for a lease: two
+    gateways on one database no longer both work on the same mails."""
+    from store.models import InboundMessage
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    have = {c.name for c in db.get_columns("inboundmessage")}
+    migrate_schema(*[migrator.add_column("inboundmessage", name, field) for name, field in
+                     (("claimed_by", InboundMessage.claimed_by), ("lease_until", InboundMessage.lease_until))
+                     if name not in have])
+
+
 # version → the step from the one before
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6,
+                                                     7: _to_v7}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

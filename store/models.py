@@ -81,6 +81,9 @@ class InboundMessage(BaseModel):
     # A mail that failed in processing ('error') is tried again later, behind new mail.
     attempts = IntegerField(default=0)
     next_attempt_at = UTCDateTimeField(null=True, index=True)
+    # Which processor has taken it up, and until when (several gateways on one database).
+    claimed_by = CharField(max_length=128, default="")
+    lease_until = UTCDateTimeField(null=True)
     # Who sent it, as far as we can tell: the verdict (pass | fail | none) and its evidence
     # (the Authentication-Results we trusted, or our own DKIM/DMARC check).
     auth = JSONField(default=dict)

@@ -11,7 +11,7 @@ from store.models import InboundMessage, Meeting, Record, SchemaVersion
 V2_COLUMNS = {"record": ["result", "retro", "archive_category", "archive_key", "archived_at", "next_reminder_at"],
               "participant": ["signed_at", "chain_due_at", "next_reminder_at"],
               "milestone": ["delayed_from", "next_reminder_at"], "outboundmessage": ["attachments"]}
-V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth"],
+V3_COLUMNS = {"inboundmessage": ["attempts", "next_attempt_at", "auth", "claimed_by", "lease_until"],
               "outboundmessage": ["claimed_by", "lease_until"]}
 V4_COLUMNS = {"milestone": ["done_at"]}  # and dispute's due_at, next_reminder_at: the table is new in v2
 V4_TABLE_COLUMNS = {"dispute": ["due_at", "next_reminder_at"], "progressrow": ["client_visible"]}
@@ -46,7 +46,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 6
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 7
     for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V4_TABLE_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()

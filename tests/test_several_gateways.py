@@ -3,9 +3,12 @@ on SQLite a second `serve` on the same file is refused."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,57 @@ def test_a_second_serve_on_the_same_sqlite_file_is_refused_with_a_clear_message(
         first.terminate()
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+@postgres_only
+def test_two_processors_on_one_postgresql_take_different_mails(tmp_path, db_url, clock):
+    from conftest import DOMAIN, PROJECT_BODY, make_mail
+
+    from gateway.intake import pending_ids, store_raw
+    from gateway.pipeline import process_batch
+    from store.models import InboundMessage, Record
+
+    first = build_context(test_settings(tmp_path, db_url), clock=clock)
+    second = build_context(test_settings(tmp_path, db_url), clock=clock)
+    for n in range(12):
+        body = PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{n}")
+        store_raw(first.db, make_mail(body, subject=f"智能手表项目-硬件方案评审{n}"), source="ingest",
+                  envelope_from="chen.jing@liuhen.localhost", envelope_to=[f"project@{DOMAIN}"], now=clock.now())
+    mine, theirs = pending_ids(first.db, clock.now(), limit=8), pending_ids(second.db, clock.now(), limit=8)
+    assert len(mine) == 8 and len(theirs) == 4 and not set(mine) & set(theirs)  # claimed, not shared
+    assert pending_ids(first.db, clock.now(), limit=8) == []  # all taken, for their lease
+    worked = [threading.Thread(target=process_batch, args=(ctx, ids)) for ctx, ids in ((first, mine),
+                                                                                         (second, theirs))]
+    for w in worked:
+        w.start()
+    for w in worked:
+        w.join()
+    assert Record.select().count() == 12 and InboundMessage.select().where(
+        InboundMessage.state == "processed").count() == 12
+    assert len({r.ref for r in Record.select()}) == 12  # no ID twice
+    first.db.close()
+    second.db.close()
+
+
+def test_a_claim_of_a_processor_that_died_is_released_when_the_next_one_starts(ctx, clock):
+    from conftest import DOMAIN, PROJECT_BODY, make_mail
+
+    from gateway.intake import pending_ids, release_claims_of_the_gone, store_raw
+    from store.models import InboundMessage
+
+    stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
+                       envelope_to=[f"project@{DOMAIN}"], now=clock.now())
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    InboundMessage.update(claimed_by=f"{socket.gethostname()}:{dead}/abc", lease_until=clock.now() + timedelta(
+        minutes=10)).where(InboundMessage.id == stored.inbound_id).execute()
+    assert pending_ids(ctx.db, clock.now(), limit=8) == []  # its lease still runs
+    assert release_claims_of_the_gone(clock.now()) == 1
+    assert pending_ids(ctx.db, clock.now(), limit=8) == [stored.inbound_id]
+
+
+def test_a_claim_takes_no_more_than_its_batch(ctx):
+    from gateway.outbox import claim_due
+
+    queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang="en", to_addr=f"p{n}@example.cn",
+                            to_name="", context={"inbound_id": 1, "original_subject": "hello"}) for n in range(50)])
+    assert len(claim_due(ctx, 20)) == 20 and len(claim_due(ctx, 20)) == 20 and len(claim_due(ctx, 20)) == 10

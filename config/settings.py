@@ -160,6 +160,16 @@ class ProbeSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"  # "text" | "json": one JSON object a line, with inbound/outbound/record ids
+    level: str = "warning"  # debug | info | warning | error; `liuhen -v` means info
+
+    def __post_init__(self) -> None:
+        if self.format not in ("text", "json"):
+            raise ConfigError(f"[log] format must be 'text' or 'json', not {self.format!r}")
+
+
+@dataclass(frozen=True)
 class WebSettings:
     # The staff console (`liuhen web`; `serve` starts it beside SMTP when enabled): sign-in by
     # mail, My work, the board, records, search, the archive. base_url is where people reach
@@ -190,6 +200,7 @@ class Settings:
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     imap: tuple[ImapSettings, ...] = ()
 
     @property
@@ -225,7 +236,7 @@ _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
     "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
-    "probe": ProbeSettings, "web": WebSettings,
+    "probe": ProbeSettings, "web": WebSettings, "log": LogSettings,
 }
 
 

@@ -18,6 +18,7 @@ import peewee
 from config.settings import ConfigError, load_settings
 from gateway.bootstrap import Context, build_context
 from gateway.delivery import make_transport
+from gateway.logs import configure as configure_logging
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
 
@@ -28,13 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EX_USAGE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
+        configure_logging(None, args.verbose)
         print(f"liuhen: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    configure_logging(settings, args.verbose)
     if args.func is cmd_demo:
         return cmd_demo(args, settings)
     if args.func in (cmd_status, cmd_dkim_keygen, cmd_doctor):  # they answer without a database

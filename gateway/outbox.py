@@ -311,6 +311,8 @@ def _mark_sent(ctx: Context, went_out: list[tuple[OutboundMessage, Composed]]) -
                 continue
             events.append({"at": now, "record_id": mail.record_id, "kind": "mail_sent",
                            "actor": ctx.settings.from_address, "data": data})
+            log.info("outbound %s sent to %s", mail.id, mail.to_addr,
+                     extra={"outbound_id": mail.id, "record_id": mail.record_id, "message_id": mail.message_id})
         insert_rows(Event, events)
 
 
@@ -376,7 +378,8 @@ def _failed_attempt(ctx: Context, mail: OutboundMessage, exc: DeliveryError) -> 
         if give_up:
             _tell_initiator(ctx, mail, str(exc))
     log.warning("delivery of outbound %s to %s %s: %s", mail.id, mail.to_addr,
-                "failed" if give_up else "deferred", exc)
+                "failed" if give_up else "deferred", exc,
+                extra={"outbound_id": mail.id, "record_id": mail.record_id, "message_id": mail.message_id})
 
 
 def report_undeliverable(ctx: Context, mail: OutboundMessage, error: str) -> None:

@@ -208,6 +208,8 @@ def _process_one(ctx: Context, row: InboundMessage, trace: _Trace) -> str:
                                                      "message_id": msg.message_id})]
     if outcome.state == "processed" and outcome.record_id is not None:
         trace.to_index.add(outcome.record_id)
+    log.info("inbound %s %s: %s", row.id, outcome.state, outcome.reason,
+             extra={"inbound_id": row.id, "record_id": outcome.record_id, "message_id": msg.message_id})
     return outcome.state
 
 

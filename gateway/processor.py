@@ -25,6 +25,7 @@ from gateway.bootstrap import Context, build_context
 from gateway.budget import limit_memory
 from gateway.couriers import Couriers
 from gateway.intake import import_spooled, pending_ids, release_claims_of_the_gone
+from gateway.logs import configure as configure_logging
 from gateway.outbox import stuck_sending_reset
 from gateway.pipeline import process_batch
 from gateway.spool import Spool
@@ -228,7 +229,7 @@ def _child_main(settings: Settings, signals: Connection, to_parent: Connection, 
     # child must finish its batch and leave when the parent says so, not half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         ctx = build_context(settings)
     except DATABASE_ERRORS as exc:  # gone since the parent started: it starts a new child later

@@ -18,8 +18,10 @@ def run_web(settings: Settings) -> None:
     import uvicorn
 
     from gateway.bootstrap import build_context
+    from gateway.logs import configure as configure_logging
     from gateway.web.app import create_app
 
+    configure_logging(settings)
     ctx = build_context(settings)
     web = settings.web
     uvicorn.run(create_app(ctx), host=web.host, port=web.port, log_level="warning", access_log=False,

@@ -153,7 +153,8 @@ def board_rows(members: dict[str, list[str]], now: datetime, soon: datetime, esc
     one pass: the open items of all of them (of everyone, for an admin's board of every
     department), and one grouped count each for open records and questions waiting."""
     department_of = {email.lower(): d for d, emails in members.items() for email in emails}
-    items = pending_items(now) if everyone else department_work(department_of, now)
+    items = pending_items(now, reply_rows=False) if everyone else pending_items(
+        now, emails=list(department_of), reply_rows=False)
     by_department: dict[str, list[WorkItem]] = {d: [] for d in members}
     for item in items:
         department = department_of.get(item.email)

@@ -166,16 +166,29 @@ def open_database(url: str) -> Database:
 
 
 def migrate(db: Database) -> None:
-    with db.atomic():
-        if not SchemaVersion.table_exists():
-            # A new database gets today's schema directly and is stamped with its version.
-            db.create_tables(MODELS)
-            SchemaVersion.create(version=SCHEMA_VERSION)
-            return
-        current = SchemaVersion.select().get().version
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version](db)
-        SchemaVersion.update(version=SCHEMA_VERSION).execute()
+    # SQLite adds a NOT NULL column by rebuilding the table, which fails on the rows of other
+    # tables that refer to it while foreign keys are enforced: off during the migration, as
+    # SQLite's documentation says (it cannot change inside a transaction), checked after it.
+    sqlite = not is_postgres(db)
+    if sqlite:
+        db.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        with db.atomic():
+            if not SchemaVersion.table_exists():
+                # A new database gets today's schema directly and is stamped with its version.
+                db.create_tables(MODELS)
+                SchemaVersion.create(version=SCHEMA_VERSION)
+                return
+            current = SchemaVersion.select().get().version
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](db)
+            dangling = db.execute_sql("PRAGMA foreign_key_check").fetchall() if sqlite else []
+            if dangling:
+                log.warning("the database holds %d row(s) that refer to rows that do not exist", len(dangling))
+            SchemaVersion.update(version=SCHEMA_VERSION).execute()
+    finally:
+        if sqlite:
+            db.execute_sql("PRAGMA foreign_keys = ON")
 
 
 def is_postgres(db: Database) -> bool:

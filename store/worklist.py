@@ -46,10 +46,11 @@ def _aware(value: _RawTime) -> datetime | None:
 
 
 def pending_items(now: datetime, *, emails: Iterable[str] | None = None,
-                  items_due_before: datetime | None = None) -> list[WorkItem]:
+                  items_due_before: datetime | None = None, reply_rows: bool = True) -> list[WorkItem]:
     """Every open item — of `emails` only, when given (lower-case addresses). Milestones and
     action items count only when due before `items_due_before`, when given (the digest
-    looks three days ahead; My work shows them all)."""
+    looks three days ahead; My work shows them all). Without `reply_rows` the owners'
+    participant rows (their reply addresses) are not looked up: a board only counts."""
     wanted = None if emails is None else sorted(set(emails))
     if wanted == []:
         return []
@@ -89,7 +90,7 @@ def pending_items(now: datetime, *, emails: Iterable[str] | None = None,
         disputes = disputes.where(Dispute.lead_email.in_(wanted))
     owned += [(lead, rid, ref, title, lang, "dispute", due, text[:60]) for lead, rid, ref, title, lang, text, due
               in cast(Iterable[tuple[str, int, str, str, str, str, _RawTime]], disputes.tuples())]
-    rows = _participant_ids({(email, rid) for email, rid, *_ in owned})
+    rows = _participant_ids({(email, rid) for email, rid, *_ in owned}) if reply_rows else {}
     for email, record_id, ref, title, lang, kind, raw_due, label in owned:
         due = _aware(raw_due)
         late = due is not None and due < now

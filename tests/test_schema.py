@@ -87,3 +87,30 @@ def test_a_version_4_database_gets_the_console_tables_and_the_indexes_that_find_
     _has_v5(db)
     assert Record.get().ref == "PRJ-2026-0001"
     db.close()
+
+
+def test_a_database_full_of_records_and_their_mails_is_migrated(db_url):
+    # A NOT NULL column is added to SQLite by rebuilding the table; with the records and
+    # attachments that refer to the mails, that failed on foreign keys (seen at 100k records).
+    from gateway.intake import store_raw
+    from store.models import Attachment
+
+    db = open_database(db_url)
+    stored = store_raw(db, b"Subject: x\r\n\r\nbody\r\n", source="ingest", envelope_from="a@b", envelope_to=["c@d"],
+                       now=NOW)
+    Record.create(ref="PRJ-2026-0001", form="project", subject="s", priority="中", initiator_email="a@b",
+                  initiator_name="a", fields={}, thread_id="<t@x>", created_at=NOW, updated_at=NOW,
+                  source_inbound=stored.inbound_id)
+    Attachment.create(inbound=stored.inbound_id, record_id=1, filename="a.pdf", content_type="application/pdf",
+                      size=1, sha256="0" * 64)
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    if not is_postgres(db):
+        db.execute_sql("PRAGMA foreign_keys = OFF")  # (to turn it back into schema 6)
+    migrate(migrator.drop_column("inboundmessage", "claimed_by"), migrator.drop_column("inboundmessage", "lease_until"))
+    SchemaVersion.update(version=6).execute()
+    db.close()
+    db = open_database(db_url)
+    assert SchemaVersion.get().version == SCHEMA_VERSION
+    assert {"claimed_by", "lease_until"} <= {c.name for c in db.get_columns("inboundmessage")}
+    assert Record.get().source_inbound_id == stored.inbound_id and InboundMessage.get().claimed_by == ""
+    db.close()

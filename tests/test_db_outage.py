@@ -383,7 +383,10 @@ def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
     log = err.decode()
     assert server.returncode == 0, log
     assert "Traceback" not in log, log
-    assert log.count("database unavailable") == 1 and log.count("database available again") == 1, log
+    # Told once, and once that it is back. (A processor child started in the instant the relay
+    # is cut can connect just before its connections die, and report one short blip more.)
+    assert 1 <= log.count("database unavailable") <= 2, log
+    assert log.count("database unavailable") == log.count("database available again"), log
 
 
 def _probe(port: int, path: str) -> tuple[int, dict]:

@@ -240,8 +240,17 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
             main, _, params = item["content_type"].partition(";")
             if "sha256" in item:
                 major, _, minor = main.strip().partition("/")
+                data = files[item["sha256"]]
+                if major == "text" and "charset" not in params.lower():
+                    # A stored text file whose charset we were not told: say it when it is
+                    # UTF-8 (or ASCII), else pass it on as bytes — never text that cannot decode.
+                    try:
+                        data.decode("utf-8")
+                        params += "; charset=utf-8"
+                    except UnicodeDecodeError:
+                        major, minor = "application", "octet-stream"
                 part = MIMEBase(major or "application", minor or "octet-stream")
-                part.set_payload(files[item["sha256"]])
+                part.set_payload(data)
                 encoders.encode_base64(part)
             else:
                 part = MIMEText(item["text"], main.split("/")[1], "utf-8")

@@ -105,8 +105,12 @@ def import_spooled(db: Database, spool: Spool, files: list[str]) -> list[Stored]
             # Only a damaged disk makes one (files appear by rename, whole): keep it for the
             # operator, out of the way of the mail behind it.
             log.error("spool file %s is unreadable; moved to %s", name, spool.set_aside(name))
+    # They are this processor's from the start: another gateway's pending_ids must not take
+    # them up between this import and their processing, a moment later.
+    claimant = f"{node_id()}/{secrets.token_hex(6)}"
     with db.atomic():
         return _insert_inbound([_values(m.raw, "smtp", m.envelope_from, m.envelope_to, m.received_at, m.queue_id)
+                                | {"claimed_by": claimant, "lease_until": m.received_at + CLAIM_LEASE}
                                 for m in mails])
 
 

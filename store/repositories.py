@@ -90,7 +90,7 @@ def rearm_failed(now: datetime, limit: int | None) -> list[int]:
         & (InboundMessage.next_attempt_at <= now)).order_by(InboundMessage.next_attempt_at).limit(limit)]
     if not due:
         return []
-    InboundMessage.update(state="received", next_attempt_at=None).where(
+    InboundMessage.update(state="received", next_attempt_at=None, lease_until=None).where(
         InboundMessage.id.in_(due) & (InboundMessage.state == "error")).execute()
     return due
 
@@ -99,7 +99,7 @@ def retry_inbound(inbound_id: int, states: tuple[str, ...] = ("error",)) -> bool
     """An operator's retry of a failed mail (or, from the console, a rejected or ignored one
     after a fix): back in line with a fresh count of attempts (a given-up mail has used them
     all); False when the mail is in none of `states`."""
-    return bool(InboundMessage.update(state="received", attempts=0, next_attempt_at=None).where(
+    return bool(InboundMessage.update(state="received", attempts=0, next_attempt_at=None, lease_until=None).where(
         (InboundMessage.id == inbound_id) & InboundMessage.state.in_(list(states))).execute())
 
 

@@ -273,3 +273,23 @@ def test_outbound_mail_is_dkim_signed_with_a_key_from_keygen_and_verifies(ctx, t
     for header in ("from", "to", "subject", "message-id", "references", "reply-to"):
         assert header in signed.lower().split("h=")[1].split(";")[0]
     assert not dkim.verify(raw.replace(b"Subject: ", b"Subject: Re: ", 1), dnsfunc=dns)  # what it covers
+
+
+def test_a_relayed_text_file_of_unknown_charset_goes_as_text_when_utf8_and_as_bytes_otherwise():
+    from datetime import UTC, datetime
+
+    from gateway.delivery import compose
+    from store.models import OutboundMessage
+
+    utf8, latin1 = "备注：第二版".encode(), "café crème".encode("latin-1")
+    mail = OutboundMessage(to_addr="a@example.cn", to_name="", cc=[], subject="s", message_id="<m@x>", headers={},
+                           text="t", html="<p>t</p>", attachments=[
+                               {"sha256": "1" * 64, "filename": "note.txt", "content_type": "text/plain"},
+                               {"sha256": "2" * 64, "filename": "old.txt", "content_type": "text/plain"}])
+    raw = compose(mail, from_name="liuhen", from_addr="liuhen@liuhen.test", date=datetime.now(UTC),
+                  domain="liuhen.test", files={"1" * 64: utf8, "2" * 64: latin1}).raw
+    parts = {p.get_filename(): p for p in email.message_from_bytes(raw).walk() if p.get_filename()}
+    assert parts["note.txt"].get_content_type() == "text/plain" and parts["note.txt"].get_content_charset() == "utf-8"
+    assert parts["note.txt"].get_payload(decode=True).decode("utf-8") == "备注：第二版"
+    assert parts["old.txt"].get_content_type() == "application/octet-stream"  # no charset to claim for it
+    assert parts["old.txt"].get_payload(decode=True) == latin1

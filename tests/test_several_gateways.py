@@ -153,3 +153,93 @@ def test_a_claim_takes_no_more_than_its_batch(ctx):
     queue_mails(ctx, [Draft(kind="error_notice", template="sender/error", lang="en", to_addr=f"p{n}@example.cn",
                             to_name="", context={"inbound_id": 1, "original_subject": "hello"}) for n in range(50)])
     assert len(claim_due(ctx, 20)) == 20 and len(claim_due(ctx, 20)) == 20 and len(claim_due(ctx, 20)) == 10
+
+
+class _SlowSink:
+    """A smarthost that takes a while over each mail, and keeps the Message-IDs it got."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        import email
+
+        await asyncio.sleep(0.03)
+        self.ids.append(str(email.message_from_bytes(envelope.original_content)["Message-ID"]))
+        return "250 OK"
+
+
+@postgres_only
+def test_a_gateway_killed_mid_delivery_leaves_its_mail_to_the_other_and_loses_none(tmp_path, db_url):
+    import os
+    import signal
+    import smtplib
+
+    import psycopg2
+    from aiosmtpd.controller import Controller
+    from conftest import DOMAIN, PROJECT_BODY, free_port
+    from test_serve_command import _env, _request_due_ahead, _wait_port
+
+    sink = _SlowSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+
+    def serve(name: str) -> tuple[subprocess.Popen, int]:
+        port, home = free_port(), tmp_path / name
+        home.mkdir()
+        (home / "liuhen.toml").write_text(
+            f'[gateway]\ndomain = "{DOMAIN}"\ndata_dir = "var"\nsecret = "shared-secret"\n[smtp]\nport = {port}\n'
+            f'[database]\nurl = "{db_url}"\n[web]\nenabled = false\n[reminders]\nbusiness_hours = false\n'
+            f'[delivery]\nmode = "smtp"\nhost = "127.0.0.1"\nport = {controller.port}\ntimeout_seconds = 5\n'
+            f'sessions = 2\nbatch = 10\n', encoding="utf-8")
+        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(home / "liuhen.toml"),
+                                    "serve"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+        _wait_port(port)
+        return process, port
+
+    def rows(sql: str) -> list[tuple]:
+        conn = psycopg2.connect(db_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(sql)
+            found = cur.fetchall()
+        conn.close()
+        return found
+
+    def count(sql: str) -> int:
+        return int(rows(sql)[0][0])
+
+    def ours() -> set[str]:
+        return {message_id for (message_id,) in rows("SELECT message_id FROM outboundmessage")}
+
+    first, port = serve("a")
+    second = None
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            for n in range(30):
+                client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead(
+                    PROJECT_BODY.replace("硬件方案评审", f"硬件方案评审{n}")))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                count("SELECT count(*) FROM inboundmessage WHERE state = 'processed'") == 30 and len(sink.ids) >= 10):
+            time.sleep(0.02)
+        assert len(sink.ids) < 120, "it finished before it could be killed"
+        os.killpg(first.pid, signal.SIGKILL)  # the gateway and its processor child, mid-delivery
+        first.wait(10)
+        in_flight = count("SELECT count(*) FROM outboundmessage WHERE status = 'sending'")
+        second, _ = serve("b")  # another node on the same database (here the same host)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and count(
+                "SELECT count(*) FROM outboundmessage WHERE status <> 'sent'") > 0:
+            time.sleep(0.2)
+        assert count("SELECT count(*) FROM outboundmessage WHERE status = 'sent'") == 120  # 30 requests × 4
+        assert set(sink.ids) == ours()  # every mail arrived, and nothing else
+        assert len(sink.ids) - 120 <= in_flight  # at most one extra copy of what was in flight
+        assert count("SELECT count(DISTINCT ref) FROM record") == count("SELECT count(*) FROM record") == 30
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.communicate(timeout=60)
+        controller.stop()

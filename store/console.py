@@ -11,12 +11,17 @@ from typing import cast
 from peewee import fn
 
 from store.access import Reader, visible_records
+from store.db import is_postgres
 from store.models import (
+    ActionItem,
     Attachment,
+    Dispute,
     InboundMessage,
+    Milestone,
     OutboundMessage,
     Participant,
     Record,
+    UTCDateTimeField,
 )
 from store.worklist import WorkItem, pending_items
 
@@ -147,37 +152,86 @@ class BoardRow:
 ACTIVE = ("open", "confirming")  # not archived, as the status index can find it
 
 
-def board_rows(members: dict[str, list[str]], now: datetime, soon: datetime, escalate_after: timedelta,
-               everyone: bool = False) -> list[BoardRow]:
+def board_rows(members: dict[str, list[str]], now: datetime, soon: datetime,
+               escalate_after: timedelta) -> list[BoardRow]:
     """The board of the departments in `members` (department → its people's addresses), in
-    one pass: the open items of all of them (of everyone, for an admin's board of every
-    department), and one grouped count each for open records and questions waiting."""
+    one pass over the open items — read as plain rows from the open records outwards (their
+    status index), not as work items: an admin's board of every department counts them all.
+    Answers count for the answerer's department, milestones, action items and disputes for
+    their owner's; a sign-off is never late (as in store/worklist.py)."""
     department_of = {email.lower(): d for d, emails in members.items() for email in emails}
-    items = pending_items(now, reply_rows=False) if everyone else pending_items(
-        now, emails=list(department_of), reply_rows=False)
-    by_department: dict[str, list[WorkItem]] = {d: [] for d in members}
-    for item in items:
-        department = department_of.get(item.email)
-        if department is not None:
-            by_department[department].append(item)
+    tally: dict[str, list] = {d: [0, 0, 0, None] for d in members}  # due soon, overdue, escalated, oldest
+
+    def count(department: str | None, due: datetime | None, late: bool) -> None:
+        if department not in tally or due is None:
+            return
+        entry = tally[department]
+        if not late:
+            entry[0] += due <= soon
+            return
+        entry[1] += 1
+        entry[2] += due + escalate_after <= now
+        entry[3] = due if entry[3] is None or due < entry[3] else entry[3]
+
+    for department, status, signed, answered, answer_due, sign_due in _open_answers():
+        if status == "confirming" and signed is None:
+            count(department, _time(sign_due), late=False)
+        elif answered is None and answer_due is not None:
+            due = _time(answer_due)
+            count(department, due, late=due is not None and due < now)
+    for owner, raw_due in _open_owned():
+        due = _time(raw_due)
+        count(department_of.get(owner.lower()), due, late=due is not None and due < now)
     names = list(members)
-    active = Record.status.in_(ACTIVE)
-    open_records = dict(cast(Iterable[tuple[str, int]], Participant.select(
-        Participant.department, fn.COUNT(fn.DISTINCT(Participant.record))).join(Record)
-        .where(active & Participant.department.in_(names)).group_by(Participant.department).tuples()))
-    waiting = dict(cast(Iterable[tuple[str, int]], Participant.select(
-        Participant.department, fn.COUNT(Participant.id)).join(Record)
-        .where(active & Participant.department.in_(names) & (Participant.response == "need_info"))
-        .group_by(Participant.department).tuples()))
-    rows = []
-    for department in names:
-        mine = by_department[department]
-        late = [i for i in mine if i.late and i.due is not None]
-        rows.append(BoardRow(department, open_records.get(department, 0),
-                             sum(1 for i in mine if not i.late and i.due is not None and i.due <= soon),
-                             len(late), sum(1 for i in late if i.due is not None and i.due + escalate_after <= now),
-                             waiting.get(department, 0), min((i.due for i in late if i.due is not None), default=None)))
-    return rows
+    open_records = dict(_per_department("COUNT(DISTINCT p.\"record_id\")", "", names))
+    waiting = dict(_per_department("COUNT(*)", ' AND p."response" = \'need_info\'', names))
+    return [BoardRow(d, open_records.get(d, 0), tally[d][0], tally[d][1], tally[d][2], waiting.get(d, 0), tally[d][3])
+            for d in names]
+
+
+_time = UTCDateTimeField().python_value  # raw rows skip the field's conversion
+
+
+def _open_answers() -> list[tuple]:
+    """(department, status, signed, answered, answer due, sign-off due) of every answerer of an
+    open record — from the open records (status index) to their participants."""
+    p, r = Participant._meta.table_name, Record._meta.table_name
+    return _rows(f'SELECT p."department", r."status", p."signed_at", p."responded_at", p."response_due_at", '
+                 f'p."chain_due_at" FROM "{r}" AS r {_outwards()} "{p}" AS p ON p."record_id" = r."id" '
+                 f'WHERE r."status" IN (\'open\', \'confirming\') AND p."role" IN (\'recipient\', \'external\')')
+
+
+def _open_owned() -> list[tuple]:
+    """(owner, due) of every milestone and action item not done, and dispute not ruled, of an
+    open record."""
+    r = Record._meta.table_name
+    found = []
+    for model, owner, pending in ((Milestone, "owner_email", '"done_at" IS NULL'),
+                                  (ActionItem, "owner_email", '"done_at" IS NULL'),
+                                  (Dispute, "lead_email", '"ruled_at" IS NULL')):
+        found += _rows(f'SELECT x."{owner}", x."due_at" FROM "{r}" AS r {_outwards()} "{model._meta.table_name}" AS x '
+                       f'ON x."record_id" = r."id" WHERE r."status" IN (\'open\', \'confirming\') AND x.{pending}')
+    return found
+
+
+def _per_department(counted: str, where: str, departments: list[str]) -> list[tuple]:
+    """(department, count) over the participants of open records, from the records outwards."""
+    if not departments:
+        return []
+    p, r, param = Participant._meta.table_name, Record._meta.table_name, Record._meta.database.param
+    return _rows(f'SELECT p."department", {counted} FROM "{r}" AS r {_outwards()} "{p}" AS p ON p."record_id" = r."id" '
+                 f'WHERE r."status" IN (\'open\', \'confirming\') AND p."department" IN '
+                 f'({", ".join([param] * len(departments))}){where} GROUP BY p."department"', departments)
+
+
+def _outwards() -> str:
+    """From the open records outwards: SQLite's CROSS JOIN keeps that order (its planner
+    otherwise starts from the participants, and reads them all); PostgreSQL plans it itself."""
+    return "JOIN" if is_postgres(Record._meta.database) else "CROSS JOIN"
+
+
+def _rows(sql: str, params: list | None = None) -> list[tuple]:
+    return list(Record._meta.database.execute_sql(sql, params or []).fetchall())
 
 
 def waiting_for_information(department: str) -> list[tuple[Participant, Record]]:

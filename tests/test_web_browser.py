@@ -116,6 +116,7 @@ def test_a_person_signs_in_by_mail_and_follows_their_work_in_the_browser(ctx, se
     page.press("input[name=q]", "Enter")
     page.wait_for_selector("ol.hits")
     assert page.locator("ol.hits mark").first.inner_text() == "硬件"
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0  # the filters wrap
     _shot(page, f"search-{width}")
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -380,3 +380,21 @@ def imap_ctx(ctx, dovecot):
     box = dict(address=f"project@{DOMAIN}", host="127.0.0.1", port=dovecot.port, security="none", user="intake",
                password="s3cret", processed_folder="liuhen-done", poll_seconds=1)
     return replace(ctx, settings=replace(ctx.settings, imap=(ImapSettings(**box),)))
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it, no browser download
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium through Playwright, for the mail and console screenshots."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium fonts-noto-cjk)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -13,7 +13,6 @@ from test_templates import SAMPLES
 
 from mail_templates import LANGUAGES, Renderer
 
-CHROMIUM = "/usr/bin/chromium"
 WIDTHS = (900, 390)
 ARTIFACTS = Path(os.environ.get("LIUHEN_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")) / "mails"
 
@@ -23,24 +22,10 @@ KEYWORDS = [("确认 / 签字确认 / 确认签字 / 已确认 / CONFIRM / CONFI
             ("认可签字 / ACCEPT SIGN-OFF", "认可一份未通过发件人验证、待您认可的签字，后面写签字人")]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium fonts-noto-cjk)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_every_mail_reads_at_desktop_and_phone_width(browser, name, lang, width):
+def test_every_mail_reads_at_desktop_and_phone_width(chromium, name, lang, width):
     context = dict(SAMPLES[name])
     if "keywords" in context:
         context["keywords"] = KEYWORDS
@@ -48,7 +33,7 @@ def test_every_mail_reads_at_desktop_and_phone_width(browser, name, lang, width)
         context["buttons"] = [("同意需求", "mailto:reply@example.cn?body=x"), ("需补充信息", "mailto:reply@example.cn"),
                               ("建议调整节点", "mailto:reply@example.cn")]
     html = Renderer().render(lang, name, **context).html
-    page = browser.new_page(viewport={"width": width, "height": 800})
+    page = chromium.new_page(viewport={"width": width, "height": 800})
     try:
         page.set_content(html)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -64,7 +49,7 @@ def test_every_mail_reads_at_desktop_and_phone_width(browser, name, lang, width)
         page.close()
 
 
-def test_real_mails_of_a_record_read_on_a_phone(browser, ctx, send, clock):
+def test_real_mails_of_a_record_read_on_a_phone(chromium, ctx, send, clock):
     """The mails a real request causes — the request with its buttons, a reminder, an update —
     as delivered, with their real context (the README shows two of these)."""
     from datetime import timedelta
@@ -90,7 +75,7 @@ def test_real_mails_of_a_record_read_on_a_phone(browser, ctx, send, clock):
             continue
         html = parse_message(bytes(mail.raw)).html
         for width in WIDTHS:
-            page = browser.new_page(viewport={"width": width, "height": 800})
+            page = chromium.new_page(viewport={"width": width, "height": 800})
             try:
                 page.set_content(html)
                 page.screenshot(path=str(ARTIFACTS / f"real-{mail.kind}-{width}.png"), full_page=True)

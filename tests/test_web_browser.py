@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, make_mail, sent_mails, test_settings
-from test_mail_screenshots import CHROMIUM
 from test_replies import MEDIUM, reply
 
 from gateway.bootstrap import build_context
@@ -51,20 +50,6 @@ def console(ctx):
     yield ctx.settings.web.url
     server.should_exit = True
     thread.join(10)
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium fonts-noto-cjk)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def _link_from_maildir(ctx, to: str) -> str:

@@ -54,7 +54,7 @@ from store.console import (
 from store.console import (
     record_file as stored_file,
 )
-from store.models import Participant, Record
+from store.models import InboundMessage, OutboundMessage, Participant, Record
 from store.repositories import add_events, attachment_path
 from store.signins import end_session
 from store.worklist import WorkItem, by_deadline
@@ -387,29 +387,36 @@ def _eml(raw: bytes, name: str) -> Response:
     return Response(raw, media_type="message/rfc822", headers={"Content-Disposition": f"attachment; filename={name}"})
 
 
-def mail_in(visit: Visit, ref: str, mail_id: int) -> Response:
+def _inbound_of(visit: Visit, ref: str, mail_id: int) -> InboundMessage | None:
+    """A mail in of a record the reader may see; None alike when either is not there."""
     assert visit.reader is not None
     found = record_for(visit.reader, ref)
-    mail = record_inbound(found.id, mail_id) if found else None
-    if found is None or mail is None:
+    return record_inbound(found.id, mail_id) if found else None
+
+
+def _outbound_of(visit: Visit, ref: str, mail_id: int) -> OutboundMessage | None:
+    assert visit.reader is not None
+    found = record_for(visit.reader, ref)
+    return record_outbound(found.id, mail_id) if found else None
+
+
+def mail_in(visit: Visit, ref: str, mail_id: int) -> Response:
+    mail = _inbound_of(visit, ref, mail_id)
+    if mail is None:
         return visit.refuse()
     headers, text = _text_of(bytes(mail.raw))
-    return visit.render("mail.html.j2", ref=found.ref, headers=headers, text=text, download=f"{mail_id}.eml",
+    return visit.render("mail.html.j2", ref=ref.upper(), headers=headers, text=text, download=f"{mail_id}.eml",
                         state=mail.state, reason=mail.reason, auth=mail.auth)
 
 
 def mail_in_eml(visit: Visit, ref: str, mail_id: int) -> Response:
-    assert visit.reader is not None
-    found = record_for(visit.reader, ref)
-    mail = record_inbound(found.id, mail_id) if found else None
-    return _eml(bytes(mail.raw), f"IN-{mail_id}.eml") if found and mail else visit.refuse()
+    mail = _inbound_of(visit, ref, mail_id)
+    return _eml(bytes(mail.raw), f"IN-{mail_id}.eml") if mail else visit.refuse()
 
 
 def mail_out(visit: Visit, ref: str, mail_id: int) -> Response:
-    assert visit.reader is not None
-    found = record_for(visit.reader, ref)
-    mail = record_outbound(found.id, mail_id) if found else None
-    if found is None or mail is None:
+    mail = _outbound_of(visit, ref, mail_id)
+    if mail is None:
         return visit.refuse()
     if mail.raw:
         headers, text = _text_of(bytes(mail.raw))
@@ -417,16 +424,14 @@ def mail_out(visit: Visit, ref: str, mail_id: int) -> Response:
         from gateway.outbox import mail_body
 
         headers, text = {"To": mail.to_addr, "Subject": mail.subject}, mail_body(visit.ctx, mail)[0]
-    return visit.render("mail.html.j2", ref=found.ref, headers=headers, text=text,
+    return visit.render("mail.html.j2", ref=ref.upper(), headers=headers, text=text,
                         download=f"{mail_id}.eml" if mail.raw else "", state=mail.status, reason=mail.last_error,
                         auth={})
 
 
 def mail_out_eml(visit: Visit, ref: str, mail_id: int) -> Response:
-    assert visit.reader is not None
-    found = record_for(visit.reader, ref)
-    mail = record_outbound(found.id, mail_id) if found else None
-    return _eml(bytes(mail.raw), f"OUT-{mail_id}.eml") if found and mail and mail.raw else visit.refuse()
+    mail = _outbound_of(visit, ref, mail_id)
+    return _eml(bytes(mail.raw), f"OUT-{mail_id}.eml") if mail and mail.raw else visit.refuse()
 
 
 def record_file(visit: Visit, ref: str, file_id: int) -> Response:

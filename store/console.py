@@ -107,17 +107,13 @@ def record_list(reader: Reader, wanted: RecordFilter, now: datetime, tz, page: i
     total = query.count()
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
-    rows = [RecordRow(*row) for row in cast(Iterable[tuple], query.order_by(Record.id.desc())
-                                             .paginate(page, per_page).tuples())]
-    return Page([_aware_row(r) for r in rows], total, page, pages)
-
-
-def _aware_row(row: RecordRow) -> RecordRow:
-    from store.models import UTCDateTimeField
-
-    convert = UTCDateTimeField().python_value
-    return RecordRow(row.id, row.ref, row.subject, row.form, row.status, row.priority, row.initiator_name,
-                     cast(datetime, convert(row.created_at)), row.archive_key, convert(row.archived_at))
+    rows = []
+    for rid, ref, subject, form, status, priority, initiator, created, key, archived in cast(
+            Iterable[tuple], query.order_by(Record.id.desc()).paginate(page, per_page).tuples()):
+        # .tuples() skips the fields' conversion of times
+        rows.append(RecordRow(rid, ref, subject, form, status, priority, initiator, cast(datetime, _time(created)),
+                              key, _time(archived)))
+    return Page(rows, total, page, pages)
 
 
 def record_for(reader: Reader, ref: str) -> Record | None:

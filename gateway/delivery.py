@@ -182,7 +182,27 @@ def _mailbox(name: str, addr: str, field: str) -> str:
 
 
 def _encoded(text: str, field: str) -> str:
-    return Header(clean(text), _UTF8, header_name=field).encode(linesep=CRLF)
+    """UTF-8 encoded words (RFC 2047, base64), one a line within 76 characters (the first line
+    holds the field's name too), cut between whole characters. email.header.Header does the
+    same at ~70 µs a call, a tenth of composing a mail, where this takes a few."""
+    words: list[str] = []
+    chunk: list[str] = []
+    size, budget = 0, _word_bytes(76 - len(field) - 2)
+    for char in clean(text):
+        n = len(char.encode())
+        if size + n > budget and chunk:
+            words.append("".join(chunk))
+            chunk, size, budget = [], 0, _word_bytes(75)  # a folded line starts with a space
+        chunk.append(char)
+        size += n
+    if chunk:
+        words.append("".join(chunk))
+    return (CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode('ascii')}?=" for w in words)
+
+
+def _word_bytes(width: int) -> int:
+    """How many bytes one encoded word of at most `width` characters carries."""
+    return max(3, (width - len("=?utf-8?b??=")) // 4 * 3)
 
 
 def _plain(text: str, field: str) -> str:
@@ -190,6 +210,8 @@ def _plain(text: str, field: str) -> str:
     long for one line) as encoded words."""
     text = clean(text)
     if text.isascii() and all(len(word) <= 900 for word in text.split(" ")):
+        if len(field) + 2 + len(text) <= 78:  # one line: nothing to fold
+            return text
         return Header(text, "us-ascii", header_name=field).encode(linesep=CRLF)
     return _encoded(text, field)
 

@@ -10,11 +10,12 @@ from the record then. A record's fields do not change after it is created.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
 from config.directory import Directory
 from config.forms import FormDef
 from mail_templates import Renderer
-from store.models import Participant, Record
+from store.records import form_sources
 
 
 def form_rows(renderer: Renderer, form: FormDef, values: dict[str, str], priority: str, initiator: str,
@@ -31,11 +32,17 @@ def form_rows(renderer: Renderer, form: FormDef, values: dict[str, str], priorit
     return rows
 
 
-def record_rows(renderer: Renderer, forms: dict[str, FormDef], directory: Directory, record_id: int,
-                lang: str) -> list[tuple[str, str]]:
-    record = Record.get_by_id(record_id)
-    initiator = Participant.get_or_none((Participant.record == record_id) & (Participant.role == "initiator"))
-    department = (f"{directory.department_name(initiator.department, lang)}/"
-                  if initiator is not None and initiator.department else "")
-    return form_rows(renderer, forms[record.form], record.fields, record.priority,
-                     f"{department}{record.initiator_name} <{record.initiator_email}>", lang)
+def records_rows(renderer: Renderer, forms: dict[str, FormDef], directory: Directory,
+                 wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], list[tuple[str, str]]]:
+    """The rows of each (record, language) wanted, the records read in one query."""
+    wanted = set(wanted)
+    sources = form_sources(record_id for record_id, _ in wanted)
+    rows = {}
+    for record_id, lang in wanted:
+        if (source := sources.get(record_id)) is None:
+            continue
+        department = (f"{directory.department_name(source.initiator_department, lang)}/"
+                      if source.initiator_department else "")
+        rows[(record_id, lang)] = form_rows(renderer, forms[source.form], source.fields, source.priority,
+                                            f"{department}{source.initiator_name} <{source.initiator_email}>", lang)
+    return rows

@@ -32,13 +32,13 @@ from peewee import Expression
 
 from config.forms import keyword_help
 from gateway.delivery import Composed, DeliveryError, Transport, compose, dkim_signed
-from gateway.form_rows import record_rows
+from gateway.form_rows import records_rows
 from gateway.nodes import gone_from_this_host, node_id
 from gateway.tokens import return_path
 from parsers.mime import parse_message
 from store.db import DATABASE_ERRORS, drop_connection, is_postgres
 from store.models import Attachment, Event, OutboundMessage, Record
-from store.repositories import attachment_path, insert_rows, record_threads
+from store.repositories import attachment_path, insert_rows, mark_claim_sent, record_threads
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Context
@@ -180,7 +180,7 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
     never lost (README, Guarantees)."""
     mails = claim_due(ctx, limit)
     went_out: list[tuple[OutboundMessage, Composed]] = []
-    rows: RowsCache = {}
+    rows = batch_rows(ctx, mails)
     for mail in mails:
         composed = _send(ctx, transport, mail, rows)
         if composed is not None:
@@ -197,6 +197,13 @@ def deliver_due(ctx: Context, transport: Transport, limit: int = 100) -> int:
 
 
 RowsCache = dict[tuple[int, str], list[tuple[str, str]]]  # (record, language) → its form's rows
+
+
+def batch_rows(ctx: Context, mails: list[OutboundMessage]) -> RowsCache:
+    """The forms the mails of a batch show, read together (a record's mails share one)."""
+    wanted = {(m.record_id, m.lang) for m in mails
+              if m.record_id is not None and not m.raw and (m.context or {}).get("form_rows")}
+    return records_rows(ctx.renderer, ctx.forms, ctx.directory, wanted) if wanted else {}
 
 
 def mail_body(ctx: Context, mail: OutboundMessage, rows: RowsCache | None = None) -> tuple[str, str]:
@@ -218,11 +225,8 @@ def render_context(ctx: Context, mail: OutboundMessage, rows: RowsCache | None =
     if context.pop("form_rows", False) and mail.record_id is not None:
         key = (mail.record_id, mail.lang)
         if rows is None or key not in rows:
-            found = record_rows(ctx.renderer, ctx.forms, ctx.directory, mail.record_id, mail.lang)
-            if rows is None:
-                rows = {}
-            rows[key] = found
-        context["rows"] = rows[key]
+            rows = records_rows(ctx.renderer, ctx.forms, ctx.directory, [key])
+        context["rows"] = rows.get(key, [])
     role = ""
     if "keywords_for" in context:
         role = context.pop("keywords_for")
@@ -295,13 +299,12 @@ def _record_sent(ctx: Context, went_out: list[tuple[OutboundMessage, Composed]])
 def _mark_sent(ctx: Context, went_out: list[tuple[OutboundMessage, Composed]]) -> None:
     now = ctx.clock.now()
     events = []
+    claim = went_out[0][0]  # one claim: the same claimant and lease on every mail of the batch
     with ctx.db.atomic():
+        marked = mark_claim_sent(claim.claimed_by, claim.lease_until,
+                                 {mail.id: composed.raw for mail, composed in went_out}, now)
         for mail, composed in went_out:
-            data: dict = {"outbound_id": mail.id, "to": mail.to_addr, "mail_kind": mail.kind, "subject": mail.subject}
-            if composed.left_out:
-                data["left_out"] = composed.left_out
-            if not OutboundMessage.update(status="sent", raw=composed.raw, sent_at=now, attempts=mail.attempts + 1,
-                                          last_error="", lease_until=None).where(_by_this_claim(mail)).execute():
+            if mail.id not in marked:
                 # The mail is no longer ours to mark: its bounce was processed first, or our
                 # lease ran out and another claim has it. A bounce stays; it keeps what went
                 # out, and the trace does not say "sent" after it said "bounced".
@@ -309,6 +312,9 @@ def _mark_sent(ctx: Context, went_out: list[tuple[OutboundMessage, Composed]]) -
                     (OutboundMessage.id == mail.id) & (OutboundMessage.status == "bounced") &
                     OutboundMessage.raw.is_null()).execute()
                 continue
+            data: dict = {"outbound_id": mail.id, "to": mail.to_addr, "mail_kind": mail.kind, "subject": mail.subject}
+            if composed.left_out:
+                data["left_out"] = composed.left_out
             events.append({"at": now, "record_id": mail.record_id, "kind": "mail_sent",
                            "actor": ctx.settings.from_address, "data": data})
             log.info("outbound %s sent to %s", mail.id, mail.to_addr,
@@ -420,4 +426,3 @@ def stuck_sending_reset(now: datetime) -> int:
     expired = OutboundMessage.lease_until.is_null() | (OutboundMessage.lease_until <= now)
     return OutboundMessage.update(status="queued", next_attempt_at=now, claimed_by="", lease_until=None).where(
         (OutboundMessage.status == "sending") & (expired | OutboundMessage.claimed_by.in_(gone))).execute()
-    return False

@@ -4,7 +4,11 @@ turns it into what people read)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
+
+from peewee import JOIN
 
 from store.access import Reader, visible_records
 from store.models import (
@@ -66,3 +70,29 @@ def record_data(ref: str, reader: Reader | None = None) -> RecordData | None:
                                              OutboundMessage.status, OutboundMessage.subject)
                       .where(OutboundMessage.record_id == rid).order_by(OutboundMessage.id)),
     )
+
+
+@dataclass(frozen=True)
+class FormSource:
+    """What a record's mails show of its form (gateway/form_rows.py)."""
+    form: str
+    fields: dict
+    priority: str
+    initiator_name: str
+    initiator_email: str
+    initiator_department: str  # "" when the initiator has none (a client)
+
+
+def form_sources(record_ids: Iterable[int]) -> dict[int, FormSource]:
+    """The forms of many records in one query: a delivery batch's mails of a few dozen records."""
+    initiator = Participant.alias()
+    query = (Record.select(Record.id, Record.form, Record.fields, Record.priority, Record.initiator_name,
+                           Record.initiator_email, initiator.department)
+             .join(initiator, JOIN.LEFT_OUTER,
+                   on=(initiator.record == Record.id) & (initiator.role == "initiator"))
+             .where(Record.id.in_(list(set(record_ids)))).order_by(Record.id, initiator.id).tuples())
+    found: dict[int, FormSource] = {}
+    for row in cast(Iterable[tuple], query):
+        record_id, form, fields, priority, name, email, department = row
+        found.setdefault(record_id, FormSource(form, fields, priority, name, email, department or ""))
+    return found

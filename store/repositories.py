@@ -255,6 +255,36 @@ def _quoted(name: str) -> str:
     return f'"{name}"'
 
 
+# Rows per statement in mark_claim_sent: two parameters a row, far below SQLite's 32,766.
+_SENT_CHUNK = 500
+
+
+def mark_claim_sent(claimed_by: str, lease_until: datetime, raw_by_id: dict[int, bytes], now: datetime) -> set[int]:
+    """Mark mails of one delivery claim sent, each with the bytes that went out, in one
+    statement per few hundred mails instead of one UPDATE each (peewee built each UPDATE in
+    ~0.5 ms: a fifth of delivering a mail). Only rows still in that claim are touched — a
+    bounce processed first, or a lease that ran out and was claimed again, keeps its row;
+    the ids returned are the rows that were marked."""
+    t = OutboundMessage
+    db = t._meta.database
+    marked: set[int] = set()
+    items = list(raw_by_id.items())
+    for start in range(0, len(items), _SENT_CHUNK):
+        chunk = items[start:start + _SENT_CHUNK]
+        # A VALUES list names its columns column1, column2 on SQLite and PostgreSQL alike.
+        sql = (f'UPDATE "{t._meta.table_name}" AS o SET "status" = \'sent\', "raw" = v.column2, "sent_at" = ?, '
+               '"attempts" = o."attempts" + 1, "last_error" = \'\', "lease_until" = NULL '
+               f'FROM (VALUES {", ".join(["(?, ?)"] * len(chunk))}) AS v '
+               'WHERE o."id" = v.column1 AND o."status" = \'sending\' AND o."claimed_by" = ? '
+               'AND o."lease_until" = ? RETURNING "id"')  # unqualified: SQLite's RETURNING takes no alias
+        params: list[object] = [t.sent_at.db_value(now)]
+        for mail_id, raw in chunk:
+            params += [mail_id, t.raw.db_value(raw)]
+        params += [claimed_by, t.lease_until.db_value(lease_until)]
+        marked.update(row[0] for row in db.execute_sql(sql.replace("?", db.param), params).fetchall())
+    return marked
+
+
 def create_record(*, ref: str, form: str, subject: str, priority: str, lang: str, initiator_email: str,
                   initiator_name: str, fields: dict, due_at: datetime | None, thread_id: str,
                   inbound_id: int, participants: list[NewParticipant], milestones: list[NewMilestone],

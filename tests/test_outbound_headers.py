@@ -6,6 +6,7 @@ looked like a header the composer raised and the mail stayed 'sending'."""
 
 from __future__ import annotations
 
+import base64
 import email
 import re
 from datetime import UTC, datetime
@@ -152,3 +153,20 @@ def test_every_header_we_write_parses_back_as_written(to_name, to_addr, cc, subj
     assert written and not _has_control(written) and len(written.encode()) <= 200
     if not _has_control(filename) and len(filename.encode()) <= 200 and filename.strip():
         assert _same(written, filename)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(subject=st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S")) | st.just(" "), min_size=1,
+                       max_size=300).filter(lambda s: not s.isascii()))
+def test_a_long_non_ascii_subject_is_folded_into_whole_character_encoded_words(subject):
+    mail = OutboundMessage(to_addr="wang@liuhen.test", to_name="王强", cc=[], subject=subject, headers={},
+                           message_id="<0123abcd@liuhen.test>", text="x", html="<p>x</p>", attachments=[])
+    raw = compose(mail, from_name="留痕", from_addr="liuhen@liuhen.test",
+                  date=datetime(2026, 11, 27, 10, 0, tzinfo=UTC), domain="liuhen.test").raw
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")  # non-ASCII only inside encoded words
+    lines = re.search(r"^Subject: [^\r\n]*(?:\r\n [^\r\n]*)*", head, re.MULTILINE).group(0).split("\r\n")
+    assert all(len(line) <= 76 for line in lines)
+    words = [re.fullmatch(r" ?(?:Subject: )?=\?utf-8\?b\?([A-Za-z0-9+/=]+)\?=", line).group(1) for line in lines]
+    # Each word decodes on its own: a character is never split between two (Outlook shows ? for those).
+    decoded = "".join(base64.b64decode(w).decode("utf-8") for w in words)
+    assert decoded.split() == subject.split()

@@ -65,9 +65,11 @@ class DeliverySettings:
     max_attempts: int = 8
     retry_seconds: tuple[int, ...] = (60, 300, 900, 3600, 4 * 3600, 12 * 3600)
     # `serve` delivers over this many smarthost sessions in parallel, each kept open for many
-    # mails, taking this many due mails at a time.
+    # mails, taking this many due mails at a time, from this many processes: the mail
+    # processor's and processes − 1 of their own (composing mails wants more than one core).
     sessions: int = 4
     batch: int = 50
+    processes: int = 2
     # DKIM-sign every outbound mail when both are set (`liuhen dkim keygen` makes the key and
     # prints the DNS record); the signing domain is the gateway's unless dkim_domain says.
     dkim_selector: str = ""

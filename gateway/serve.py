@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.bootstrap import Context
+from gateway.children import Child
+from gateway.couriers import DeliveryChild, new_bell, session_shares
 from gateway.delivery import Transport
 from gateway.health import start_probe
 from gateway.imap import Poller
@@ -57,15 +59,25 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="liuhen-work")  # outbox and sweeps
         started.callback(executor.shutdown, wait=True)
         spool = Spool(ctx.settings.data_path / "spool")
-        # Under `serve` the processor child also delivers (gateway/couriers.py); in-process
-        # (tests, demo) the outbox loop below does, with the transport given.
-        processor = (ChildProcessor(ctx.settings, ctx.db_health, deliver=transport is not None) if separate_process
-                     else ThreadProcessor(ctx, spool))
         stuck_sending_reset(ctx.clock.now())
-        processor.start()
-        started.push_async_callback(loop.run_in_executor, None, processor.stop)
-        if isinstance(processor, ChildProcessor):
-            started.push_async_callback(_cancel, asyncio.create_task(_watch(processor, ctx.db_health)))
+        processor: ChildProcessor | ThreadProcessor
+        if separate_process:
+            # Under `serve` the processor child and the delivery processes deliver
+            # (gateway/couriers.py); in-process (tests, demo) the outbox loop below does.
+            d = ctx.settings.delivery
+            shares = session_shares(d.sessions, d.processes) if transport is not None else [0]
+            bells = tuple(new_bell() for _ in shares[1:])
+            processor = ChildProcessor(ctx.settings, ctx.db_health, deliver_sessions=shares[0], bells=bells)
+            children: list[Child] = [processor, *(DeliveryChild(ctx.settings, n, sessions, bell, ctx.db_health)
+                                                  for n, (sessions, bell) in enumerate(zip(shares[1:], bells), 1))]
+            for child in children:
+                child.start()
+                started.push_async_callback(loop.run_in_executor, None, child.stop)
+            started.push_async_callback(_cancel, asyncio.create_task(_watch(children, ctx.db_health)))
+        else:
+            processor = ThreadProcessor(ctx, spool)
+            processor.start()
+            started.push_async_callback(loop.run_in_executor, None, processor.stop)
         writer = SpoolWriter(spool, processor.wake)
         started.push_async_callback(loop.run_in_executor, None, writer.close)
         for box in ctx.settings.imap:
@@ -99,9 +111,9 @@ async def run_gateway(ctx: Context, transport: Transport | None, stop: asyncio.E
     log.info("liuhen stopped")
 
 
-async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
-    """Bring the processor child back should it die (killed, out of memory): intake goes on
-    spooling meanwhile, and nothing would process the mail until a restart otherwise."""
+async def _watch(children: list[Child], db_health: DatabaseHealth) -> None:
+    """Bring a child back should it die (killed, out of memory): intake goes on spooling
+    meanwhile, and nothing would process (or deliver) the mail until a restart otherwise."""
     loop = asyncio.get_running_loop()
     delay = WATCH_SECONDS
     while True:
@@ -109,14 +121,15 @@ async def _watch(processor: ChildProcessor, db_health: DatabaseHealth) -> None:
         if not db_health.available and not await _database_answers(loop, db_health):
             continue  # a new child could not connect either: it is started once the database is back
         try:
-            await loop.run_in_executor(None, processor.ensure_running)
+            for child in children:
+                await loop.run_in_executor(None, child.ensure_running)
             delay = WATCH_SECONDS
         except RuntimeError as exc:  # the child's own error is in the log
             delay = min(delay * 2, RETRY_MAX_SECONDS)
             log.error("%s; trying again in %.0f s", exc, delay)
             await _database_answers(loop, db_health)  # perhaps why: the outage is logged once, here
         except Exception:
-            log.exception("the mail processor could not be started again; retrying")
+            log.exception("a child process could not be started again; retrying")
 
 
 async def _database_answers(loop: asyncio.AbstractEventLoop, db_health: DatabaseHealth) -> bool:

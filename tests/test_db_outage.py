@@ -352,14 +352,16 @@ def test_sqlite_locked_by_another_program_is_waited_out_the_same_way(
     assert not [r for r in caplog.records if r.exc_info], "a traceback per failed attempt"
 
 
-def _processor_child(pid: int) -> int:
-    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    [child] = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
-    return child
+def _children(pid: int) -> list[int]:
+    """The processor and the delivery processes of `serve` (pid)."""
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    children = [int(line.split()[0]) for line in out.splitlines() if line.split()[1].startswith("lh-")]
+    assert len(children) == 2, out
+    return children
 
 
 @postgres_only
-def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
+def test_child_processes_killed_while_postgres_is_down_come_back_with_it(
         tmp_path: Path, db_url: str, relay: CuttableRelay):
     port = free_port()
     config = tmp_path / "liuhen.toml"
@@ -371,10 +373,11 @@ def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
     try:
         _wait_port(port)
         relay.cut()
-        os.kill(_processor_child(server.pid), signal.SIGKILL)
+        for child in _children(server.pid):  # the processor and the delivery process
+            os.kill(child, signal.SIGKILL)
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
             assert client.sendmail("chen.jing@liuhen.localhost", [f"project@{DOMAIN}"], _request_due_ahead()) == {}
-        time.sleep(6)  # the child is started again, and cannot connect, more than once
+        time.sleep(6)  # the children are started again, and cannot connect, more than once
         relay.restore()
         assert _wait_files(maildir, 4) == 4
     finally:
@@ -383,8 +386,8 @@ def test_a_processor_child_killed_while_postgres_is_down_comes_back_with_it(
     log = err.decode()
     assert server.returncode == 0, log
     assert "Traceback" not in log, log
-    # Told once, and once that it is back. (A processor child started in the instant the relay
-    # is cut can connect just before its connections die, and report one short blip more.)
+    # Told once, and once that it is back. (A child started in the instant the relay is cut
+    # can connect just before its connections die, and report one short blip more.)
     assert 1 <= log.count("database unavailable") <= 2, log
     assert log.count("database unavailable") == log.count("database available again"), log
 

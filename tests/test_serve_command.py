@@ -157,6 +157,53 @@ def test_the_processor_child_that_cannot_start_is_reported_not_left_behind(tmp_p
     assert not processor.process.is_alive()
 
 
+def _message_id(path: Path) -> str:
+    import email
+
+    return str(email.message_from_bytes(path.read_bytes())["Message-ID"])
+
+
+def _child_named(pid: int, title: str) -> int | None:
+    """The child of `serve` (pid) that ps calls `title` (gateway/children.py names them). A
+    child started again is the child of the thread that started it: every thread is looked at."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if Path(f"/proc/{child}/comm").read_text().strip() == title:
+                return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the children through Linux's /proc")
+def test_a_killed_delivery_process_is_replaced_and_every_mail_goes_out_once(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(_serve_argv(tmp_path, port, web=False), cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    maildir = tmp_path / "var" / "outbox-maildir" / "new"
+    try:
+        _wait_port(port)
+        first = _child_named(server.pid, "lh-delivery-1")
+        assert first is not None and _child_named(server.pid, "lh-processor") is not None
+        os.kill(first, signal.SIGKILL)  # as the kernel's OOM killer would
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            for _ in range(3):
+                assert client.sendmail("chen.jing@liuhen.localhost", ["project@liuhen.test"],
+                                       _request_due_ahead()) == {}
+        deadline = time.monotonic() + 30
+        replaced = None
+        while time.monotonic() < deadline and (replaced in (None, first) or len(list(maildir.glob("*"))) < 12):
+            time.sleep(0.2)
+            replaced = _child_named(server.pid, "lh-delivery-1")
+        assert replaced not in (None, first)
+        time.sleep(1)  # time for a mail sent twice to show
+        message_ids = [_message_id(path) for path in maildir.glob("*")]
+        assert len(message_ids) == 12 and len(set(message_ids)) == 12  # 3 requests × 4 mails, each once
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert b"delivery process 1 exited" in err and b"starting it again" in err
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the processor child through Linux's /proc")
 def test_a_killed_processor_is_replaced_and_the_mail_meanwhile_is_processed(tmp_path):
     port = free_port()

@@ -382,8 +382,11 @@ class SmtpTransport:
             if international and not smtp.has_extn("smtputf8"):
                 raise DeliveryError("the recipient's address needs SMTPUTF8, which the smarthost does not offer",
                                     permanent=True)
-            refused = smtp.sendmail(sender, recipients, raw,
-                                    mail_options=["SMTPUTF8", "BODY=8BITMIME"] if international else [])
+            options = ["SMTPUTF8", "BODY=8BITMIME"] if international else []
+            if smtp.has_extn("pipelining"):
+                refused = _pipelined(smtp, raw, sender, recipients, options)
+            else:
+                refused = smtp.sendmail(sender, recipients, raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(_describe(exc.recipients), permanent=all(c >= 500 for c in codes)) from exc
@@ -427,6 +430,43 @@ class SmtpTransport:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
+
+
+def _pipelined(smtp: smtplib.SMTP, raw: bytes, sender: str, recipients: list[str],
+               options: list[str]) -> dict[str, tuple[int, bytes]]:
+    """smtplib's sendmail, with MAIL, RCPT and DATA sent together (RFC 2920, where the server
+    offers PIPELINING): two round trips a mail instead of 3 + recipients. Its refusals raise
+    what sendmail's would; it returns the refused recipients when some were accepted."""
+    if smtp.has_extn("size"):
+        options = [*options, f"SIZE={len(raw)}"]
+    commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{''.join(' ' + o for o in options)}",
+                *(f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients), "DATA"]
+    smtp.send("".join(command + CRLF for command in commands))
+    mail = smtp.getreply()
+    answers = [smtp.getreply() for _ in recipients]
+    data = smtp.getreply()
+    nothing_to_send = mail[0] != 250 or all(code not in (250, 251) for code, _ in answers)
+    if data[0] == 354 and nothing_to_send:  # let in although nothing may go: end the empty message
+        smtp.send(b"." + CRLF.encode())
+        smtp.getreply()
+    if mail[0] != 250:
+        if mail[0] != 421:
+            smtp.rset()
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    refused = {r: answer for r, answer in zip(recipients, answers, strict=True) if answer[0] not in (250, 251)}
+    if len(refused) == len(recipients):
+        smtp.rset()
+        raise smtplib.SMTPRecipientsRefused(refused)
+    if data[0] != 354:
+        raise smtplib.SMTPDataError(*data)
+    smtp.send(_DOT_AT_LINE_START.sub(b"..", raw) + (b"" if raw.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+    done = smtp.getreply()
+    if done[0] != 250:
+        raise smtplib.SMTPDataError(*done)
+    return refused
+
+
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2); our lines end in CRLF
 
 
 def _describe(refused: dict) -> str:

@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 from dataclasses import replace
 from email import policy
 from pathlib import Path
@@ -28,11 +29,16 @@ from store.models import Event, OutboundMessage
 class Smarthost:
     """Answers DATA with whatever `answers` says for a recipient (default 250) and keeps mail."""
 
-    def __init__(self):
+    def __init__(self, pipelining: bool = False):
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920), as Postfix and Exchange do
         self.received: list[tuple[str, list[str], bytes]] = []
         self.answers: dict[str, str] = {}
         self.logins: list[str] = []
         self.smtputf8: list[bool] = []  # per mail: whether the client asked for SMTPUTF8
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         answer = self.answers.get(address, "250 OK")
@@ -57,8 +63,10 @@ def _authenticator(host: Smarthost):
 
 @pytest.fixture
 def smarthost(request: pytest.FixtureRequest, tmp_path: Path):
-    """Parametrize indirectly with Controller options, e.g. {"enable_SMTPUTF8": False}."""
-    host = Smarthost()
+    """Parametrize indirectly with Controller options, e.g. {"enable_SMTPUTF8": False}, and
+    "pipelining": True for a smarthost that offers PIPELINING."""
+    options = dict(getattr(request, "param", {}))
+    host = Smarthost(pipelining=options.pop("pipelining", False))
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
@@ -66,7 +74,7 @@ def smarthost(request: pytest.FixtureRequest, tmp_path: Path):
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(str(cert), str(key))
     controller = Controller(host, hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
-                            authenticator=_authenticator(host), auth_required=True, **getattr(request, "param", {}))
+                            authenticator=_authenticator(host), auth_required=True, **options)
     controller.start()
     host.port, host.ca_file = controller.port, str(cert)
     yield host
@@ -87,6 +95,8 @@ def _dispatch(ctx) -> None:
     assert process_inbound(ctx, stored.inbound_id) == "processed"
 
 
+@pytest.mark.parametrize("smarthost", [{"pipelining": False}, {"pipelining": True}], indirect=True,
+                         ids=["lockstep", "pipelining"])
 def test_mail_is_relayed_with_starttls_and_auth(ctx, smarthost):
     _dispatch(ctx)
     assert deliver_due(ctx, _transport(ctx, smarthost)) == 3
@@ -116,6 +126,8 @@ def test_wrong_password_is_a_temporary_failure_that_is_retried(ctx, smarthost):
     assert smarthost.received == []
 
 
+@pytest.mark.parametrize("smarthost", [{"pipelining": False}, {"pipelining": True}], indirect=True,
+                         ids=["lockstep", "pipelining"])
 def test_a_temporary_failure_is_retried_with_backoff(ctx, smarthost, clock):
     _dispatch(ctx)
     smarthost.answers["wang.qiang@liuhen.localhost"] = "451 4.3.0 mailbox busy"
@@ -132,6 +144,8 @@ def test_a_temporary_failure_is_retried_with_backoff(ctx, smarthost, clock):
     assert OutboundMessage.get_by_id(deferred.id).status == "sent"
 
 
+@pytest.mark.parametrize("smarthost", [{"pipelining": False}, {"pipelining": True}], indirect=True,
+                         ids=["lockstep", "pipelining"])
 def test_a_permanent_failure_is_recorded_and_the_initiator_told(ctx, smarthost):
     _dispatch(ctx)
     smarthost.answers["zhao.lei@liuhen.localhost"] = "550 5.1.1 no such user"
@@ -201,6 +215,8 @@ def test_a_non_ascii_domain_alone_is_written_in_idna(ctx, smarthost):
     assert email.message_from_bytes(raw, policy=policy.default)["To"].addresses[0].domain == "xn--mchine-bua.example"
 
 
+@pytest.mark.parametrize("smarthost", [{"pipelining": False}, {"pipelining": True}], indirect=True,
+                         ids=["lockstep", "pipelining"])
 def test_one_session_carries_many_mails_past_a_refused_one_and_a_dropped_connection(ctx, smarthost):
     _dispatch(ctx)
     smarthost.answers["wang.qiang@liuhen.localhost"] = "550 5.1.1 no such user"
@@ -293,3 +309,44 @@ def test_a_relayed_text_file_of_unknown_charset_goes_as_text_when_utf8_and_as_by
     assert parts["note.txt"].get_payload(decode=True).decode("utf-8") == "备注：第二版"
     assert parts["old.txt"].get_content_type() == "application/octet-stream"  # no charset to claim for it
     assert parts["old.txt"].get_payload(decode=True) == latin1
+
+
+def test_where_the_smarthost_offers_pipelining_the_envelope_goes_in_one_round_trip(ctx):
+    """A server that answers nothing until DATA has arrived: a client waiting for each answer
+    (RFC 5321 lock step) would hang here until its timeout; a pipelining one goes through."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heard: list = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 relay.example ESMTP\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-relay.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            envelope = [lines.readline()]
+            while envelope[-1] not in (b"DATA\r\n", b""):
+                envelope.append(lines.readline())
+            conn.sendall(b"250 2.1.0 ok\r\n" + b"250 2.1.5 ok\r\n" * (len(envelope) - 2) + b"354 go ahead\r\n")
+            message = b""
+            while not message.endswith(b"\r\n.\r\n") and (line := lines.readline()):
+                message += line
+            conn.sendall(b"250 2.0.0 queued as 1\r\n")
+            heard.extend([envelope, message])
+            lines.readline()  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    settings = replace(ctx.settings.delivery, mode="smtp", host="127.0.0.1", port=listener.getsockname()[1],
+                       timeout_seconds=5)
+    transport = SmtpTransport(settings)
+    raw = b"Subject: x\r\n\r\nfirst line\r\n.a line that starts with a dot\r\n"
+    transport.send(raw, "bounce+1@liuhen.test", ["wang@liuhen.test", "zhao@liuhen.test"])
+    transport.close()
+    server.join(5)
+    listener.close()
+    envelope, message = heard
+    assert envelope == [b"MAIL FROM:<bounce+1@liuhen.test>\r\n", b"RCPT TO:<wang@liuhen.test>\r\n",
+                        b"RCPT TO:<zhao@liuhen.test>\r\n", b"DATA\r\n"]
+    assert message == b"Subject: x\r\n\r\nfirst line\r\n..a line that starts with a dot\r\n.\r\n"  # dot-stuffed

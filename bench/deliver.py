@@ -6,7 +6,8 @@
 
 What a user waits for is a mail that has left the gateway, not one that is queued. So every
 figure here ends at the sink: an aiosmtpd server in this process (a thread of its own, on
-127.0.0.1) standing in for the smarthost. It answers 250 to every mail and notes, per mail,
+127.0.0.1) standing in for the smarthost. Like Postfix and Exchange it offers PIPELINING
+(RFC 2920). It answers 250 to every mail and notes, per mail,
 when it arrived (perf_counter, the same clock as our SMTP clients) and which request it
 belongs to: every mail of a record carries the Message-ID of the request that opened it in
 its References (store/repositories.py record_threads), and our request Message-IDs name the
@@ -27,6 +28,10 @@ Phase 1 (throughput), --rounds times, each round pairs back to back:
            mail rate      = 4N / the same time
   ratio = delivered rate / bare rate; the verdict is on the median of the rounds' ratios
   (target ≥ 1/3), because a short bare run swings with whatever else the machine does.
+  Beside each run, the CPU it cost per request: the server's processes (from /proc) and this
+  process's (client threads, and the sink for the gateway); the rounds' medians give the rate
+  at which that CPU fills every core of the machine, a ceiling no design beats without
+  costing less CPU per request (printed with the ratio it would mean).
 Phase 2 (latency): a fresh gateway and database; requests at a steady --latency-rate (50/s) for
   --latency-seconds (10). Latency per request = arrival of its last mail at the sink − the moment
   our client got the 250 for the request. Target: p99 < 1 s.
@@ -146,7 +151,8 @@ class SinkHandler:
         session.host_name = hostname
         with self.cond:
             self.connections += 1  # one EHLO per session (another after STARTTLS, which the sink does not offer)
-        return responses
+        # PIPELINING as Postfix and Exchange offer it (aiosmtpd reads pipelined commands in order).
+        return [responses[0], "250-PIPELINING", *responses[1:]]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         at = time.perf_counter()
@@ -462,6 +468,48 @@ def process_notes(server: Process, rc: int | None) -> list[str]:
     return notes
 
 
+# --------------------------------------------------------------------------- CPU used
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) so far of a process and all its descendants alive now
+    (Linux /proc; 0 elsewhere). A child started by a thread is that thread's child: every
+    task's children are read."""
+    total, todo = 0.0, [pid]
+    while todo:
+        proc = Path(f"/proc/{todo.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+            for task in (proc / "task").iterdir():
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+@dataclass
+class Cpu:
+    """Where the CPU went while a run was timed, per request."""
+
+    server_ms: float  # the server under test (the gateway's processes, or the bare aiosmtpd)
+    bench_ms: float  # this process: the client threads and, for the gateway, the sink
+    busy: float  # of all the machine's cores, the share these two used
+
+    @classmethod
+    def measure(cls, server_cpu: float, bench_cpu: float, wall: float, requests: int) -> Cpu:
+        cores = os.cpu_count() or 1
+        return cls(1000 * server_cpu / max(requests, 1), 1000 * bench_cpu / max(requests, 1),
+                   (server_cpu + bench_cpu) / max(wall * cores, 1e-9))
+
+    def line(self, server: str) -> str:
+        return (f"  cpu: {server} {self.server_ms:.2f} ms/request, client threads"
+                f"{' + sink' if server == 'gateway' else ''} {self.bench_ms:.2f} ms/request; "
+                f"{self.busy:.0%} of {os.cpu_count()} cores busy")
+
+
 # --------------------------------------------------------------------------- phases
 
 @dataclass
@@ -469,6 +517,8 @@ class Round:
     bare_rate: float
     delivered_rate: float | None  # requests fully delivered per second
     mail_rate: float | None
+    bare_cpu: Cpu | None = None
+    gateway_cpu: Cpu | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -481,13 +531,17 @@ def phase_throughput(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port
     bare = ingest.start_bare(workdir)
     try:
         bare.wait_ready()
+        server_cpu, bench_cpu = tree_cpu(bare.proc.pid), time.process_time()
         results, t0 = blast(bare.port, messages)
         last = max((r.done for r in results if r.code == 250), default=t0)
+        server_cpu, bench_cpu = tree_cpu(bare.proc.pid) - server_cpu, time.process_time() - bench_cpu
     finally:
         bare.stop()
     ok = sum(r.code == 250 for r in results)
     bare_rate = ok / (last - t0) if last > t0 else float("nan")
+    bare_cpu = Cpu.measure(server_cpu, bench_cpu, last - t0, ok)
     report.append(f"bare aiosmtpd (250 only)       : {bare_rate:8.1f} req/s  ({ok}/{n} accepted in {last - t0:.2f} s)")
+    report.append(bare_cpu.line("aiosmtpd"))
     if msg := refused(results):
         report.append(msg)
 
@@ -496,10 +550,12 @@ def phase_throughput(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port
     try:
         server.wait_ready()
         sink.reset()
+        server_cpu, bench_cpu = tree_cpu(server.proc.pid), time.process_time()
         g_results, t0 = blast(gw.port, messages)
         accepted = sum(r.code == 250 for r in g_results)
         last_250 = max((r.done for r in g_results if r.code == 250), default=t0)
         done = sink.wait(MAILS_PER_REQUEST * accepted, timeout=120 + accepted)
+        server_cpu, bench_cpu = tree_cpu(server.proc.pid) - server_cpu, time.process_time() - bench_cpu
         arrivals, connections = sink.snapshot()
         db = Db(gw.url)
         db.settle()
@@ -522,10 +578,12 @@ def phase_throughput(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port
                       f"(all {MAILS_PER_REQUEST * accepted} mails at the sink {done - t0:.2f} s after the first "
                       f"send; {done - last_250:.2f} s after the last 250)")
         report.append(f"ratio delivered/bare           : {delivered_rate / bare_rate:8.3f}")
+    gateway_cpu = Cpu.measure(server_cpu, bench_cpu, (done or time.perf_counter()) - t0, accepted)
+    report.append(gateway_cpu.line("gateway"))
     report.append(f"  {sink_summary(arrivals, connections, accepted)}")
     report.append(f"  {summary}")
     report.extend(process_notes(server, rc))
-    return Round(bare_rate, delivered_rate, mail_rate)
+    return Round(bare_rate, delivered_rate, mail_rate, bare_cpu, gateway_cpu)
 
 
 def phase_latency(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port: int, messages: list[bytes],
@@ -638,7 +696,9 @@ def phase_burst(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port: int
     try:
         server.wait_ready()
         ready = time.perf_counter()
+        server_cpu, bench_cpu = tree_cpu(server.proc.pid), time.process_time()
         done = sink.wait(queued, timeout=120 + queued / 10)
+        server_cpu, bench_cpu = tree_cpu(server.proc.pid) - server_cpu, time.process_time() - bench_cpu
         arrivals, connections = sink.snapshot()
         db = Db(gw.url)
         db.settle()
@@ -656,6 +716,9 @@ def phase_burst(workdir: Path, dbs: Databases, sink: SinkHandler, sink_port: int
         report.append(f"drain (process start → last)   : {rate:8.1f} mails/s  ({queued} mails in {done - t0:.2f} s; "
                       f"port open after {ready - t0:.2f} s, first mail after {first - t0:.2f} s, "
                       f"first → last {queued / max(done - first, 1e-9):.1f} mails/s)")
+    cpu = Cpu.measure(server_cpu, bench_cpu, (done or time.perf_counter()) - ready, queued)
+    report.append(f"  cpu from the port opening: gateway {cpu.server_ms:.2f} ms/mail, sink {cpu.bench_ms:.2f} ms/mail; "
+                  f"{cpu.busy:.0%} of {os.cpu_count()} cores busy")
     report.append(f"  {sink_summary(arrivals, connections, accepted)}")
     report.append(f"  {summary}")
     report.extend(process_notes(server, rc))
@@ -672,6 +735,18 @@ def _verdict(value: float | None, met: Callable[[float], bool]) -> str:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def cpu_ceiling(rounds: list[Round]) -> tuple[float, float, float] | None:
+    """(gateway ms, bench ms, requests/s): the rate at which the CPU one request costs the
+    gateway and this process (its client and the sink) would fill every core of this machine
+    — what no delivery design can beat here without costing less CPU."""
+    measured = [r.gateway_cpu for r in rounds if r.gateway_cpu is not None]
+    if not measured:
+        return None
+    gateway_ms = statistics.median(c.server_ms for c in measured)
+    bench_ms = statistics.median(c.bench_ms for c in measured)
+    return gateway_ms, bench_ms, 1000 * (os.cpu_count() or 1) / max(gateway_ms + bench_ms, 1e-9)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -733,6 +808,12 @@ def main(argv: list[str] | None = None) -> int:
             mails = _median([r.mail_rate for r in rounds])
             report.append(f"== ratio delivered/bare per round: "
                           f"{', '.join(_fmt(r.ratio, '.3f') for r in rounds)}; median {_fmt(ratio, '.3f')}")
+            cpu = cpu_ceiling(rounds)
+            if cpu is not None:
+                report.append(f"== CPU per request (medians): gateway {cpu[0]:.2f} ms, this process (client "
+                              f"threads + sink) {cpu[1]:.2f} ms: with every core busy, at most "
+                              f"{cpu[2]:.0f} requests/s could be delivered here, a ratio of "
+                              f"{cpu[2] / statistics.median(r.bare_rate for r in rounds):.3f}")
             rows += [("bare aiosmtpd, requests accepted/s (median)", f"{bare:.1f}", "", ""),
                      ("gateway, requests fully delivered/s (median)", _fmt(delivered, ".1f"), "", ""),
                      ("gateway, mails delivered/s (median)", _fmt(mails, ".1f"), "", ""),

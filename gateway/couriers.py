@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 IDLE_CLOSE_SECONDS = 20.0
 RETRY_SECONDS = 10.0  # after an error that is not the database's
+BUSY_SECONDS = 1.0  # mail sent this recently counts as delivery going on (the processor defers indexing)
 
 
 def session_shares(sessions: int, processes: int) -> list[int]:
@@ -94,6 +95,7 @@ class Couriers:
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._woken = 0  # wake-ups so far: a courier that missed one finds the count moved
+        self._last_delivery = -BUSY_SECONDS  # time.monotonic() when a courier last sent mail
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -103,6 +105,10 @@ class Couriers:
             thread = threading.Thread(target=self._run, args=(transport,), name=f"liuhen-courier-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def busy(self) -> bool:
+        """Whether mail went out in the last BUSY_SECONDS."""
+        return time.monotonic() - self._last_delivery < BUSY_SECONDS
 
     def wake(self) -> None:
         with self._wake:
@@ -132,6 +138,7 @@ class Couriers:
                 continue
             if worked:
                 idle_since = None
+                self._last_delivery = time.monotonic()
                 continue
             now = time.monotonic()
             idle_since = idle_since or now

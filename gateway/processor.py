@@ -36,16 +36,21 @@ BATCH = 16  # stored mails per transaction at most
 SPOOL_FILES = 8  # spool files per transaction; each holds the mails of one group commit (usually 1–4)
 IDLE_SECONDS = 5.0  # look again this often even without a wake-up (mail stored by `liuhen ingest`)
 RETRY_SECONDS = 30.0  # after an error that is not the database's
+BUSY_SECONDS = 0.5  # while mail is going out, look again this often whether indexing may go on
 
 
 def processor_loop(ctx: Context, spool: Spool, signals: Connection,
-                   after_round: Callable[[], None] | None = None) -> None:
+                   after_round: Callable[[], None] | None = None,
+                   delivering: Callable[[], bool] = lambda: False) -> None:
     """Work until a stop signal arrives on `signals`. No failure ends it: the spool or the
     database being unavailable leaves the mails where they are, to be taken up again.
-    `after_round` is called after every round that did work (the couriers: new mail)."""
+    `after_round` is called after every round that did work (the couriers: new mail); while
+    `delivering()` says mail is going out, search indexing waits (people wait for mail, not
+    for the index)."""
     while True:
         try:
-            worked = ctx.db_health.attempt(_round, ctx, spool)
+            busy = delivering()
+            worked = ctx.db_health.attempt(_round, ctx, spool, not busy)
             if worked and after_round is not None:
                 after_round()
         except DATABASE_ERRORS:
@@ -61,16 +66,16 @@ def processor_loop(ctx: Context, spool: Spool, signals: Connection,
                 break
             continue
         if not worked:
-            if wait(signals, IDLE_SECONDS):  # idle: sleep until woken
+            if wait(signals, BUSY_SECONDS if busy else IDLE_SECONDS):  # idle: sleep until woken
                 break
         elif drain(signals):
             break
     drop_connection(ctx.db)
 
 
-def _round(ctx: Context, spool: Spool) -> bool:
-    """One batch of spooled mail, else of stored mail, else some catching up with the search
-    index; False when there was nothing to do."""
+def _round(ctx: Context, spool: Spool, may_index: bool = True) -> bool:
+    """One batch of spooled mail, else of stored mail, else (`may_index`) some catching up
+    with the search index; False when there was nothing to do."""
     spooled = spool.pending()[:SPOOL_FILES]
     if spooled:
         imported = [s.row for s in import_spooled(ctx.db, spool, spooled) if s.row is not None]
@@ -81,7 +86,7 @@ def _round(ctx: Context, spool: Spool) -> bool:
     if stored:
         process_batch(ctx, stored)
         return True
-    return _index(ctx) > 0
+    return may_index and _index(ctx) > 0
 
 
 INDEX_BATCH = 10  # records indexed per idle moment: new mail never waits long behind indexing
@@ -150,7 +155,8 @@ def _child_main(settings: Settings, deliver_sessions: int, bells: tuple[Semaphor
 
     to_parent.send_bytes(READY)
     try:
-        processor_loop(ctx, spool, signals, after_round=new_mail)
+        processor_loop(ctx, spool, signals, after_round=new_mail,
+                       delivering=couriers.busy if couriers is not None else lambda: False)
     finally:
         if couriers is not None:
             couriers.stop()  # each finishes the mail it is sending and marks what went out

@@ -49,31 +49,49 @@ def index_pending(limit: int = 200) -> int:
         ids = [p.record_id for p in SearchPending.select().order_by(SearchPending.record_id).limit(limit)]
         if not ids:
             return 0
-        records = Record.select().where(Record.id.in_(ids))
-        search.index_records(db, [search.IndexEntry(r.id, r.ref, r.status, r.archive_key, search_parts(r))
+        records = list(Record.select().where(Record.id.in_(ids)))
+        parts = _search_parts_of(records)
+        search.index_records(db, [search.IndexEntry(r.id, r.ref, r.status, r.archive_key, parts[r.id])
                                   for r in records])
         SearchPending.delete().where(SearchPending.record_id.in_(ids)).execute()
     return len(ids)
 
 
+_TEXT_EVENTS = ("comment", "feedback", "progress", "minutes", "dispute", "ruling")
+
+
 def search_parts(record: Record) -> dict[str, str]:
-    parts = {"subject": record.subject}
-    for key, value in (record.fields or {}).items():
-        parts[f"field:{key}"] = value
-    kinds = ("comment", "feedback", "progress", "minutes", "dispute", "ruling")
-    texts: dict[str, list[str]] = {kind: [] for kind in kinds}
-    for event in Event.select(Event.kind, Event.data).where((Event.record_id == record.id) &
-                                                            Event.kind.in_(list(texts))).order_by(Event.id):
-        texts[event.kind].append(event.data.get("text") or event.data.get("progress") or "")
-    parts.update({kind: "\n".join(t for t in values if t) for kind, values in texts.items() if any(values)})
-    if record.result:
-        parts["result"] = record.result
-    if record.retro:
-        parts["retro"] = record.retro
-    names = [a.filename for a in Attachment.select(Attachment.filename).where(Attachment.record_id == record.id)]
-    if names:
-        parts["attachment"] = "\n".join(names)
-    return parts
+    """The searchable text of one record, by part (what `index_pending` puts in the index)."""
+    return _search_parts_of([record])[record.id]
+
+
+def _search_parts_of(records: list[Record]) -> dict[int, dict[str, str]]:
+    """search_parts for many records in three queries, whatever their number."""
+    ids = [r.id for r in records]
+    # keyed as the models type their (nullable) record_id; every key is one of `ids`
+    texts: dict[int | None, dict[str, list[str]]] = {i: {kind: [] for kind in _TEXT_EVENTS} for i in ids}
+    for event in (Event.select(Event.record_id, Event.kind, Event.data)
+                  .where(Event.record_id.in_(ids) & Event.kind.in_(list(_TEXT_EVENTS))).order_by(Event.id)):
+        texts[event.record_id][event.kind].append(event.data.get("text") or event.data.get("progress") or "")
+    names: dict[int | None, list[str]] = {i: [] for i in ids}
+    for a in (Attachment.select(Attachment.record_id, Attachment.filename)
+              .where(Attachment.record_id.in_(ids)).order_by(Attachment.id)):
+        names[a.record_id].append(a.filename)
+    out = {}
+    for record in records:
+        parts = {"subject": record.subject}
+        for key, value in (record.fields or {}).items():
+            parts[f"field:{key}"] = value
+        parts.update({kind: "\n".join(t for t in values if t) for kind, values in texts[record.id].items()
+                      if any(values)})
+        if record.result:
+            parts["result"] = record.result
+        if record.retro:
+            parts["retro"] = record.retro
+        if names[record.id]:
+            parts["attachment"] = "\n".join(names[record.id])
+        out[record.id] = parts
+    return out
 
 
 def export_record(record: Record, data_dir: Path, out: Path, tz: ZoneInfo, timeline: Callable[[dict], str]) -> Path:

@@ -136,3 +136,35 @@ def test_files_left_in_tmp_by_an_ended_process_are_removed_at_start_but_not_a_wr
     Spool(tmp_path / "spool")
     assert list(spool.tmp.iterdir()) == [being_written]
     assert spool.pending() == []
+
+
+def test_search_indexing_waits_while_mail_is_going_out_and_catches_up_after(ctx):
+    import multiprocessing
+
+    from gateway.children import STOP
+    from gateway.processor import processor_loop
+    from store.models import SearchPending
+
+    delivering = threading.Event()
+    delivering.set()  # a burst of mail is being delivered
+    spool_mail(ctx, make_mail(PROJECT_BODY), f"chen.jing@{DOMAIN}",
+               [f"project@{DOMAIN}"])
+    receive, send = multiprocessing.Pipe(duplex=False)
+    loop = threading.Thread(target=processor_loop, args=(ctx, Spool(ctx.settings.data_path / "spool"), receive),
+                            kwargs={"delivering": delivering.is_set})
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while Record.select().count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Record.select().count() == 1  # the mail itself is not held back
+        time.sleep(1.5)  # three looks at whether indexing may go on
+        assert SearchPending.select().count() == 1
+        delivering.clear()
+        deadline = time.monotonic() + 10
+        while SearchPending.select().count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert SearchPending.select().count() == 0
+    finally:
+        send.send_bytes(STOP)
+        loop.join(10)

@@ -153,6 +153,18 @@ class ProcessingSettings:
 
 
 @dataclass(frozen=True)
+class OfficeSettings:
+    # Forms sent as Word/Excel attachments (gateway/office.py). Reading every office file of
+    # one mail may take this long; what is left unread then is answered as such.
+    read_seconds: float = 15.0
+    # A .docx/.xlsx/.ods whose parts would unpack to more than this (a zip bomb) is refused.
+    unpacked_mb: int = 20
+    # LibreOffice, which turns .doc/.wps/.odt/.rtf into .docx; "" (or not installed): those
+    # are answered with a request for .docx.
+    libreoffice: str = "soffice"
+
+
+@dataclass(frozen=True)
 class ProbeSettings:
     # An HTTP listener in `serve` for a supervisor's probes: GET /healthz (the process
     # answers) and GET /readyz (200 when the database answers, else 503; the body is
@@ -200,6 +212,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    office: OfficeSettings = field(default_factory=OfficeSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -238,7 +251,7 @@ _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
     "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
     "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
-    "probe": ProbeSettings, "web": WebSettings, "log": LogSettings,
+    "office": OfficeSettings, "probe": ProbeSettings, "web": WebSettings, "log": LogSettings,
 }
 
 

@@ -4,6 +4,7 @@ dispatch the record or answer once with every problem."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 
@@ -12,6 +13,7 @@ from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
+from gateway.office import AttachedForm, attached_forms
 from gateway.outbox import Draft, files_to_send, new_message_id, queue_mails
 from gateway.refusals import INVALID_REQUEST, Refusal
 from gateway.scheduler import first_reminder
@@ -41,11 +43,11 @@ SUBJECT_NOISE = re.compile(r"^\s*(?:(?:re|aw|回复|答复|回覆)\s*[:：]\s*)*
                            r"(?:请修改后重新提交|Please correct and resend)\s*[:：]\s*", re.IGNORECASE)
 
 
-def choose_form(ctx: Context, msg: ParsedMessage, template_hint: str) -> FormDef | None:
-    """At the generic address: a subject tag ([项目协作] / [Project]) or a `模板:` line decides."""
+def choose_form(ctx: Context, msg: ParsedMessage, template_hint: str, *file_hints: str) -> FormDef | None:
+    """At the generic address: a subject tag ([项目协作] / [Project]) or a `模板:` line decides;
+    else an attached form file's `模板:` line or title (跨部门项目协作需求沟通单)."""
     wanted = [normalize_label(t) for t in SUBJECT_TAG.findall(msg.subject)]
-    if template_hint:
-        wanted.append(normalize_label(template_hint))
+    wanted += [normalize_label(hint) for hint in (template_hint, *file_hints) if hint]
     for word in wanted:
         for form in ctx.forms.values():
             names = (form.key, form.name, form.name_en, form.scenario, form.scenario_en, *form.subject_tags)
@@ -57,8 +59,9 @@ def choose_form(ctx: Context, msg: ParsedMessage, template_hint: str) -> FormDef
 def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, form: FormDef | None) -> Outcome:
     lang = detect_language(f"{msg.subject}\n{msg.text}")
     tables = html_tables(msg.html) if msg.html else []
+    files = attached_forms(ctx.settings.office, msg.attachments)  # a 沟通单 sent as .docx/.xlsx
     if form is None:
-        form = choose_form(ctx, msg, find_template_hint(msg.text, tables))
+        form = choose_form(ctx, msg, find_template_hint(msg.text, tables), *file_titles(files))
     if form is None:
         raise Refusal(INVALID_REQUEST, problems=[Problem("", "no_template")])
     sender = ctx.directory.by_email(msg.from_addr, msg.from_name)
@@ -83,13 +86,43 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
         values.setdefault("progress", client.body)
         subject = client.subject
     else:
-        values = extract_fields(own or msg.text, tables, form)
+        values, notes = form_values(extract_fields(own or msg.text, tables, form), files, form)
         subject = SUBJECT_NOISE.sub("", msg.subject)
     result = validate(form, values, subject, sender, [(a.filename, a.content_type) for a in msg.attachments],
                       lang, ctx.rules, ctx.directory, ctx.local_now())
     if isinstance(result, list):
-        raise Refusal(INVALID_REQUEST, problems=result, form=form, fields=values)
-    return dispatch(ctx, row, msg, result, client)
+        raise Refusal(INVALID_REQUEST, problems=[*notes, *result], form=form, fields=values)
+    return dispatch(ctx, row, msg, replace(result, warnings=(*notes, *result.warnings)), client)
+
+
+BODY_FORM_FIELDS = 2  # a body with this many of the form's labels is a form (one may be a passing word)
+
+
+def form_values(body: dict[str, str], files: list[AttachedForm],
+                form: FormDef) -> tuple[dict[str, str], list[Problem]]:
+    """The form's values: from the body when it holds the form, else from the first attached
+    file that does — with notes for the sender saying which was read. A mail whose only form
+    is in a file that cannot be read is refused for that reason alone, not for every field."""
+    read = [(f.filename, extract_fields(f.text, f.tables, form)) for f in files if not f.problem]
+    with_form = [(name, values) for name, values in read if values]
+    if len(body) >= BODY_FORM_FIELDS or (body and not with_form):
+        return body, [Problem("", "form_file_ignored", name, severity="warning") for name, _ in with_form]
+    if with_form:
+        name, values = with_form[0]
+        return values, [Problem("", "form_from_file", name, severity="warning")]
+    unread = [Problem("", f"file_{f.problem}", f.filename) for f in files if f.problem]
+    if unread:
+        raise Refusal(INVALID_REQUEST, problems=unread, form=form, fields={})
+    return body, [Problem("", "form_file_empty", name) for name, _ in read]
+
+
+def file_titles(files: list[AttachedForm]) -> list[str]:
+    """What names the form in each readable office file: a `模板:` line, else its first line."""
+    hints = []
+    for f in files:
+        first_line = next((line.strip() for line in f.text.splitlines() if line.strip()), "")
+        hints += [hint for hint in (find_template_hint(f.text, f.tables), first_line) if hint]
+    return hints
 
 
 def forwarded_client(form: FormDef, msg: ParsedMessage, sender: Person) -> Forwarded | None:

@@ -274,6 +274,11 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
                 part = MIMEBase(major or "application", minor or "octet-stream")
                 part.set_payload(data)
                 encoders.encode_base64(part)
+            elif "base64" in item:  # a generated file (a blank form as .docx/.xlsx)
+                major, _, minor = main.strip().partition("/")
+                part = MIMEBase(major, minor)
+                part.set_payload(base64.b64decode(item["base64"]))
+                encoders.encode_base64(part)
             else:
                 part = MIMEText(item["text"], main.split("/")[1], "utf-8")
             for param in filter(None, (p.strip() for p in params.split(";"))):

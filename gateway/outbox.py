@@ -64,7 +64,8 @@ class Draft:
     auto_submitted: str = "auto-generated"  # "auto-replied" when answering a person's mail
     cc: tuple[str, ...] = ()
     extra_headers: dict[str, str] = field(default_factory=dict)
-    attachments: tuple[dict, ...] = ()  # generated files: {filename, content_type, text}
+    # generated files: {filename, content_type, and text (a calendar) or base64 (a blank form)}
+    attachments: tuple[dict, ...] = ()
 
 
 def _filetime(when: datetime) -> int:

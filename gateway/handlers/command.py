@@ -12,6 +12,7 @@ from datetime import datetime
 from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import detect_language
+from gateway.form_files import blank_form_files
 from gateway.handlers import Outcome
 from gateway.outbox import Draft, queue_mails
 from gateway.refusals import known_sender, may_answer
@@ -41,13 +42,17 @@ def handle_command(ctx: Context, row: InboundMessage, msg: ParsedMessage, comman
         title, text = {"help": _help, "template": _template, "search": _search, "status": _status,
                        "todo": _todo, "team": _team, "digest_on": _digest_on,
                        "digest_off": _digest_off}[command.name](ctx, msg, command.argument, lang)
-    # A blank form filled in and sent back as a reply reaches that form's intake address.
+    # A blank form filled in and sent back as a reply reaches that form's intake address;
+    # it comes as text to fill in and as the .docx and .xlsx offices fill in.
     form = _form_named(ctx, command.argument) if command.name == "template" else None
+    files = blank_form_files(form, lang, _say(ctx, lang), ctx.local_now().date()) if form else ()
+    if files:
+        text += "\n\n" + _say(ctx, lang)("files_attached")
     queue_mails(ctx, [Draft(kind=f"command_{command.name}", template="sender/answer", lang=lang,
                             to_addr=msg.from_addr, to_name=msg.from_name, inbound_id=row.id,
                             in_reply_to=msg.message_id, auto_submitted="auto-replied",
                             reply_to=f"{form.address}@{ctx.settings.gateway.domain}" if form else "",
-                            context=dict(title=title, text=text))])
+                            context=dict(title=title, text=text), attachments=files)])
     return Outcome("processed", f"command {command.name} {command.argument}".strip())
 
 

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from types import FrameType
 
 
-class OverBudget(Exception):
-    """Processing one mail took longer than its budget."""
+class OverBudget(BaseException):
+    """Processing one mail took longer than its budget. A BaseException, as KeyboardInterrupt
+    is: the catch-alls that keep one bad part from failing the whole mail (a parser never
+    raises; an unreadable attachment is only named) must not swallow the end of its time."""
 
 
 @contextmanager

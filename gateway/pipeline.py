@@ -275,7 +275,7 @@ def _fail(ctx: Context, inbound_id: int, why: str = "internal error while proces
         try:
             with time_limit(ctx.settings.processing.mail_seconds):
                 msg = parse_message(bytes(row.raw))
-        except Exception:  # also OverBudget, MemoryError: the mail stays kept, unanswered
+        except (Exception, OverBudget):  # also MemoryError: the mail stays kept, unanswered
             return "error"
         if msg.from_addr and not auto_reply_reason(msg.headers, msg.subject, row.envelope_from,
                                                    msg.from_addr, (ctx.settings.from_address,),

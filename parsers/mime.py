@@ -36,6 +36,8 @@ from html import unescape
 from io import BytesIO
 from typing import BinaryIO
 
+from parsers.outlook import is_outlook_item, msg_to_rfc822
+
 __all__ = [
     "Attachment",
     "ParsedMessage",
@@ -629,6 +631,10 @@ def _build(msg: Message, linesep: str, stash: _Stash | None) -> ParsedMessage:
                 )
             )
 
+    # An Outlook item dragged into a mail (a client's mail forwarded from Outlook) is that
+    # mail, as an attached .eml is; the file stays an attachment too.
+    attached += filter(None, (msg_to_rfc822(a.payload) for a in attachments
+                              if is_outlook_item(a.filename, a.content_type)))
     html = html or ""
     # A whitespace-only text part next to real HTML (some webmail composers) is no body.
     if not (text or "").strip() and html:

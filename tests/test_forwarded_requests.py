@@ -88,6 +88,27 @@ def test_a_client_mail_attached_as_message_rfc822(ctx, send):
     assert (client.email, client.name) == (CLIENT, "林先生")
 
 
+def test_a_client_mail_dragged_from_outlook_as_a_msg_item(ctx, send):
+    # Outlook forwards a mail as an attached item (.msg, application/vnd.ms-outlook), not as
+    # message/rfc822: it is unwrapped the same way. The item is Apache POI's test file.
+    from email.mime.application import MIMEApplication
+    from pathlib import Path
+
+    item = Path(__file__).parent / "fixtures" / "outlook" / "simple_test_msg.msg"
+    outer = MIMEMultipart()
+    outer["From"], outer["To"], outer["Subject"] = WU, f"customer@{DOMAIN}", "FW: test message"
+    outer["Message-ID"] = "<fw-outlook-item@liuhen.localhost>"
+    outer.attach(MIMEText(ABOVE, "plain", "utf-8"))
+    part = MIMEApplication(item.read_bytes(), "vnd.ms-outlook")
+    part.add_header("Content-Disposition", "attachment", filename="test message.msg")
+    outer.attach(part)
+    inbound = send(outer.as_bytes(), rcpt=f"customer@{DOMAIN}", mail_from=WU)
+    assert inbound.state == "processed", inbound.reason
+    client = Participant.get(Participant.role == "external")
+    assert (client.email, client.name) == ("travis@overwrittenstack.com", "Travis Ferguson")
+    assert Record.get().fields["progress"] == "This is a test message."
+
+
 def test_internal_progress_stays_inside_and_the_client_sees_only_their_request(ctx, send):
     # issue 10: progress rows with costs and stock risks were mailed to the client, and the
     # client's 状态 showed our staff and the event log.

@@ -277,3 +277,14 @@ def test_the_blank_form_comes_as_word_and_excel_files_that_come_back_as_a_record
     inbound = send(request_with_file(f"沟通单{suffix}", filled.getvalue()), rcpt=f"requests@{DOMAIN}")
     assert inbound.state == "processed", inbound.reason
     assert_the_project_form_was_recorded()
+
+
+def test_the_mails_time_limit_is_not_swallowed_by_the_readers_catch_all(monkeypatch):
+    import time
+
+    from gateway.budget import OverBudget, time_limit
+    from parsers import office
+
+    monkeypatch.setattr(office, "_read", lambda *args: time.sleep(5))  # a reader that hangs
+    with pytest.raises(OverBudget), time_limit(0.2):
+        read_office("slow.docx", b"")

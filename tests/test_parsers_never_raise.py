@@ -29,6 +29,8 @@ from parsers.fields import (
 from parsers.forwarded import find_forward, unwrap
 from parsers.keywords import match_keyword, parse_command
 from parsers.mime import decode_bytes, html_tables, html_to_text, parse_message
+from parsers.office import read_office
+from parsers.outlook import msg_to_rfc822
 from parsers.quotes import new_text
 from parsers.signals import auto_reply_reason
 
@@ -178,3 +180,36 @@ def test_a_bounce_returning_an_8bit_message_id_is_read():
     assert report is not None
     assert report.original_message_id == "<abc@liuhen.localhost>"
     assert [f.address for f in report.failed] == ["wang.qiang@liuhen.localhost"]
+
+
+OFFICE_SEEDS = sorted(p.read_bytes() for p in (FIXTURES / "office").iterdir() if p.suffix not in (".md", ".py"))
+OUTLOOK_SEEDS = sorted(p.read_bytes() for p in (FIXTURES / "outlook").glob("*.msg"))
+
+
+@st.composite
+def damaged_files(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """An office file or Outlook item with bytes changed inside (no CRC guards an .xls or a .msg)."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[at] = draw(st.integers(0, 255))
+        else:
+            del data[at:at + draw(st.integers(1, 4096))]
+    return bytes(data)
+
+
+@PROPERTY
+@given(damaged_files(OFFICE_SEEDS), st.sampled_from(["a.docx", "a.xlsx", "a.xls", "a.ods", "a.doc", "a.et"]))
+def test_no_damaged_office_file_makes_the_form_reader_raise(data: bytes, name: str):
+    # A Rust panic inside python-calamine is a BaseException, past any `except Exception`.
+    form = read_office(name, data)
+    extract_fields(form.text, form.tables, FORMS["project"])
+
+
+@PROPERTY
+@given(damaged_files(OUTLOOK_SEEDS))
+def test_no_damaged_outlook_item_makes_its_reader_raise(data: bytes):
+    raw = msg_to_rfc822(data)
+    if raw is not None:
+        read_everything(raw)

@@ -82,6 +82,7 @@ def handle_submission(ctx: Context, row: InboundMessage, msg: ParsedMessage, for
         # Staff forwarded a client's mail: what they wrote above it is the form; the client's
         # own words are the request, and the client takes part without an account.
         values = extract_fields(client.above, [], form) | extract_fields(correction, [], form)
+        notes: list[Problem] = []
         values.setdefault("client", f"{client.sender_name} <{client.sender_addr}>".strip())
         values.setdefault("progress", client.body)
         subject = client.subject

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 REQUEST_PROBLEMS = ("missing", "vague_value", "vague_subject", "short_subject", "unknown_person",
                     "ambiguous_person", "bad_priority", "bad_date", "past_date", "bad_milestone",
                     "attachment_name", "no_template", "shared_duty", "date_alternatives")
+# A form sent as an attached office file: which file was read, or why none could be
+# (gateway/handlers/submission.py form_values; file_<problem> for parsers/office.py's and
+# gateway/office.py's problems).
+FILE_PROBLEMS = ("form_from_file", "form_file_ignored", "form_file_empty", "file_encrypted", "file_macro",
+                 "file_too_large", "file_unreadable", "file_no_converter", "file_too_slow")
 # Why a reply changed nothing (gateway/handlers/reply.py and actions.py).
 REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "reply_unverified", "reply_closed",
                   "reply_role", "reply_ambiguous", "need_text", "propose_no_date", "delay_incomplete",
@@ -52,7 +57,7 @@ REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "rep
 # Sentences the handlers put into other mails (receipts, updates): texts, not refusals.
 NOTES = ("reply_comment_only", "signoff_held", "signoff_held_initiator")
 INVALID_REQUEST = "invalid_request"  # the code of a request's refusal; its problems say why
-CODES = (*REQUEST_PROBLEMS, *REPLY_REFUSALS, *NOTES)
+CODES = (*REQUEST_PROBLEMS, *FILE_PROBLEMS, *REPLY_REFUSALS, *NOTES)
 
 UNREACHABLE = re.compile(r"[\x00-\x1f\x7f]")  # no deliverable address holds a control character
 KNOWN_SENDER_DAILY = 10  # automatic answers a day to someone we know (Mailman's default)

@@ -253,6 +253,11 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
     if mail.attachments:
         msg = MIMEMultipart("alternative")
         alternatives = [MIMEText(mail.text, "plain", "utf-8"), MIMEText(mail.html, "html", "utf-8")]
+        # An invitation is also the body's third form (Outlook and Gmail show it as a meeting
+        # with Accept/Decline from there), and an invite.ics attachment for the others.
+        for item in mail.attachments:
+            if item.get("calendar"):
+                alternatives.append(_calendar_part(item))
         body = MIMEMultipart("alternative")
         for alternative in alternatives:
             body.attach(alternative)
@@ -288,6 +293,15 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
             msg.attach(part)
         return msg.as_bytes(policy=compat32.clone(linesep=CRLF))
     return _alternative(mail.text, mail.html)
+
+
+def _calendar_part(item: dict) -> MIMEText:
+    """text/calendar; method=…; charset=utf-8 holding an invitation (RFC 6047)."""
+    part = MIMEText(item["text"], "calendar", "utf-8")
+    for param in filter(None, (p.strip() for p in item["content_type"].partition(";")[2].split(";"))):
+        name, _, value = param.partition("=")
+        part.set_param(name, value)
+    return part
 
 
 def _alternative(text: str, html: str) -> bytes:

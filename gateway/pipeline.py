@@ -18,6 +18,7 @@ from gateway.checks import detect_language
 from gateway.handlers import Outcome
 from gateway.handlers.bounce import handle_bounce
 from gateway.handlers.command import COMMANDS, handle_command
+from gateway.handlers.meetings import handle_meeting_answer
 from gateway.handlers.reply import handle_digest_reply, handle_reply, referenced_record
 from gateway.handlers.submission import handle_submission
 from gateway.outbox import Draft, queue_mails
@@ -52,8 +53,9 @@ class Target:
 
 def known_local_part(ctx: Context, local: str) -> bool:
     local = local.lower()
-    return (local.startswith(("reply+", "bounce+")) or local == GENERIC_INTAKE or local in OPERATOR_ADDRESSES
-            or local == ctx.settings.gateway.from_local or ctx.form_by_address(local) is not None)
+    return (local.startswith(("reply+", "bounce+", "meeting+")) or local == GENERIC_INTAKE
+            or local in OPERATOR_ADDRESSES or local == ctx.settings.gateway.from_local
+            or ctx.form_by_address(local) is not None)
 
 
 def find_target(ctx: Context, recipients: list[str], msg: ParsedMessage) -> Target:
@@ -66,6 +68,8 @@ def find_target(ctx: Context, recipients: list[str], msg: ParsedMessage) -> Targ
     for local in ours:
         if local.startswith("reply+"):
             return Target("reply", local, token=local[len("reply+"):])
+        if local.startswith("meeting+"):
+            return Target("meeting", local)
     for local in ours:
         if ctx.form_by_address(local):
             return Target("form", local)
@@ -231,13 +235,17 @@ def _route(ctx: Context, row: InboundMessage, msg: ParsedMessage, command: Comma
         return handle_bounce(ctx, report, bounced, msg.subject)
     if bounced is not None:  # RFC 3834: out-of-office answers go to the return path too
         return Outcome("ignored", f"an automatic answer to the return path of outbound {bounced}; not a bounce")
+    target = find_target(ctx, row.envelope_to, msg)
+    if target.kind == "meeting":
+        # A calendar's answer to an invitation: recorded, never answered, so what marks it as
+        # sent by a program (some calendars say Auto-Submitted) does not stop it.
+        return handle_meeting_answer(ctx, row, msg, target.local_part)
     reason = auto_reply_reason(msg.headers, msg.subject, row.envelope_from, msg.from_addr,
                                own_addresses=(s.from_address,), own_domain=s.gateway.domain)
     if reason:
         return Outcome("ignored", f"auto-generated mail ({reason}); never answered")
     if not msg.from_addr:
         return Outcome("ignored", "no sender address to answer")
-    target = find_target(ctx, row.envelope_to, msg)
     if target.kind == "reply":
         return handle_reply(ctx, row, msg, token=target.token)
     if target.kind in ("form", "requests"):

@@ -49,7 +49,8 @@ FILE_PROBLEMS = ("form_from_file", "form_file_ignored", "form_file_empty", "file
 # Why a reply changed nothing (gateway/handlers/reply.py and actions.py).
 REPLY_REFUSALS = ("reply_forged", "reply_foreign", "reply_not_participant", "reply_unverified", "reply_closed",
                   "reply_role", "reply_ambiguous", "need_text", "propose_no_date", "delay_incomplete",
-                  "delay_which", "meeting_incomplete", "minutes_problems", "nothing_to_sign", "close_no_result",
+                  "delay_which", "meeting_incomplete", "no_meeting", "minutes_problems", "nothing_to_sign",
+                  "close_no_result",
                   "close_unsigned", "no_dispute", "no_held_signoff", "answer_which", "no_proposal",
                   "proposal_unmatched", "done_which", "reopen_not_archived",
                   "ruling_not_allowed", "close_dispute_open", "digest_which",

@@ -28,6 +28,7 @@ def record_report(ctx: Context, ref: str, lang: str = "", reader: Reader | None 
     local = lambda t: t.astimezone(ctx.tz).isoformat(timespec="minutes") if t else None  # noqa: E731
     labels = {f.key: f.label_for(record.lang) for f in form.fields} if form else {}
     names = {p.email: p.name for p in people} | {record.initiator_email: record.initiator_name}
+    by_id = {p.id: p for p in people}
     return {
         "id": record.ref,
         "template": record.form,
@@ -52,7 +53,11 @@ def record_report(ctx: Context, ref: str, lang: str = "", reader: Reader | None 
         "milestones": [{"name": m.name, "due": local(m.due_at), "owner": m.owner_email, "done_at": local(m.done_at)}
                        for m in data.milestones],
         "meetings": [{"starts": local(m.starts_at), "ends": local(m.ends_at), "organiser": m.organiser_email,
-                      "link": m.link, "agenda": m.agenda, "minutes": m.minutes, "minutes_at": local(m.minutes_at)}
+                      "link": m.link, "agenda": m.agenda, "minutes": m.minutes, "minutes_at": local(m.minutes_at),
+                      "cancelled_at": local(m.cancelled_at), "version": m.sequence,
+                      "answers": [{"email": by_id[a.participant_id].email, "name": by_id[a.participant_id].name,
+                                   "answer": a.answer.lower(), "comment": a.comment}
+                                  for a in data.meeting_answers if a.meeting_id == m.id]}
                      for m in data.meetings],
         "action_items": [{"text": a.text, "owner": a.owner_email, "due": local(a.due_at), "done_at": local(a.done_at)}
                          for a in data.action_items],
@@ -127,9 +132,13 @@ def render_report(r: dict[str, Any]) -> str:
         lines += ["", "Milestones:"] + [f"  {m['due']}  {m['name']} ({m['owner']})"
                                         + (f" — done {m['done_at']}" if m["done_at"] else "") for m in r["milestones"]]
     if r["meetings"]:
-        lines += ["", "Meetings:"] + [f"  {m['starts']} – {m['ends'][-11:]}  {m['link']}  {m['agenda']}"
-                                      + (f" — minutes {m['minutes_at']}" if m["minutes_at"] else "")
-                                      for m in r["meetings"]]
+        lines += ["", "Meetings:"]
+        for m in r["meetings"]:
+            lines.append(f"  {m['starts']} – {m['ends'][-11:]}  {m['link']}  {m['agenda']}"
+                         + (f" — cancelled {m['cancelled_at']}" if m["cancelled_at"] else "")
+                         + (f" — minutes {m['minutes_at']}" if m["minutes_at"] else ""))
+            lines += [f"    {a['answer']:<9} {a['name']} <{a['email']}>"
+                      + (f" — {a['comment']}" if a["comment"] else "") for a in m["answers"]]
     if r["action_items"]:
         lines += ["", "Action items:"] + [f"  {a['due']}  {a['text']} ({a['owner']})"
                                           + (f" — done {a['done_at']}" if a["done_at"] else "")

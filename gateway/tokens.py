@@ -1,4 +1,5 @@
-"""Signed reply tokens: `reply+<record>-<participant>-<mac>@domain`; and the return path of
+"""Signed reply tokens: `reply+<record>-<participant>-<mac>@domain`; the organiser address of a
+meeting invitation, `meeting+<meeting>-<participant>-<mac>@domain`; and the return path of
 each outbound mail (VERP), `bounce+<outbound>-<mac>@domain`, so that a bounce names the mail
 it belongs to even when the report itself is mangled.
 
@@ -59,3 +60,28 @@ def parse_return_path(secret: str, local_part: str) -> int | None:
     if not m or not hmac.compare_digest(m.group(2), _bounce_mac(secret, int(m.group(1)))):
         return None
     return int(m.group(1))
+
+
+MEETING_RE = re.compile(r"^meeting\+(\d+)-(\d+)-([a-z2-7]{16})$")
+
+
+def _meeting_mac(secret: str, meeting_id: int, participant_id: int) -> str:
+    digest = hmac.new(secret.encode(), f"meeting:{meeting_id}:{participant_id}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:10]).decode().lower()
+
+
+def meeting_address(secret: str, domain: str, meeting_id: int, participant_id: int) -> str:
+    """The ORGANIZER of one attendee's copy of a meeting invitation: their calendar sends its
+    answers (iTIP REPLY) here, and the token says whose answer to which meeting it is."""
+    return f"meeting+{meeting_id}-{participant_id}-{_meeting_mac(secret, meeting_id, participant_id)}@{domain}"
+
+
+def parse_meeting_address(secret: str, local_part: str) -> tuple[int, int] | None:
+    """(meeting id, participant id) when the meeting address is genuine, else None."""
+    m = MEETING_RE.match(local_part.lower())
+    if not m:
+        return None
+    meeting_id, participant_id = int(m.group(1)), int(m.group(2))
+    if not hmac.compare_digest(m.group(3), _meeting_mac(secret, meeting_id, participant_id)):
+        return None
+    return meeting_id, participant_id

@@ -137,6 +137,9 @@ class ParsedMessage:
     html: str  # first text/html body part, "" when none
     attachments: tuple[Attachment, ...]
     attached_messages: tuple[bytes, ...]  # message/rfc822 parts (forwarded as attachment)
+    # iCalendar texts: text/calendar parts (in the body or attached) and .ics files — what a
+    # calendar sends in answer to an invitation (parsers/itip.py reads them).
+    calendars: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------
@@ -600,12 +603,15 @@ def _build(msg: Message, linesep: str, stash: _Stash | None) -> ParsedMessage:
     html: str | None = None
     attachments: list[Attachment] = []
     attached: list[bytes] = []
+    calendars: list[str] = []
     for part, ctype, params in parts:
         if ctype in _MESSAGE_TYPES:
             attached.append(_message_bytes(part, linesep, stash))
             continue
         charset = _charset(params)
         filename = _filename(_params(part, "content-disposition"), params, charset or hint)
+        if ctype in _CALENDAR_TYPES or (filename or "").lower().endswith(".ics"):
+            calendars.append(decode_bytes(_body_bytes(part, stash)[:_MAX_CALENDAR], charset))
         is_attachment = part.get_content_disposition() == "attachment"
         if not is_attachment and ctype in ("text/plain", "text/html"):
             # The first plain and the first HTML part are the body (multipart/alternative,
@@ -655,7 +661,12 @@ def _build(msg: Message, linesep: str, stash: _Stash | None) -> ParsedMessage:
         html=html,
         attachments=tuple(attachments),
         attached_messages=tuple(attached),
+        calendars=tuple(calendars),
     )
+
+
+_CALENDAR_TYPES = ("text/calendar", "application/ics")
+_MAX_CALENDAR = 1 << 20  # an answer to an invitation is a few KB
 
 
 # The stdlib parser recurses once per multipart or message/* level, in a time that grows

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
-from peewee import Database, InterfaceError, OperationalError, PeeweeException, PostgresqlDatabase, SqliteDatabase
+from peewee import (
+    Database,
+    InterfaceError,
+    OperationalError,
+    PeeweeException,
+    PostgresqlDatabase,
+    SqliteDatabase,
+    Value,
+)
 from playhouse.db_url import connect
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as migrate_schema
@@ -35,7 +43,7 @@ from store.models import MODELS, Milestone, SchemaVersion
 log = logging.getLogger(__name__)
 
 # Bump with every change to the models, and add the step that gets an older database there.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _to_v2(db: Database) -> None:
@@ -136,9 +144,24 @@ def _to_v7(db: Database) -> None:
                      if name not in have])
 
 
+def _to_v8(db: Database) -> None:
+    """Meetings round-trip through calendars: a UID and SEQUENCE per meeting, cancelled
+    meetings, and the attendees' answers."""
+    from store.models import Meeting, MeetingAnswer
+
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    have = {c.name for c in db.get_columns("meeting")}
+    migrate_schema(*[migrator.add_column("meeting", name, field) for name, field in
+                     (("uid", Meeting.uid), ("sequence", Meeting.sequence), ("cancelled_at", Meeting.cancelled_at))
+                     if name not in have])
+    # The invitations already sent had a random UID nobody kept: later changes get a new one.
+    Meeting.update(uid=Value("liuhen-meeting-").concat(Meeting.id.cast("TEXT"))).where(Meeting.uid == "").execute()
+    db.create_tables([MeetingAnswer])
+
+
 # version → the step from the one before
 MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6,
-                                                     7: _to_v7}
+                                                     7: _to_v7, 8: _to_v8}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",

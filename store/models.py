@@ -170,6 +170,28 @@ class Meeting(BaseModel):
     minutes = TextField(default="")
     minutes_at = UTCDateTimeField(null=True)
     next_reminder_at = UTCDateTimeField(null=True, index=True)  # minutes due 1 h after the end
+    # What calendars know it by (RFC 5545): the UID stays, SEQUENCE rises with every change.
+    uid = CharField(max_length=255, default="")
+    sequence = IntegerField(default=0)
+    cancelled_at = UTCDateTimeField(null=True)
+
+
+class MeetingAnswer(BaseModel):
+    """An attendee's answer to a meeting invitation, from their calendar (iTIP REPLY)."""
+
+    id = AutoField()
+    meeting = ForeignKeyField(Meeting, backref="answers", on_delete="CASCADE")
+    participant = ForeignKeyField(Participant, on_delete="CASCADE")
+    if TYPE_CHECKING:
+        meeting_id: int
+        participant_id: int
+    answer = CharField(max_length=16)  # ACCEPTED | DECLINED | TENTATIVE
+    sequence = IntegerField(default=0)  # the version of the invitation answered
+    comment = TextField(default="")
+    answered_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("meeting", "participant"), True),)
 
 
 class ActionItem(BaseModel):
@@ -367,5 +389,6 @@ class ClientLink(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, InboundMessage, Record, Participant, Milestone, Meeting,
-                                 ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage, Counter,
-                                 DigestPreference, ImapState, SearchPending, SentKey, SignIn, WebSession, ClientLink]
+                                 MeetingAnswer, ActionItem, ProgressRow, Dispute, Attachment, Event, OutboundMessage,
+                                 Counter, DigestPreference, ImapState, SearchPending, SentKey, SignIn, WebSession,
+                                 ClientLink]

@@ -17,6 +17,7 @@ from store.models import (
     Event,
     InboundMessage,
     Meeting,
+    MeetingAnswer,
     Milestone,
     OutboundMessage,
     Participant,
@@ -31,6 +32,7 @@ class RecordData:
     participants: list[Participant]
     milestones: list[Milestone]
     meetings: list[Meeting]
+    meeting_answers: list[MeetingAnswer]  # the attendees' latest answers, by meeting
     action_items: list[ActionItem]
     progress: list[ProgressRow]
     disputes: list[Dispute]
@@ -57,6 +59,8 @@ def record_data(ref: str, reader: Reader | None = None) -> RecordData | None:
         participants=list(Participant.select().where(Participant.record == rid).order_by(Participant.id)),
         milestones=list(Milestone.select().where(Milestone.record == rid).order_by(Milestone.position)),
         meetings=list(Meeting.select().where(Meeting.record == rid).order_by(Meeting.starts_at)),
+        meeting_answers=list(MeetingAnswer.select().join(Meeting).where(Meeting.record == rid)
+                             .order_by(MeetingAnswer.meeting, MeetingAnswer.participant)),
         action_items=list(ActionItem.select().where(ActionItem.record == rid).order_by(ActionItem.id)),
         progress=list(ProgressRow.select().where(ProgressRow.record == rid).order_by(ProgressRow.id)),
         disputes=list(Dispute.select().where(Dispute.record == rid).order_by(Dispute.id)),

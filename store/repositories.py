@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +34,8 @@ from store.models import (
     Attachment,
     Event,
     InboundMessage,
+    Meeting,
+    MeetingAnswer,
     Milestone,
     OutboundMessage,
     Participant,
@@ -166,6 +169,40 @@ def answered_inbound(mail: OutboundMessage, sender: str) -> bytes | None:
         return None
     row = InboundMessage.get_or_none((InboundMessage.id == mail.inbound_id) & (InboundMessage.from_addr == sender))
     return bytes(row.raw) if row is not None else None
+
+
+def schedule_meeting(record_id: int, organiser_email: str, starts_at: datetime, ends_at: datetime, link: str,
+                     agenda: str, domain: str, minutes_due: datetime | None) -> Meeting:
+    """A new meeting of a record, with the UID calendars will know it by; `minutes_due`: when
+    its organiser is first reminded of the minutes (None: no minutes are asked for)."""
+    return Meeting.create(record=record_id, organiser_email=organiser_email, starts_at=starts_at, ends_at=ends_at,
+                          link=link, agenda=agenda, uid=f"{uuid.uuid4()}@{domain}", sequence=0,
+                          next_reminder_at=minutes_due)
+
+
+def meeting_attendee(meeting_id: int, participant_id: int) -> tuple[Meeting, Participant, Record] | None:
+    """The meeting, the participant invited to it and their record — None unless the
+    participant takes part in the meeting's record."""
+    meeting = Meeting.get_or_none(Meeting.id == meeting_id)
+    participant = Participant.get_or_none(Participant.id == participant_id)
+    if meeting is None or participant is None or participant.record_id != meeting.record_id:
+        return None
+    return meeting, participant, Record.get_by_id(meeting.record_id)
+
+
+def record_meeting_answer(meeting_id: int, participant_id: int, answer: str, sequence: int, comment: str,
+                          now: datetime) -> None:
+    """An attendee's latest answer to a meeting replaces their earlier one."""
+    MeetingAnswer.insert(meeting=meeting_id, participant=participant_id, answer=answer, sequence=sequence,
+                         comment=comment, answered_at=now).on_conflict(
+        conflict_target=[MeetingAnswer.meeting, MeetingAnswer.participant],
+        update={MeetingAnswer.answer: answer, MeetingAnswer.sequence: sequence, MeetingAnswer.comment: comment,
+                MeetingAnswer.answered_at: now}).execute()
+
+
+def forget_meeting_answers(meeting_id: int) -> None:
+    """A meeting moved: the answers were to the old time."""
+    MeetingAnswer.delete().where(MeetingAnswer.meeting == meeting_id).execute()
 
 
 def open_proposal(record_id: int) -> Event | None:

@@ -235,15 +235,19 @@ def test_delay_needs_reason_and_new_plan_then_moves_the_milestone(ctx, send, rec
 
 
 def test_meeting_invitation_carries_an_ics_and_minutes_assign_action_items(ctx, send, record):
+    import icalendar
+
     assert reply(send, CHEN, "会议：\n时间：2026-12-01 14:00\n时长：90分钟\n链接：https://meeting.example.cn/j/42\n"
                              "议程：方案评审").state == "processed"
     meeting = Meeting.get()
     assert (meeting.ends_at - meeting.starts_at).total_seconds() == 90 * 60
     invitation = next(m for m in sent_mails(ctx) if m["To"].endswith(f"<{WANG}>") and m.get_content_type() == "multipart/mixed")
-    ics = next(p for p in invitation.walk() if p.get_content_type() == "text/calendar")
-    calendar = ics.get_payload(decode=True).decode()
-    assert "DTSTART:20261201T060000Z" in calendar and "METHOD:REQUEST" in calendar and f"mailto:{WANG}" in calendar
-    assert ics.get_filename() == "invite.ics"
+    shown, attached = [p for p in invitation.walk() if p.get_content_type() == "text/calendar"]
+    calendar = shown.get_payload(decode=True).decode()
+    assert "DTSTART;TZID=Asia/Shanghai:20261201T140000" in calendar and "METHOD:REQUEST" in calendar
+    [event] = icalendar.Calendar.from_ical(calendar).walk("VEVENT")
+    assert f"mailto:{WANG}" in [str(a) for a in event["ATTENDEE"]]
+    assert attached.get_filename() == "invite.ics" and attached.get_payload(decode=True).decode() == calendar
     bad = reply(send, CHEN, "纪要：\n行动项：\n完成BOM核算 / 王小明 / 2026-12-05 18:00")
     assert bad.state == "rejected" and bad.reason.startswith("minutes_problems")
     good = reply(send, CHEN, "纪要：\n结论：采用方案B\n行动项：\n完成BOM核算 / 王强 / 2026-12-05 18:00")

@@ -39,14 +39,14 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(db_url):
               if table != "dispute"])
     migrate(*[migrator.drop_column(table, column) for columns_by_table in (V2_COLUMNS, V3_COLUMNS, V4_COLUMNS)
               for table, columns in columns_by_table.items() for column in columns])
-    for table in ("meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate",
+    for table in ("meetinganswer", "meeting", "actionitem", "progressrow", "dispute", "searchpending", "digestpreference", "imapstate",
                   *V5_TABLES):
         db.execute_sql(f'DROP TABLE "{table}"')
     SchemaVersion.update(version=1).execute()
     db.close()
 
     db = open_database(db_url)
-    assert SchemaVersion.get().version == SCHEMA_VERSION == 7
+    assert SchemaVersion.get().version == SCHEMA_VERSION == 8
     for table, columns in (*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V4_TABLE_COLUMNS.items()):
         assert {c.name for c in db.get_columns(table)} >= set(columns), table
     assert Meeting.table_exists()
@@ -113,4 +113,20 @@ def test_a_database_full_of_records_and_their_mails_is_migrated(db_url):
     assert SchemaVersion.get().version == SCHEMA_VERSION
     assert {"claimed_by", "lease_until"} <= {c.name for c in db.get_columns("inboundmessage")}
     assert Record.get().source_inbound_id == stored.inbound_id and InboundMessage.get().claimed_by == ""
+    db.close()
+
+
+def test_a_version_7_database_gets_meeting_uids_and_answers(db_url):
+    from store.models import MeetingAnswer
+
+    db = open_database(db_url)
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    db.execute_sql('DROP TABLE "meetinganswer"')
+    migrate(*[migrator.drop_column("meeting", column) for column in ("uid", "sequence", "cancelled_at")])
+    SchemaVersion.update(version=7).execute()
+    db.close()
+
+    db = open_database(db_url)
+    assert {"uid", "sequence", "cancelled_at"} <= {c.name for c in db.get_columns("meeting")}
+    assert MeetingAnswer.table_exists() and SchemaVersion.get().version == 8
     db.close()

@@ -6,10 +6,9 @@ or raises ``Refusal`` and nothing happens. They run inside the pipeline's transa
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from config.directory import Person
@@ -18,6 +17,7 @@ from config.settings import ConfigError
 from gateway.authentication import Verdict, sender_verdict
 from gateway.bootstrap import Context
 from gateway.checks import CJK
+from gateway.invitations import CANCEL, REQUEST, Invitee, MeetingFacts, invitation, invitation_file
 from gateway.outbox import Draft
 from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
@@ -38,7 +38,13 @@ from store.models import (
     ProgressRow,
     Record,
 )
-from store.repositories import held_signoffs, open_proposal, signatures_of
+from store.repositories import (
+    forget_meeting_answers,
+    held_signoffs,
+    open_proposal,
+    schedule_meeting,
+    signatures_of,
+)
 
 URL = re.compile(r"https?://\S+")
 LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
@@ -433,27 +439,81 @@ def _owned_milestone(act: Act, named: str) -> Milestone:
 
 
 def meeting(act: Act) -> None:
-    """会议: an online discussion with time and link; everyone gets an invitation (.ics)."""
+    """会议: an online discussion with time and link; everyone gets a calendar invitation
+    whose answers come back to the gateway (gateway/invitations.py)."""
     values = labelled_values(act.text, act.ctx.reply_labels["meeting"])
     start = find_datetime(values.get("time", act.text), act.ctx.local_now())
     link = URL.search(act.text)
     if start is None or link is None or start[0] < act.now:
         raise Refusal("meeting_incomplete", example="meeting")
-    minutes = _minutes_of(values.get("duration", ""))
-    ends = start[0] + timedelta(minutes=minutes)
-    item = Meeting.create(record=act.record.id, organiser_email=act.participant.email, starts_at=start[0],
-                          ends_at=ends, link=link.group(0), agenda=values.get("agenda", ""),
-                          next_reminder_at=ends + timedelta(hours=act.ctx.settings.reminders.minutes_due_hours))
+    ends = start[0] + timedelta(minutes=_minutes_of(values.get("duration", "")))
+    item = schedule_meeting(act.record.id, act.participant.email, start[0], ends, link.group(0),
+                            values.get("agenda", ""), act.ctx.settings.gateway.domain,
+                            minutes_due=ends + timedelta(hours=act.ctx.settings.reminders.minutes_due_hours))
     act.event("meeting", meeting_id=item.id, starts=start[0].isoformat(), ends=ends.isoformat(), link=link.group(0))
+    _invite(act, item, REQUEST, act.say("update.meeting"))
+
+
+def reschedule(act: Act) -> None:
+    """会议改期: the meeting moves; calendars get the same UID with a higher SEQUENCE, the
+    earlier answers were to the old time, and the minutes are due after the new end."""
+    item = _open_meeting(act)
+    values = labelled_values(act.text, act.ctx.reply_labels["meeting"])
+    start = find_datetime(values.get("time", act.text), act.ctx.local_now())
+    if start is None or start[0] < act.now:
+        raise Refusal("meeting_incomplete", example="reschedule")
+    length = item.ends_at - item.starts_at
+    ends = start[0] + (timedelta(minutes=_minutes_of(values["duration"])) if values.get("duration") else length)
+    link = URL.search(act.text)
+    old = item.starts_at
+    item.starts_at, item.ends_at, item.sequence = start[0], ends, item.sequence + 1
+    item.link = link.group(0) if link else item.link
+    item.next_reminder_at = ends + timedelta(hours=act.ctx.settings.reminders.minutes_due_hours)
+    item.save()
+    forget_meeting_answers(item.id)
+    act.event("meeting_moved", meeting_id=item.id, starts=start[0].isoformat(), ends=ends.isoformat(),
+              old=old.isoformat(), sequence=item.sequence)
+    _invite(act, item, REQUEST, act.say("update.meeting_moved"),
+            (act.say("line.delayed", old=act.local(old), new=act.local(item.starts_at)),))
+
+
+def cancel_meeting(act: Act) -> None:
+    """取消会议: calendars remove it (METHOD:CANCEL); no minutes are asked for."""
+    item = _open_meeting(act)
+    item.sequence, item.cancelled_at, item.next_reminder_at = item.sequence + 1, act.now, None
+    item.save()
+    act.event("meeting_cancelled", meeting_id=item.id, starts=item.starts_at.isoformat(), reason=act.text)
+    _invite(act, item, CANCEL, act.say("update.meeting_cancelled"),
+            (act.line("reason", act.text),) if act.text else ())
+
+
+def _open_meeting(act: Act) -> Meeting:
+    """The record's next meeting that is neither cancelled nor over (else its latest one)."""
+    meetings = list(Meeting.select().where((Meeting.record == act.record.id) & Meeting.cancelled_at.is_null()
+                                           & Meeting.minutes_at.is_null()).order_by(Meeting.starts_at))
+    if not meetings:
+        raise Refusal("no_meeting", detail=act.record.ref)
+    coming = [m for m in meetings if m.ends_at > act.now]
+    return coming[0] if coming else meetings[-1]
+
+
+def _invite(act: Act, item: Meeting, method: str, headline: str, extra: tuple[str, ...] = ()) -> None:
+    """The invitation (or its change, or its cancellation) to everyone taking part, each copy
+    with its own organiser address, so that each calendar's answer names its attendee."""
+    s = act.ctx.settings
     everyone = act.participants(exclude_sender=False)
-    ics = _ics(act, item, everyone)
-    lines: tuple[str, ...] = (
-        act.line("when", f"{act.local(start[0])} – {act.local(ends)[-5:]}"), act.line("link", item.link))
+    invitees = [Invitee(p.id, p.name, p.email) for p in everyone]
+    organiser = Participant.get_or_none((Participant.record == act.record.id)
+                                        & (Participant.email == item.organiser_email)) or act.participant
+    facts = MeetingFacts(item.uid, item.sequence, item.starts_at, item.ends_at,
+                         f"[{act.record.ref}] {act.record.subject}", item.link, item.agenda or item.link)
+    lines: tuple[str, ...] = (*extra, act.line("when", f"{act.local(item.starts_at)} – {act.local(item.ends_at)[-5:]}"),
+                              act.line("link", item.link))
     lines += (act.line("agenda", item.agenda),) if item.agenda else ()
-    for person in everyone:
-        act.update(person, act.say("update.meeting"), "", lines, kind="meeting",
-                   attachments=({"filename": "invite.ics", "content_type": "text/calendar; method=REQUEST",
-                                 "text": ics},))
+    for person, invitee in zip(everyone, invitees, strict=True):
+        ics = invitation(facts, method, organiser.name, invitees, invitee, s.gateway.secret, s.gateway.domain,
+                         item.id, act.now, act.ctx.tz)
+        act.update(person, headline, "", lines, kind="meeting", attachments=(invitation_file(ics, method),))
 
 
 def _minutes_of(text: str) -> int:
@@ -462,38 +522,6 @@ def _minutes_of(text: str) -> int:
         return 60
     value, unit = float(m.group(1)), (m.group(2) or "分钟").lower()
     return int(value * 60) if unit in ("小时", "h", "hour", "hours") else int(value)
-
-
-def _ics(act: Act, item: Meeting, people: list[Participant]) -> str:
-    """A minimal RFC 5545 invitation; CRLF line ends and 75-octet folding as the RFC requires."""
-    def stamp(t: datetime) -> str:
-        return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//liuhen//EN", "METHOD:REQUEST", "BEGIN:VEVENT",
-             f"UID:{uuid.uuid4()}@{act.ctx.settings.gateway.domain}", f"DTSTAMP:{stamp(act.now)}",
-             f"DTSTART:{stamp(item.starts_at)}", f"DTEND:{stamp(item.ends_at)}",
-             f"SUMMARY:{_ics_text(f'[{act.record.ref}] {act.record.subject}')}",
-             f"LOCATION:{_ics_text(item.link)}", f"DESCRIPTION:{_ics_text(item.agenda or item.link)}",
-             f"ORGANIZER;CN={_ics_text(act.participant.name)}:mailto:{act.participant.email}"]
-    lines += [f"ATTENDEE;CN={_ics_text(p.name)};RSVP=FALSE:mailto:{p.email}" for p in people]
-    lines += ["END:VEVENT", "END:VCALENDAR"]
-    return "".join(_fold(line) + "\r\n" for line in lines)
-
-
-def _ics_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
-
-
-def _fold(line: str) -> str:
-    out, current = [], b""
-    for char in line:
-        encoded = char.encode()
-        if len(current) + len(encoded) > 74:
-            out.append(current.decode())
-            current = b" "
-        current += encoded
-    out.append(current.decode())
-    return "\r\n".join(out)
 
 
 ACTION_ITEM = re.compile(r"\s*(?:/|／|\||｜|—|–|；|;)\s*")
@@ -526,7 +554,8 @@ def minutes(act: Act) -> None:
         items.append((text, owner, found[0]))
     if problems:
         raise Refusal("minutes_problems", detail="；".join(problems))
-    open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()) \
+    open_meeting = Meeting.select().where((Meeting.record == act.record.id) & Meeting.minutes_at.is_null()
+                                          & Meeting.cancelled_at.is_null()) \
         .order_by(Meeting.starts_at.desc()).first()
     if open_meeting is not None:
         Meeting.update(minutes=act.text, minutes_at=act.now, next_reminder_at=None).where(
@@ -804,7 +833,8 @@ def close(act: Act) -> None:
 
 ACTIONS: dict[str, Callable[[Act], None]] = {
     "comment": comment, "agree": agree, "need_info": need_info, "propose": propose, "progress": progress,
-    "delay": delay, "meeting": meeting, "minutes": minutes, "result": result, "confirm": confirm,
+    "delay": delay, "meeting": meeting, "reschedule": reschedule, "cancel_meeting": cancel_meeting,
+    "minutes": minutes, "result": result, "confirm": confirm,
     "reject": reject, "dispute": dispute, "ruling": ruling, "retro": retro, "close": close,
     "accept_signoff": accept_signoff, "answer_info": answer_info, "accept_change": accept_change,
     "decline_change": decline_change, "done": done, "reopen": reopen, "delegate": delegate,

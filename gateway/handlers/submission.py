@@ -13,6 +13,7 @@ from config.forms import FormDef
 from gateway.bootstrap import Context
 from gateway.checks import Problem, Submission, detect_language, validate
 from gateway.handlers import Outcome
+from gateway.invitations import REQUEST, Invitee, MeetingFacts, invitation, invitation_file
 from gateway.office import AttachedForm, attached_forms
 from gateway.outbox import Draft, files_to_send, new_message_id, queue_mails
 from gateway.refusals import INVALID_REQUEST, Refusal
@@ -24,7 +25,7 @@ from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables, parse_message
 from parsers.quotes import new_text
-from store.models import URGENT, Attachment, InboundMessage, Participant, Record
+from store.models import URGENT, Attachment, InboundMessage, Meeting, Participant, Record
 from store.repositories import (
     NewMilestone,
     NewParticipant,
@@ -34,6 +35,7 @@ from store.repositories import (
     next_record_ref,
     our_mail,
     save_attachments,
+    schedule_meeting,
 )
 
 SUBJECT_TAG = re.compile(r"[\[【]\s*([^\]】]{1,20}?)\s*[\]】]")
@@ -171,6 +173,14 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
         inbound_id=row.id, now=now, participants=people,
         milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email,
                                  first_reminder(m.due_at, before, now)) for m in sub.milestones])
+    meeting = None
+    if form.key == "notice" and sub.values.get("meeting_time"):
+        # A notice of a meeting carries its invitation: no minutes are asked for a notice.
+        starts = parse_datetime(sub.values["meeting_time"], local_now)
+        if starts is not None:
+            meeting = schedule_meeting(record.id, sub.initiator.email, starts, starts + timedelta(hours=1),
+                                       sub.values.get("location", ""), sub.values.get("content", ""),
+                                       s.gateway.domain, minutes_due=None)
     files = save_attachments(s.data_path, row.id, record.id,
                              ((a.filename, a.content_type, a.payload_chunks()) for a in msg.attachments))
     events = [
@@ -180,12 +190,12 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
                data={"to": p.email, "role": p.role, "respond_by": p.response_due_at})
           for p in participants if p.role != "initiator"],
     ]
-    queue_mails(ctx, _drafts(ctx, record, participants, sub, msg, files_of(row.id)))
+    queue_mails(ctx, _drafts(ctx, record, participants, sub, msg, files_of(row.id), meeting))
     return Outcome("processed", f"record {ref} created", record.id, events)
 
 
 def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,
-            msg: ParsedMessage, files: list[Attachment]) -> list[Draft]:
+            msg: ParsedMessage, files: list[Attachment], meeting: Meeting | None) -> list[Draft]:
     s, lang = ctx.settings, sub.lang
     # The request's files go with it to the people who work on it — or, when too big for
     # mail, are named, and kept with the record.
@@ -217,10 +227,11 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
         elif p.role == "recipient":
             deadline = p.response_due_at.astimezone(ctx.tz).strftime(fmt)
             notice = sub.form.key == "notice"  # a notice is confirmed, not agreed to
+            invite = (_invitation(ctx, record, meeting, participants, p),) if meeting is not None else ()
             drafts.append(record_draft(
                 kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
                 reply_to=reply_to,
-                attachments=attached,
+                attachments=(*attached, *invite),
                 context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
                              deadline=deadline, initiator=initiator, keywords_for="recipient", withheld=withheld,
                              ask=ctx.renderer.phrase(lang, "ask.confirm_notice" if notice else "ask.answer",
@@ -243,3 +254,16 @@ def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: 
                              ask=ctx.renderer.phrase(client_lang, "ask.client_ack"),
                              status_link=client_link(ctx, record.id, p.id) if s.web.enabled else "")))
     return drafts
+
+
+def _invitation(ctx: Context, record: Record, meeting: Meeting, participants: list[Participant],
+                copy_for: Participant) -> dict:
+    """The calendar invitation of a notice's meeting, in `copy_for`'s copy."""
+    invitees = [Invitee(p.id, p.name, p.email) for p in participants if p.role in ("initiator", "recipient")]
+    facts = MeetingFacts(meeting.uid, meeting.sequence, meeting.starts_at, meeting.ends_at,
+                         f"[{record.ref}] {record.subject}", meeting.link, meeting.agenda)
+    s = ctx.settings
+    own = Invitee(copy_for.id, copy_for.name, copy_for.email)
+    ics = invitation(facts, REQUEST, record.initiator_name, invitees, own, s.gateway.secret, s.gateway.domain,
+                     meeting.id, ctx.clock.now(), ctx.tz)
+    return invitation_file(ics, REQUEST)

@@ -12,7 +12,7 @@ from test_replies import CHEN, WANG, ZHAO, mails_to, participant, reply, text_of
 
 from gateway.cli import cmd_show
 from gateway.scheduler import sweep
-from store.models import Event, Meeting, MeetingAnswer, Participant, Record
+from store.models import Event, Meeting, MeetingAnswer, Record
 
 MEETING = "会议：\n时间：2026-12-01 14:00\n时长：90分钟\n链接：https://meeting.example.cn/j/42\n议程：方案评审"
 
@@ -147,7 +147,6 @@ def test_minutes_are_asked_for_an_hour_after_the_real_end(ctx, send, clock, meet
 def test_only_the_initiator_moves_or_cancels_the_meeting(ctx, send, meeting):
     assert reply(send, WANG, "取消会议").reason.startswith("reply_role")
     assert Meeting.get().cancelled_at is None
-    assert Participant.select().count() > 0
 
 
 def test_the_record_page_shows_who_answered_what(ctx, send, meeting):
@@ -167,7 +166,7 @@ def test_a_notice_of_a_meeting_change_carries_the_invitation(ctx, send):
             "会议时间：2026-12-03 15:00\n会议地点：3楼会议室\n需确认人员：王强、赵磊\n")
     inbound = send(make_mail(body, subject="部门例会时间调整", to=f"notice@{DOMAIN}"), rcpt=f"notice@{DOMAIN}")
     assert inbound.state == "processed", inbound.reason
-    event, method, parts = invitation_to(ctx, WANG)
+    event, method, _ = invitation_to(ctx, WANG)
     assert method == "REQUEST" and str(event["LOCATION"]) == "3楼会议室"
     assert event["DTSTART"].dt.strftime("%m-%d %H:%M") == "12-03 15:00"
     assert answer(send, "apple", event, WANG, "王强", "ACCEPTED").state == "processed"

@@ -7,6 +7,7 @@ in the directory), and a department alone resolves to its head.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 # The look-behind starts a match only where a run of address characters starts: without it a
 # long run with no "@" was scanned again from each of its characters (quadratic).
 EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_OPTIONAL_PERSON_KEYS = ("department", "title", "name_en", "lang", "manager")
 MAX_PERSON_TEXT = 320  # characters: a name, department and address fit; more is no reference to one person
 
 
@@ -25,6 +27,12 @@ class Person:
     department: str = ""
     title: str = ""
     external: bool = False
+    name_en: str = ""  # how English mails name them (Wang Qiang)
+    lang: str = ""  # "zh" | "en": the language of the mails they get; "" — the record's
+    manager: str = ""  # e-mail of the person they report to (from LDAP or the HR export)
+
+    def name_for(self, lang: str) -> str:
+        return self.name_en if lang == "en" and self.name_en else self.name
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,26 @@ class Directory:
     def load(cls, path: str | Path) -> Directory:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         people = [Person(name=p["name"], email=p["email"].lower(), department=p.get("department", ""),
-                         title=p.get("title", "")) for p in data.get("people", [])]
+                         title=p.get("title", ""), name_en=p.get("name_en", ""), lang=p.get("lang", ""),
+                         manager=p.get("manager", "").lower()) for p in data.get("people", [])]
         departments = [Department(name=d["name"], head=d["head"].lower(), name_en=d.get("name_en", ""))
                        for d in data.get("departments", [])]
         return cls(people, departments)
+
+    def to_toml(self, header: str = "") -> str:
+        """The directory as the TOML file `load` reads (what `liuhen directory sync` writes)."""
+        def value(text: str) -> str:
+            return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+        lines = [f"# {line}".rstrip() for line in header.splitlines()]
+        for d in self.departments:
+            lines += ["", "[[departments]]", f"name = {value(d.name)}"]
+            lines += [f"name_en = {value(d.name_en)}"] if d.name_en else []
+            lines.append(f"head = {value(d.head)}")
+        for p in self.people:
+            lines += ["", "[[people]]", f"name = {value(p.name)}", f"email = {value(p.email)}"]
+            lines += [f"{key} = {value(getattr(p, key))}" for key in _OPTIONAL_PERSON_KEYS if getattr(p, key)]
+        return "\n".join(lines) + "\n"
 
     def by_email(self, email: str, name: str = "") -> Person:
         """The directory entry for an address, or an external person with that address."""

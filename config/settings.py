@@ -86,6 +86,32 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True)
+class DirectorySyncSettings:
+    # Where `liuhen directory sync` reads the organisation from: "ldap" (LDAP or Active
+    # Directory), or the path of a CSV/XLSX HR export. It writes [directory] path.
+    source: str = ""
+    url: str = ""  # ldap://dc1.example.cn, ldaps://dc1.example.cn:636
+    bind_dn: str = ""  # empty: an anonymous bind
+    password_file: str = ""  # the bind password, alone in a file (or $LIUHEN_LDAP_PASSWORD)
+    base_dn: str = ""
+    filter: str = "(&(objectClass=person)(mail=*))"
+    start_tls: bool = False
+    timeout_seconds: float = 10.0
+    # The LDAP attribute, or the export's column header, of each thing we keep. Active
+    # Directory: displayName, mail, department, title, manager (a DN), preferredLanguage.
+    name: str = "cn"
+    email: str = "mail"
+    department: str = "department"
+    title: str = "title"
+    manager: str = "manager"
+    name_en: str = ""
+    lang: str = "preferredLanguage"
+    # A department's head, "研发部=zhou.ming@example.cn"; a department not named here is headed
+    # by the member the others report to (the manager attribute).
+    heads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     path: str = ""  # empty: the form definitions in config/templates/
     rules: str = ""  # empty: config/rules.toml
@@ -208,6 +234,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
+    directory_sync: DirectorySyncSettings = field(default_factory=DirectorySyncSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
@@ -249,7 +276,8 @@ class Settings:
 
 _SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "smtp": SmtpSettings, "database": DatabaseSettings,
-    "delivery": DeliverySettings, "directory": DirectorySettings, "templates": TemplateSettings,
+    "delivery": DeliverySettings, "directory": DirectorySettings, "directory_sync": DirectorySyncSettings,
+    "templates": TemplateSettings,
     "security": SecuritySettings, "reminders": ReminderSettings, "processing": ProcessingSettings,
     "office": OfficeSettings, "probe": ProbeSettings, "web": WebSettings, "log": LogSettings,
 }
@@ -315,6 +343,9 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
         gateway=replace(s.gateway, data_dir=rel(s.gateway.data_dir)),
         delivery=replace(s.delivery, maildir=rel(s.delivery.maildir), ca_file=rel(s.delivery.ca_file)),
         directory=replace(s.directory, path=rel(s.directory.path)),
+        directory_sync=replace(s.directory_sync, password_file=rel(s.directory_sync.password_file),
+                               source=s.directory_sync.source if s.directory_sync.source in ("", "ldap")
+                               else rel(s.directory_sync.source)),
         templates=replace(s.templates, path=rel(s.templates.path), rules=rel(s.templates.rules)),
         imap=tuple(replace(m, password_file=rel(m.password_file), ca_file=rel(m.ca_file)) for m in s.imap),
     )

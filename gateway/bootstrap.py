@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from peewee import Database
@@ -31,6 +34,49 @@ from store.access import Reader
 from store.db import DatabaseHealth, open_database
 from store.search import ensure_search_schema
 
+log = logging.getLogger(__name__)
+
+
+class DirectoryFile:
+    """The directory, read again when its file changes (`liuhen directory sync` writes a new
+    one while the gateway runs); the file is looked at every CHECK_SECONDS at most. A new file
+    that cannot be read leaves the one read before in use, and says so."""
+
+    CHECK_SECONDS = 5.0
+
+    def __init__(self, path: Path | None, directory: Directory):
+        self._path, self._directory = path, directory
+        self._stamp = self._mtime()
+        self._checked = time.monotonic()
+
+    @classmethod
+    def load(cls, path: Path) -> DirectoryFile:
+        return cls(path, Directory.load(path))
+
+    @classmethod
+    def fixed(cls, directory: Directory) -> DirectoryFile:
+        return cls(None, directory)
+
+    def current(self) -> Directory:
+        now = time.monotonic()
+        if self._path is not None and now - self._checked >= self.CHECK_SECONDS:
+            self._checked = now
+            stamp = self._mtime()
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self._directory, self._stamp = Directory.load(self._path), stamp
+                    log.info("directory %s read again", self._path)
+                except (OSError, ValueError, KeyError) as exc:  # TOML errors are ValueErrors
+                    log.warning("directory %s changed but cannot be read (%s); the one read before stays in use",
+                                self._path, exc)
+        return self._directory
+
+    def _mtime(self) -> int | None:
+        try:
+            return self._path.stat().st_mtime_ns if self._path is not None else None
+        except OSError:
+            return None
+
 
 @dataclass(frozen=True)
 class Context:
@@ -39,7 +85,7 @@ class Context:
     settings: Settings
     db: Database
     db_health: DatabaseHealth  # shared by the loops of this process that use `db`
-    directory: Directory
+    directory_file: DirectoryFile
     forms: dict[str, FormDef]
     rules: Rules
     keywords: tuple[Keyword, ...]
@@ -54,8 +100,23 @@ class Context:
     clock: Clock
     tz: ZoneInfo
 
+    @property
+    def directory(self) -> Directory:
+        return self.directory_file.current()
+
     def local_now(self) -> datetime:
         return self.clock.now().astimezone(self.tz)
+
+    def language_of(self, email: str, default: str) -> str:
+        """The language of the mails to `email`: theirs in the directory, else `default` (the
+        record's, which its request was written in)."""
+        lang = self.directory.by_email(email).lang
+        return lang if lang in self.renderer.languages else default
+
+    def name_in(self, email: str, name: str, lang: str) -> str:
+        """How a mail in `lang` names the person: their English name in English, if they have one."""
+        person = self.directory.by_email(email)
+        return person.name_for(lang) if not person.external else name
 
     def deadline(self, start: datetime, hours: float) -> datetime:
         """`hours` after `start` — in working time when [reminders] business_hours is on."""
@@ -101,7 +162,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
 
     settings = ensure_secret(settings)
     # The configuration files first: a mistake in them is told even while the database is down.
-    directory = Directory.load(settings.directory_path)
+    directory = DirectoryFile.load(settings.directory_path)
     forms, rules = load_forms(settings.forms_path), load_rules(settings.rules_path)
     keywords = load_keywords(DEFAULT_KEYWORDS)
     check_keywords(keywords, DEFAULT_KEYWORDS)
@@ -114,7 +175,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         settings=settings,
         db=db,
         db_health=DatabaseHealth(db),
-        directory=directory,
+        directory_file=directory,
         forms=forms,
         rules=rules,
         keywords=keywords,

@@ -124,6 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     s = imap.add_parser("check", help="test every [[imap]] mailbox and say clearly what is wrong")
     s.set_defaults(func=cmd_imap_check)
 
+    directory = sub.add_parser("directory", help="the organisation directory").add_subparsers(
+        title="directory commands")
+    s = directory.add_parser("sync", help="read people and departments from LDAP or an HR export "
+                                          "([directory_sync]) into [directory] path")
+    s.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    s.add_argument("--from", dest="source", help="a CSV/XLSX export to read instead of [directory_sync] source")
+    s.set_defaults(func=cmd_directory_sync)
+    s = directory.add_parser("history", help="what the latest syncs changed")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_directory_history)
+
     s = sub.add_parser("tick", help="run one reminder/escalation/digest sweep (at --now, for tests and catch-up)")
     s.add_argument("--now", help="ISO 8601 instant; without an offset, in the configured timezone")
     s.set_defaults(func=cmd_tick)
@@ -372,6 +383,69 @@ def cmd_imap_check(args: argparse.Namespace, ctx: Context) -> int:
             failed += 1
             print(f"{box.address}: FAILED at {exc}")
     return EX_CONFIG if failed else EX_OK
+
+
+def cmd_directory_sync(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from config.directory import Directory
+    from gateway.directory_sync import (
+        SyncError,
+        build_directory,
+        changes_between,
+        read_ldap,
+        read_table,
+        write_directory,
+    )
+    from store.repositories import record_directory_sync
+
+    s = ctx.settings.directory_sync
+    source = args.source or s.source
+    target = ctx.settings.directory.path
+    if not source:
+        print("liuhen: set [directory_sync] source (\"ldap\" or a CSV/XLSX file), or give --from FILE",
+              file=sys.stderr)
+        return EX_CONFIG
+    if not target:
+        print("liuhen: set [directory] path: the file the synced directory is written to "
+              "(the sample in config/ is not overwritten)", file=sys.stderr)
+        return EX_CONFIG
+    path = Path(target)
+    try:
+        entries = read_ldap(s) if source == "ldap" else read_table(Path(source), s)
+        current = Directory.load(path) if path.exists() else Directory([], [])
+        synced = build_directory(entries, s, current)
+    except SyncError as exc:
+        print(f"liuhen: directory sync: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if source == "ldap" else EX_DATAERR
+    changes = changes_between(current, synced)
+    for line in changes.lines():
+        print(line)
+    described = s.url if source == "ldap" else source
+    print(f"{len(synced.people)} people in {len(synced.departments)} departments from {described}: "
+          f"{len(changes.added)} added, {len(changes.removed)} removed, {len(changes.changed)} changed")
+    if args.dry_run or not changes:
+        print("dry run: nothing written" if args.dry_run else "no change: nothing written")
+        return EX_OK
+    write_directory(path, synced, f"Written by `liuhen directory sync` from {described}; edits here are replaced\n"
+                                  f"by the next sync. History: `liuhen directory history`.")
+    with ctx.db.atomic():
+        record_directory_sync(described, changes.as_data(), ctx.clock.now())
+    print(f"written to {path}")
+    return EX_OK
+
+
+def cmd_directory_history(args: argparse.Namespace, ctx: Context) -> int:
+    from store.repositories import directory_history
+
+    syncs = [{"at": _iso(e.at), "source": e.actor, **e.data} for e in directory_history()]
+    if args.json:
+        _print_json(syncs)
+        return EX_OK
+    for sync in syncs:
+        print(f"{sync['at']}  {sync['source']}: +{len(sync['added'])} -{len(sync['removed'])} "
+              f"~{len(sync['changed'])}")
+    return EX_OK
 
 
 def cmd_tick(args: argparse.Namespace, ctx: Context) -> int:

@@ -27,6 +27,7 @@ from gateway.bootstrap import Context
 from gateway.outbox import Draft, queue_mails
 from gateway.tokens import reply_address
 from gateway.web.links import unsubscribe_link
+from mail_templates import said_in
 from store.models import (
     ActionItem,
     DigestPreference,
@@ -108,23 +109,27 @@ def _mail(ctx: Context, record: Record, to: Participant, headline: str, lines: l
     about the record. `about` names the item ("answer", "milestone:方案评审" …), so that the
     day's digest does not repeat it."""
     s = ctx.settings
-    context: dict[str, object] = dict(ref=record.ref, subject=record.subject, name=to.name, headline=headline,
-                                      lines=lines, keywords_for=keywords_for, about=about, ask=ask, offer=offer)
+    lang = ctx.language_of(to.email, record.lang)  # the reader's, else the record's
+    name = ctx.name_in(to.email, to.name, lang)
+    context: dict[str, object] = dict(ref=record.ref, subject=record.subject, name=name,
+                                      headline=said_in(headline, lang), lines=[said_in(x, lang) for x in lines],
+                                      keywords_for=keywords_for, about=about, ask=said_in(ask, lang), offer=offer)
     if with_request:
         context["form_rows"] = True
-    return Draft(kind=kind, template="participant/reminder", lang=record.lang, to_addr=to.email, to_name=to.name,
+    return Draft(kind=kind, template="participant/reminder", lang=lang, to_addr=to.email, to_name=name,
                  record_id=record.id, references=(record.thread_id,),
                  reply_to=reply_address(s.gateway.secret, s.gateway.domain, record.id, to.id), context=context)
 
 
 def _say(ctx: Context, record: Record, key: str, **values: object) -> str:
-    """A sentence of mail_templates/phrases.toml in the record's language."""
-    return ctx.renderer.phrase(record.lang, key, **values)
+    """A sentence of mail_templates/phrases.toml in the record's language (a Phrase, said
+    again in the reader's language by _mail)."""
+    return ctx.renderer.sentence(record.lang, key, **values)
 
 
 def _line(ctx: Context, record: Record, label: str, value: str) -> str:
-    """`label：value` with the record language's label and colon."""
-    return _say(ctx, record, f"label.{label}") + _say(ctx, record, "colon") + value
+    """`label：value` with the record language's label and colon (a Phrase)."""
+    return ctx.renderer.labelled(record.lang, label, value)
 
 
 def _signature_lines(ctx: Context, record: Record) -> list[str]:

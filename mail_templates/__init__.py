@@ -10,6 +10,7 @@ instead of a blank in a customer's mail; HTML parts are autoescaped, text parts 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,27 @@ def _languages(folder: Path) -> tuple[str, ...]:
 
 
 LANGUAGES = _languages(TEMPLATE_DIR)
+
+
+class Phrase(str):
+    """A sentence of phrases.toml said in one language that can be said again in another:
+    a mail to someone who reads English (people may have a language of their own,
+    config/directory.py) says in English what the record's Chinese mails say."""
+
+    _again: Callable[[str], str]
+
+    def __new__(cls, text: str, again: Callable[[str], str]) -> Phrase:
+        phrase = super().__new__(cls, text)
+        phrase._again = again
+        return phrase
+
+    def said_in(self, lang: str) -> str:
+        return self._again(lang)
+
+
+def said_in(text: str, lang: str) -> str:
+    """`text` in `lang` when it is a Phrase; anything else (what a person wrote) as it is."""
+    return text.said_in(lang) if isinstance(text, Phrase) else text
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,16 @@ class Renderer:
         for part in key.split("."):
             table = table[part]
         return str(table).format(**values)
+
+    def sentence(self, lang: str, key: str, /, **values: Any) -> Phrase:
+        """phrase(), remembering how it was made (a Phrase); values may be Phrases too."""
+        text = self.phrase(lang, key, **{k: said_in(v, lang) if isinstance(v, str) else v for k, v in values.items()})
+        return Phrase(text, lambda other: self.sentence(other, key, **values))
+
+    def labelled(self, lang: str, label: str, value: str) -> Phrase:
+        """`label：value` in `lang`'s words for the label and its colon, as a Phrase."""
+        text = self.phrase(lang, f"label.{label}") + self.phrase(lang, "colon") + said_in(value, lang)
+        return Phrase(text, lambda other: self.labelled(other, label, value))
 
     def joined(self, lang: str, items: list[str]) -> str:
         """Names in a row, as the language lists them (王强、李娜 / Wang Qiang, Li Na)."""

@@ -171,6 +171,16 @@ def answered_inbound(mail: OutboundMessage, sender: str) -> bytes | None:
     return bytes(row.raw) if row is not None else None
 
 
+def record_directory_sync(source: str, changes: dict, now: datetime) -> None:
+    """The trace of a directory sync: who came, went and changed (gateway/directory_sync.py)."""
+    Event.create(at=now, kind="directory_synced", actor=source, data=changes)
+
+
+def directory_history(limit: int = 20) -> list[Event]:
+    """The latest directory syncs, newest first."""
+    return list(Event.select().where(Event.kind == "directory_synced").order_by(Event.id.desc()).limit(limit))
+
+
 def schedule_meeting(record_id: int, organiser_email: str, starts_at: datetime, ends_at: datetime, link: str,
                      agenda: str, domain: str, minutes_due: datetime | None) -> Meeting:
     """A new meeting of a record, with the UID calendars will know it by; `minutes_due`: when

@@ -10,6 +10,7 @@ import pytest
 from conftest import DOMAIN, EMAILS, FIXTURES, TZ, fixture_bytes, wait_idle
 
 from config.directory import Directory
+from gateway.bootstrap import DirectoryFile
 from gateway.outbox import mail_body
 from store.models import OutboundMessage, Participant, Record
 
@@ -25,7 +26,7 @@ def clock(clock):
 
 @pytest.fixture
 def ctx(ctx):
-    return replace(ctx, directory=Directory.load(FIXTURES / "directory.toml"))
+    return replace(ctx, directory_file=DirectoryFile.fixed(Directory.load(FIXTURES / "directory.toml")))
 
 
 def test_foxmail_gbk_request_becomes_a_record_with_names_intact(ctx, send):

@@ -23,6 +23,7 @@ from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from gateway.web.links import client_link
+from mail_templates import said_in
 from parsers.dates import find_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
@@ -108,14 +109,19 @@ class Act:
         of its reader, by when; without it the mail says it is for their information."""
         s = self.ctx.settings
         by = by or self.participant
+        # In the reader's language (theirs in the directory, else the record's): the sentences
+        # are said again in it; what people wrote stays as written.
+        lang = self.ctx.language_of(to.email, self.lang)
+        name = self.ctx.name_in(to.email, to.name, lang)
         self.drafts.append(Draft(
-            kind=kind, template="participant/update", lang=self.lang, to_addr=to.email, to_name=to.name,
+            kind=kind, template="participant/update", lang=lang, to_addr=to.email, to_name=name,
             record_id=self.record.id, references=(self.record.thread_id,),
             reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, to.id),
             attachments=attachments,
-            context=dict(ref=self.record.ref, subject=self.record.subject, name=to.name, headline=headline,
-                         author=f"{by.name} <{by.email}>", text=text,
-                         lines=list(lines), at=self.local(self.now), ask=ask,
+            context=dict(ref=self.record.ref, subject=self.record.subject, name=name,
+                         headline=said_in(headline, lang), author=f"{by.name} <{by.email}>", text=text,
+                         lines=[said_in(line, lang) for line in lines], at=self.local(self.now),
+                         ask=said_in(ask, lang),
                          # A client reads the state of their request on a page of their own.
                          status_link=client_link(self.ctx, self.record.id, to.id)
                          if (to.external or to.role == "external") and s.web.enabled else "",
@@ -192,12 +198,13 @@ class Act:
         return "zh" if len(CJK.findall(said)) >= 4 else self.lang
 
     def say(self, key: str, /, **values: object) -> str:
-        """A sentence of mail_templates/phrases.toml in the record's language."""
-        return self.ctx.renderer.phrase(self.lang, key, **values)
+        """A sentence of mail_templates/phrases.toml in the record's language (a Phrase: a mail
+        to someone who reads another language says it again in theirs)."""
+        return self.ctx.renderer.sentence(self.lang, key, **values)
 
     def line(self, label: str, value: str) -> str:
-        """`label：value` with the record language's label and colon."""
-        return self.say(f"label.{label}") + self.say("colon") + value
+        """`label：value` with the record language's label and colon (a Phrase)."""
+        return self.ctx.renderer.labelled(self.lang, label, value)
 
     def names(self, people: list[str]) -> str:
         return self.ctx.renderer.joined(self.lang, people)

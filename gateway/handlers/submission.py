@@ -196,52 +196,54 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
 
 def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,
             msg: ParsedMessage, files: list[Attachment], meeting: Meeting | None) -> list[Draft]:
-    s, lang = ctx.settings, sub.lang
+    s = ctx.settings
     # The request's files go with it to the people who work on it — or, when too big for
     # mail, are named, and kept with the record.
     attached, withheld = files_to_send(ctx, files)
     fmt = "%Y-%m-%d %H:%M"
-    summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
-                   priority=record.priority, urgent=record.priority == URGENT)
     recipients = [dict(name=p.name, email=p.email, responsibility=p.responsibility,
                        deadline=p.response_due_at.astimezone(ctx.tz).strftime(fmt))
                   for p in participants if p.role == "recipient"]
-    initiator = dict(name=sub.initiator.name, email=sub.initiator.email,
-                     department=ctx.directory.department_name(sub.initiator.department, lang))
-    # The record's mails share these: one thread, one language.
-    record_draft = partial(Draft, record_id=record.id, lang=lang, references=(record.thread_id,))
     drafts = []
     for p in participants:
         reply_to = reply_address(s.gateway.secret, s.gateway.domain, record.id, p.id)
+        # The request's language, or the reader's own where the directory gives one.
+        lang = ctx.language_of(p.email, sub.lang)
+        summary = dict(ref=record.ref, subject=record.subject, form_name=sub.form.name_for(lang),
+                       priority=record.priority, urgent=record.priority == URGENT)
+        initiator = dict(name=ctx.name_in(sub.initiator.email, sub.initiator.name, lang), email=sub.initiator.email,
+                         department=ctx.directory.department_name(sub.initiator.department, lang))
+        # The record's mails share one thread.
+        name = ctx.name_in(p.email, p.name, lang)
+        record_draft = partial(Draft, record_id=record.id, lang=lang, references=(record.thread_id,), to_name=name)
         if p.role == "initiator":
             warnings = [ctx.renderer.problem_text(lang, w.code, label="", value=w.value, detail=w.detail)
                         for w in sub.warnings]
             sender_is_initiator = msg.from_addr == p.email
             drafts.append(record_draft(
-                kind="ack", template="initiator/ack", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                kind="ack", template="initiator/ack", to_addr=p.email, reply_to=reply_to,
                 in_reply_to=msg.message_id if sender_is_initiator else "",
                 cc=() if sender_is_initiator else (msg.from_addr,), auto_submitted="auto-replied",
                 context=dict(record=summary, form_rows=True, recipients=recipients, warnings=warnings,
-                             initiator_name=p.name, keywords_for="initiator",
+                             initiator_name=name, keywords_for="initiator",
                              ask=ctx.renderer.phrase(lang, "ask.initiator_ack"))))
         elif p.role == "recipient":
             deadline = p.response_due_at.astimezone(ctx.tz).strftime(fmt)
             notice = sub.form.key == "notice"  # a notice is confirmed, not agreed to
             invite = (_invitation(ctx, record, meeting, participants, p),) if meeting is not None else ()
             drafts.append(record_draft(
-                kind="request", template="recipient/request", to_addr=p.email, to_name=p.name,
-                reply_to=reply_to,
+                kind="request", template="recipient/request", to_addr=p.email, reply_to=reply_to,
                 attachments=(*attached, *invite),
-                context=dict(record=summary, form_rows=True, name=p.name, responsibility=p.responsibility,
+                context=dict(record=summary, form_rows=True, name=name, responsibility=p.responsibility,
                              deadline=deadline, initiator=initiator, keywords_for="recipient", withheld=withheld,
                              ask=ctx.renderer.phrase(lang, "ask.confirm_notice" if notice else "ask.answer",
                                                      due=deadline),
                              offer="notice" if notice else "")))
         elif p.role == "head":
             drafts.append(record_draft(
-                kind="head_copy", template="head/copy", to_addr=p.email, to_name=p.name, reply_to=reply_to,
+                kind="head_copy", template="head/copy", to_addr=p.email, reply_to=reply_to,
                 attachments=attached,
-                context=dict(record=summary, form_rows=True, name=p.name, initiator=initiator,
+                context=dict(record=summary, form_rows=True, name=name, initiator=initiator,
                              recipients=recipients, withheld=withheld,
                              ask=ctx.renderer.phrase(lang, "ask.head_copy"))))
         elif p.role == "external":

@@ -382,14 +382,14 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
     for email, all_pending in items.items():
         pending = [i for i in all_pending if (email, i.ref, i.about) not in told]
         if pending and email not in off:
-            lang = _reader_language(pending)
+            lang = ctx.language_of(email, _reader_language(pending))
             entries = [(i.ref, i.what(ctx, lang), i.when, i.reply, i.title) for i in pending]
             drafts.append((f"digest:{email}:{day}", _digest(ctx, email, entries, day, lang, head=False)))
     for department in ctx.directory.departments:
         late = [(whose, i) for whose, i in overdue_by_department.get(department.name, ())
                 if (department.head, i.ref, i.about) not in told]
         if late and department.head not in off:
-            lang = _reader_language([item for _, item in late])
+            lang = ctx.language_of(department.head, _reader_language([item for _, item in late]))
             entries = [(i.ref, ctx.renderer.phrase(lang, "digest.whose", whose=whose, what=i.what(ctx, lang)),
                         i.when, "", i.title) for whose, i in late]
             drafts.append((f"digest-head:{department.head}:{day}",
@@ -398,8 +398,8 @@ def _digest_drafts(ctx: Context, day: str) -> list[tuple[str, Draft]]:
 
 
 def _reader_language(pending: list[_Pending]) -> str:
-    """English for someone all of whose pending records are English, else Chinese: the
-    directory has no language for a person, their records do."""
+    """For someone the directory gives no language: English when all their pending records
+    are English, else Chinese."""
     return "en" if all(item.lang == "en" for item in pending) else "zh"
 
 
@@ -413,8 +413,8 @@ def _digest(ctx: Context, email: str, entries: list[tuple[str, str, str, str, st
         headers = {"List-Unsubscribe": f"<{unsubscribe_link(ctx, email)}>, {unsubscribe}",
                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     return Draft(kind="digest_head" if head else "digest", template="participant/digest", lang=lang,
-                 to_addr=email, to_name=person.name, extra_headers=headers,
-                 context=dict(name=person.name, day=day, head=head, entries=sorted(entries)))
+                 to_addr=email, to_name=person.name_for(lang), extra_headers=headers,
+                 context=dict(name=person.name_for(lang), day=day, head=head, entries=sorted(entries)))
 
 
 def digest_preference(email: str, enabled: bool, now: datetime) -> None:

@@ -198,8 +198,13 @@ def test_text_in_content_controls_is_read_as_the_form_templates_fill_it_in():
 
 
 def test_a_renamed_file_is_read_by_what_it_is():
+    from parsers.office import CONVERT, is_form_file
+
     assert read_office("沟通单.xlsx", (OFFICE / "project-sheet.xls").read_bytes()).tables  # an .xls named .xlsx
     assert read_office("沟通单.doc", (OFFICE / "project-table.docx").read_bytes()).tables
+    # WPS Office saves its spreadsheets (.et) as BIFF8 and its documents (.wps) as Word 97 files.
+    assert is_form_file("沟通单.et") and read_office("沟通单.et", (OFFICE / "project-sheet.xls").read_bytes()).tables
+    assert read_office("沟通单.wps", (OFFICE / "project-legacy.doc").read_bytes()).problem == CONVERT
 
 
 def test_the_declared_size_of_every_part_bounds_the_work():

@@ -190,12 +190,13 @@ class Act:
 
     @property
     def sender_lang(self) -> str:
-        """The language the sender wrote in, for what they are told back (the receipt): the
-        record's, unless they wrote a sentence or more in English and no Chinese."""
+        """The language the sender wrote in, for what they are told back (the receipt): theirs
+        (the directory's, else the record's), unless they wrote a sentence or more in English
+        and no Chinese, or some Chinese."""
         said = self.said or self.text
         if not CJK.search(said) and len(LATIN_WORD.findall(said)) >= 3:
             return "en"
-        return "zh" if len(CJK.findall(said)) >= 4 else self.lang
+        return "zh" if len(CJK.findall(said)) >= 4 else self.ctx.language_of(self.participant.email, self.lang)
 
     def say(self, key: str, /, **values: object) -> str:
         """A sentence of mail_templates/phrases.toml in the record's language (a Phrase: a mail

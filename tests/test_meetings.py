@@ -172,3 +172,27 @@ def test_a_notice_of_a_meeting_change_carries_the_invitation(ctx, send):
     assert answer(send, "apple", event, WANG, "王强", "ACCEPTED").state == "processed"
     assert MeetingAnswer.get().answer == "ACCEPTED"
     assert Meeting.get().next_reminder_at is None  # a notice asks for no minutes
+
+
+def test_the_invitation_and_the_decline_read_on_a_phone(chromium, ctx, send, meeting):
+    from test_mail_screenshots import ARTIFACTS, WIDTHS
+
+    from parsers.mime import parse_message
+    from store.models import OutboundMessage
+
+    answer(send, "outlook", invitation_to(ctx, WANG)[0], WANG, "王强", "DECLINED", comment="当天在深圳出差")
+    sent_mails(ctx)
+    wanted = {("meeting", WANG), ("meeting_declined", CHEN)}
+    mails = [m for m in OutboundMessage.select().where(OutboundMessage.status == "sent")
+             if (m.kind, m.to_addr) in wanted]
+    assert {(m.kind, m.to_addr) for m in mails} == wanted
+    for mail in mails:
+        html = parse_message(bytes(mail.raw)).html
+        for width in WIDTHS:
+            page = chromium.new_page(viewport={"width": width, "height": 800})
+            try:
+                page.set_content(html)
+                page.screenshot(path=str(ARTIFACTS / f"real-{mail.kind}-{width}.png"), full_page=True)
+                assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+            finally:
+                page.close()

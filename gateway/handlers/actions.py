@@ -521,7 +521,8 @@ def _invite(act: Act, item: Meeting, method: str, headline: str, extra: tuple[st
     for person, invitee in zip(everyone, invitees, strict=True):
         ics = invitation(facts, method, organiser.name, invitees, invitee, s.gateway.secret, s.gateway.domain,
                          item.id, act.now, act.ctx.tz)
-        act.update(person, headline, "", lines, kind="meeting", attachments=(invitation_file(ics, method),))
+        act.update(person, headline, "", lines, kind="meeting", attachments=(invitation_file(ics, method),),
+                   ask=act.say("ask.meeting") if method == REQUEST else "")
 
 
 def _minutes_of(text: str) -> int:

@@ -236,7 +236,7 @@ def _header_value(name: str, value: str) -> str:
 def _filename(name: str) -> str:
     """An attachment's name, cleaned and cut to whole characters within the byte cap, its
     extension kept."""
-    name = clean(name) or "attachment"
+    name = clean(name).strip() or "attachment"  # a name of only spaces (U+00A0 too) is no name
     if len(name.encode()) <= _MAX_FILENAME_BYTES:
         return name
     stem, dot, extension = name.rpartition(".")

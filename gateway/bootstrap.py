@@ -50,7 +50,11 @@ class DirectoryFile:
         self._checked = time.monotonic()
 
     @classmethod
-    def load(cls, path: Path) -> DirectoryFile:
+    def load(cls, path: Path, required: bool = True) -> DirectoryFile:
+        """The directory in `path`; when not `required`, a file not there yet (before the first
+        `liuhen directory sync`) is an empty directory, read once it appears."""
+        if not required and not path.exists():
+            return cls(path, Directory([], []))
         return cls(path, Directory.load(path))
 
     @classmethod
@@ -157,12 +161,12 @@ def _working_time(r: ReminderSettings, tz: ZoneInfo) -> WorkingTime:
                        frozenset(map(date.fromisoformat, r.working_days)))
 
 
-def build_context(settings: Settings, clock: Clock | None = None) -> Context:
+def build_context(settings: Settings, clock: Clock | None = None, directory_required: bool = True) -> Context:
     from gateway.handlers.actions import check_keywords  # the handlers import this module
 
     settings = ensure_secret(settings)
     # The configuration files first: a mistake in them is told even while the database is down.
-    directory = DirectoryFile.load(settings.directory_path)
+    directory = DirectoryFile.load(settings.directory_path, required=directory_required)
     forms, rules = load_forms(settings.forms_path), load_rules(settings.rules_path)
     keywords = load_keywords(DEFAULT_KEYWORDS)
     check_keywords(keywords, DEFAULT_KEYWORDS)

@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.func in (cmd_status, cmd_dkim_keygen, cmd_doctor):  # they answer without a database
         return _quietly_piped(lambda: args.func(args, settings))
     try:
-        ctx = build_context(settings)
+        # The directory sync writes the directory file: before the first, there is none.
+        ctx = build_context(settings, directory_required=args.func not in (cmd_directory_sync, cmd_directory_history))
     except Exception as exc:  # the database or a config file cannot be opened
         print(f"liuhen: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
         # A database that is down (or a full disk) is temporary: 75 tells a supervisor or an

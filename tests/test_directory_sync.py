@@ -263,3 +263,18 @@ def test_mails_to_a_person_with_a_language_of_their_own_are_in_it(ctx, clock):
     reminder = body_text(last_to("wang.qiang@liuhen.localhost"))
     assert "Wang Qiang" in reminder and "请答复" not in reminder
     assert ctx.renderer.phrase("en", "reminder.answer", due="")[:12] in reminder  # the headline, said again
+
+
+def test_the_first_sync_from_the_command_line_needs_no_directory_file_yet(tmp_path):
+    import sys
+
+    (tmp_path / "hr.csv").write_text("姓名,邮箱,部门\n周明,zhou.ming@example.cn,研发部\n", encoding="utf-8")
+    (tmp_path / "liuhen.toml").write_text(
+        '[gateway]\ndomain = "example.cn"\ndata_dir = "var"\nsecret = "test"\n[directory]\npath = "directory.toml"\n'
+        '[directory_sync]\nsource = "hr.csv"\nname = "姓名"\nemail = "邮箱"\ndepartment = "部门"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(tmp_path / "liuhen.toml"), "directory",
+                          "sync"], capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "written to" in run.stdout
+    assert Directory.load(tmp_path / "directory.toml").by_email("zhou.ming@example.cn").name == "周明"

@@ -242,8 +242,8 @@ def test_mails_to_a_person_with_a_language_of_their_own_are_in_it(ctx, clock):
     from gateway.scheduler import sweep
 
     sample = Directory.load(Path(__file__).parents[1] / "config" / "directory.toml")
-    people = [replace(p, lang="en", name_en="Wang Qiang") if p.email == "wang.qiang@liuhen.localhost" else p
-              for p in sample.people]
+    english = {"wang.qiang@liuhen.localhost": "Wang Qiang", "chen.jing@liuhen.localhost": "Chen Jing"}
+    people = [replace(p, lang="en", name_en=english[p.email]) if p.email in english else p for p in sample.people]
     ctx = replace(ctx, directory_file=DirectoryFile.fixed(Directory(people, sample.departments)))
     stored = store_raw(ctx.db, make_mail(PROJECT_BODY), source="ingest", envelope_from="chen.jing@liuhen.localhost",
                        envelope_to=["project@liuhen.test"], now=ctx.clock.now())
@@ -263,6 +263,16 @@ def test_mails_to_a_person_with_a_language_of_their_own_are_in_it(ctx, clock):
     reminder = body_text(last_to("wang.qiang@liuhen.localhost"))
     assert "Wang Qiang" in reminder and "请答复" not in reminder
     assert ctx.renderer.phrase("en", "reminder.answer", due="")[:12] in reminder  # the headline, said again
+    # Then 王强 agrees; the initiator, who reads English too, is told so in English, by his English name.
+    from store.models import OutboundMessage
+
+    reply_to = OutboundMessage.get(OutboundMessage.to_addr == "wang.qiang@liuhen.localhost").headers["Reply-To"]
+    agreed = store_raw(ctx.db, make_mail("同意", subject="Re: 智能手表项目-硬件方案评审", to=reply_to,
+                                         sender="王强 <wang.qiang@liuhen.localhost>"), source="ingest",
+                       envelope_from="wang.qiang@liuhen.localhost", envelope_to=[reply_to], now=ctx.clock.now())
+    assert process_batch(ctx, [agreed.inbound_id]) == {agreed.inbound_id: "processed"}
+    told = body_text(last_to("chen.jing@liuhen.localhost"))
+    assert told.startswith("Hello Chen Jing,") and ctx.renderer.phrase("en", "update.agree", name="Wang Qiang") in told
 
 
 def test_the_first_sync_from_the_command_line_needs_no_directory_file_yet(tmp_path):

@@ -23,7 +23,7 @@ from gateway.refusals import Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from gateway.web.links import client_link
-from mail_templates import said_in
+from mail_templates import Phrase, said_in
 from parsers.dates import find_datetime
 from parsers.fields import labelled_values
 from parsers.mime import ParsedMessage
@@ -119,7 +119,7 @@ class Act:
             reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, to.id),
             attachments=attachments,
             context=dict(ref=self.record.ref, subject=self.record.subject, name=name,
-                         headline=said_in(headline, lang), author=f"{by.name} <{by.email}>", text=text,
+                         headline=said_in(headline, lang), author=f"{by.name} <{by.email}>", text=said_in(text, lang),
                          lines=[said_in(line, lang) for line in lines], at=self.local(self.now),
                          ask=said_in(ask, lang),
                          # A client reads the state of their request on a page of their own.
@@ -130,12 +130,14 @@ class Act:
     def receipt(self, label: str) -> None:
         """After every recorded action the sender gets a short receipt, so nobody wonders."""
         s = self.ctx.settings
+        lang = self.sender_lang
+        name = self.ctx.name_in(self.participant.email, self.participant.name, lang)
         self.drafts.append(Draft(
-            kind="receipt", template="participant/receipt", lang=self.sender_lang, to_addr=self.participant.email,
-            to_name=self.participant.name, record_id=self.record.id, inbound_id=self.row.id,
+            kind="receipt", template="participant/receipt", lang=lang, to_addr=self.participant.email,
+            to_name=name, record_id=self.record.id, inbound_id=self.row.id,
             in_reply_to=self.msg.message_id, references=(self.record.thread_id,), auto_submitted="auto-replied",
             reply_to=reply_address(s.gateway.secret, s.gateway.domain, self.record.id, self.participant.id),
-            context=dict(ref=self.record.ref, subject=self.record.subject, label=label, name=self.participant.name,
+            context=dict(ref=self.record.ref, subject=self.record.subject, label=label, name=name,
                          at=self.local(self.now), notes=self.notes, expected=self.expected(),
                          answers_nothing=self.participant.role == "initiator")))
 
@@ -207,6 +209,11 @@ class Act:
         """`label：value` with the record language's label and colon (a Phrase)."""
         return self.ctx.renderer.labelled(self.lang, label, value)
 
+    def name_of(self, person: Participant) -> str:
+        """The person's name as the record gives it — and, said again in a reader's language,
+        as that language's mails name them (Wang Qiang in English, if the directory says so)."""
+        return Phrase(person.name, lambda lang: self.ctx.name_in(person.email, person.name, lang))
+
     def names(self, people: list[str]) -> str:
         return self.ctx.renderer.joined(self.lang, people)
 
@@ -229,7 +236,7 @@ def _tell_initiator(act: Act, headline: str, kind: str = "update", ask: str = ""
 
 def comment(act: Act) -> None:
     act.event("comment", text=act.text, role=act.participant.role, via=act.via)
-    _tell_initiator(act, act.say("update.comment", name=act.participant.name))
+    _tell_initiator(act, act.say("update.comment", name=act.name_of(act.participant)))
 
 
 def _respond(act: Act, response: str) -> None:
@@ -240,7 +247,7 @@ def _respond(act: Act, response: str) -> None:
 
 def agree(act: Act) -> None:
     _respond(act, "agree")
-    _tell_initiator(act, act.say("update.agree", name=act.participant.name))
+    _tell_initiator(act, act.say("update.agree", name=act.name_of(act.participant)))
 
 
 def need_info(act: Act) -> None:
@@ -248,8 +255,8 @@ def need_info(act: Act) -> None:
     (answer_info); the asker's answer waits for it."""
     act.require_text("need_info")
     _respond(act, "need_info")
-    _tell_initiator(act, act.say("update.need_info", name=act.participant.name),
-                    kind="question", ask=act.say("ask.question", name=act.participant.name))
+    _tell_initiator(act, act.say("update.need_info", name=act.name_of(act.participant)),
+                    kind="question", ask=act.say("ask.question", name=act.name_of(act.participant)))
 
 
 def _answer_due(act: Act) -> datetime:
@@ -281,7 +288,7 @@ def answer_info(act: Act) -> None:
         raise Refusal("answer_which", detail="、".join(p.name for p in asking))
     due = _ask_again(act, asker)
     act.event("info_answered", to=asker.email, text=act.text)
-    act.update(asker, act.say("update.answer_info", name=act.participant.name),
+    act.update(asker, act.say("update.answer_info", name=act.name_of(act.participant)),
                act.text, keywords_for="recipient", kind="request", ask=act.say("ask.answer", due=act.local(due)))
     act.note("passed_on", name=asker.name, due=act.local(due))
 
@@ -298,7 +305,7 @@ def propose(act: Act) -> None:
     _respond(act, "propose")
     act.event("milestone_proposal", changes=changes, text=act.text)
     for initiator in act.participants("initiator"):
-        act.update(initiator, act.say("update.propose", name=act.participant.name),
+        act.update(initiator, act.say("update.propose", name=act.name_of(act.participant)),
                    act.text, keywords_for="initiator", about=act.participant, ask=act.say("ask.proposal"))
 
 
@@ -334,7 +341,8 @@ def accept_change(act: Act) -> None:
     act.event("proposal_accepted", proposal=proposal.id, proposer=proposer.email, moved=moved)
     for person in act.participants():
         act.update(person, act.say("update.milestones_changed"),
-                   act.say("line.proposal_accepted", name=act.participant.name, proposer=proposer.name), tuple(lines))
+                   act.say("line.proposal_accepted", name=act.name_of(act.participant), proposer=act.name_of(proposer)),
+                   tuple(lines))
     act.note("changed", changes=act.say("line_separator").join(lines))
 
 
@@ -344,7 +352,7 @@ def decline_change(act: Act) -> None:
     proposal, proposer = _proposal(act)
     due = _ask_again(act, proposer)
     act.event("proposal_declined", proposal=proposal.id, proposer=proposer.email, reason=act.text)
-    act.update(proposer, act.say("update.decline_change", name=act.participant.name),
+    act.update(proposer, act.say("update.decline_change", name=act.name_of(act.participant)),
                act.text, keywords_for="recipient", kind="request",
                ask=act.say("ask.answer_again", due=act.local(due)))
     act.note("told_to_answer_again", name=proposer.name)
@@ -368,7 +376,7 @@ def done(act: Act) -> None:
     type(item).update(done_at=act.now, next_reminder_at=None).where(type(item).id == item.id).execute()
     kind = "milestone" if isinstance(item, Milestone) else "action_item"
     act.event("item_done", item=_item_name(item), item_kind=kind, owner=item.owner_email, text=act.text)
-    _tell_initiator(act, act.say("update.done", name=act.participant.name, item=_item_name(item)))
+    _tell_initiator(act, act.say("update.done", name=act.name_of(act.participant), item=_item_name(item)))
     act.note("marked_done", item=_item_name(item))
 
 
@@ -387,7 +395,7 @@ def reopen(act: Act) -> None:
     act.save(status="open", archived_at=None, next_reminder_at=None)
     act.event("reopened", reason=act.text, archive_key=act.record.archive_key)
     for person in act.participants():
-        act.update(person, act.say("update.reopen", name=act.participant.name), act.text)
+        act.update(person, act.say("update.reopen", name=act.name_of(act.participant)), act.text)
 
 
 def progress(act: Act) -> None:
@@ -406,7 +414,7 @@ def progress(act: Act) -> None:
     for person in act.participants(clients=bool(marked)):
         client = person.external or person.role == "external"
         # A client sees the progress and the next step; stage names and risks stay inside.
-        act.update(person, act.say("update.progress", name=act.participant.name), row["progress"],
+        act.update(person, act.say("update.progress", name=act.name_of(act.participant)), row["progress"],
                    tuple(line for key, line in lines.items() if not client or key == "next_step"))
 
 
@@ -631,7 +639,7 @@ def _hold_signoff(act: Act, verdict: Verdict) -> None:
 
     act.notes.append(act.ctx.renderer.problem_text(act.sender_lang, "signoff_held", value=said(act.sender_lang)))
     for initiator in act.participants("initiator"):
-        act.update(initiator, act.say("update.signoff_held", name=act.participant.name),
+        act.update(initiator, act.say("update.signoff_held", name=act.name_of(act.participant)),
                    act.text, keywords_for="initiator", kind="held",
                    ask=act.ctx.renderer.problem_text(act.lang, "signoff_held_initiator", value=act.participant.name,
                                                      detail=said(act.lang)))
@@ -707,7 +715,7 @@ def reject(act: Act) -> None:
         Participant.record == act.record.id).execute()
     act.save(status="open")
     act.event("result_rejected", text=act.text)
-    _tell_initiator(act, act.say("update.reject", name=act.participant.name), ask=act.say("ask.revise"))
+    _tell_initiator(act, act.say("update.reject", name=act.name_of(act.participant)), ask=act.say("ask.revise"))
 
 
 DELEGATED = "delegated"  # a participant's response once they handed their part on
@@ -734,10 +742,10 @@ def delegate(act: Act) -> None:
     Participant.update(response=DELEGATED, responded_at=act.now, next_reminder_at=None).where(
         Participant.id == act.participant.id).execute()
     act.event("delegated", to=person.email, responsibility=act.participant.responsibility, reason=reason)
-    act.update(heir, act.say("update.delegated_to_you", name=act.participant.name),
+    act.update(heir, act.say("update.delegated_to_you", name=act.name_of(act.participant)),
                act.participant.responsibility, (act.line("reason", reason),) if reason else (),
                keywords_for="recipient", kind="request", ask=act.say("ask.answer", due=act.local(due)))
-    _tell_initiator(act, act.say("update.delegated", name=act.participant.name, heir=person.name))
+    _tell_initiator(act, act.say("update.delegated", name=act.name_of(act.participant), heir=person.name))
     act.note("delegated", name=person.name)
 
 
@@ -788,7 +796,7 @@ def dispute(act: Act) -> None:
                    kind="ruling", ask=act.say("ask.ruling", names=names, due=act.local(due)))
     for person in act.participants():
         if person.email not in told:
-            act.update(person, act.say("update.dispute", name=act.participant.name),
+            act.update(person, act.say("update.dispute", name=act.name_of(act.participant)),
                        act.text, (act.line("rulers", names),))
     act.note("dispute_filed", names=names, due=act.local(due))
 

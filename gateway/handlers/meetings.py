@@ -46,7 +46,7 @@ def handle_meeting_answer(ctx: Context, row: InboundMessage, msg: ParsedMessage,
         lines: tuple[str, ...] = (act.line("when", when),)
         lines += (act.line("comment", answer.comment),) if answer.comment else ()
         for initiator in act.participants("initiator"):
-            act.update(initiator, act.say("update.meeting_declined", name=participant.name), "", lines,
+            act.update(initiator, act.say("update.meeting_declined", name=act.name_of(participant)), "", lines,
                        kind="meeting_declined", ask=act.say("ask.meeting_declined"))
     queue_mails(ctx, act.drafts)
     return Outcome("processed", f"meeting answer {answer.partstat.lower()} by {participant.email} "

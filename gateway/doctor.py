@@ -3,7 +3,8 @@ with a line that says what to try. Reads only: it sends no mail and changes noth
 
 Checks: the configuration (secrets redacted), the database, free disk for the spool, SMTP
 intake (it answers, and refuses to relay), the smarthost (TLS, login) or the maildir, the
-domain's MX, SPF, DKIM and DMARC records (where DNS is reachable), and the holiday calendar.
+domain's MX, SPF, DKIM and DMARC records (where DNS is reachable), the holiday calendar, the
+directory (and the LDAP bind of its sync), and LibreOffice for legacy Word forms.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def lookup(name: str, rtype: str) -> list[str] | None:
 
 def examine(settings: Settings) -> list[Finding]:
     return [_configuration(settings), _database(settings), _disk(settings), _intake(settings),
-            _delivery(settings), *_dns_records(settings), _calendar(settings)]
+            _delivery(settings), *_dns_records(settings), _calendar(settings), _directory(settings),
+            _directory_sync(settings), _libreoffice(settings)]
 
 
 def _configuration(s: Settings) -> Finding:
@@ -176,6 +178,55 @@ def _calendar(s: Settings) -> Finding:
                        f"upgrade chinesecalendar (pip install -U chinesecalendar), or list {needed}'s days off "
                        "and working days in [reminders] days_off / working_days")
     return Finding("holiday calendar", True, f"holidays known up to {last}")
+
+
+def _directory(s: Settings) -> Finding:
+    from config.directory import Directory
+
+    try:
+        directory = Directory.load(s.directory_path)
+    except (OSError, ValueError, KeyError) as exc:
+        return Finding("directory", False, f"{s.directory_path}: {exc}",
+                       "fix the file, or run `liuhen directory sync` to write it from LDAP or an HR export")
+    if not s.directory.path:
+        return Finding("directory", None, f"the sample directory ({len(directory.people)} fictional people)",
+                       "set [directory] path to your own directory file (or fill it with `liuhen directory sync`)")
+    return Finding("directory", True, f"{len(directory.people)} people in {len(directory.departments)} departments "
+                   f"({s.directory_path})")
+
+
+def _directory_sync(s: Settings) -> Finding:
+    sync = s.directory_sync
+    if sync.source != "ldap":
+        return Finding("directory sync", None, f"from {sync.source}" if sync.source else "not configured",
+                       "" if sync.source else "[directory_sync] source = \"ldap\" (with url, base_dn) or an HR export")
+    import ldap3
+    from ldap3.core.exceptions import LDAPException
+
+    password = os.environ.get("LIUHEN_LDAP_PASSWORD", "")
+    try:
+        if sync.password_file:
+            password = Path(sync.password_file).read_text(encoding="utf-8").strip()
+        server = ldap3.Server(sync.url, connect_timeout=sync.timeout_seconds, get_info=ldap3.NONE)
+        connection = ldap3.Connection(server, user=sync.bind_dn or None, password=password or None,
+                                      receive_timeout=max(1, round(sync.timeout_seconds)), raise_exceptions=True)
+        if sync.start_tls:
+            connection.open()
+            connection.start_tls()
+        connection.bind()
+        connection.unbind()
+    except (LDAPException, OSError) as exc:
+        return Finding("directory sync", False, f"LDAP {sync.url}: {exc}",
+                       "check [directory_sync] url, bind_dn and the password (password_file or $LIUHEN_LDAP_PASSWORD)")
+    return Finding("directory sync", True, f"LDAP {sync.url} accepts the bind as {sync.bind_dn or 'anonymous'}")
+
+
+def _libreoffice(s: Settings) -> Finding:
+    found = shutil.which(s.office.libreoffice) if s.office.libreoffice else None
+    if found:
+        return Finding("LibreOffice", True, f"{found}: forms sent as .doc, .wps, .odt, .rtf are read")
+    return Finding("LibreOffice", None, "not found: forms sent as .doc or .wps are answered with a request for .docx",
+                   "apt-get install libreoffice-writer-nogui (or set [office] libreoffice to its path)")
 
 
 def render(findings: list[Finding]) -> str:

@@ -78,6 +78,8 @@ class Rules:
     optional_may_be_none: tuple[str, ...] = field(default=())
     group_heads: frozenset[str] = field(default=frozenset())  # 各部门负责人: every department's head
     group_everyone: frozenset[str] = field(default=frozenset())  # 全体员工: everyone in the directory
+    meeting_moved_to: tuple[str, ...] = ()  # 改至: a notice's content names a meeting's new time after it
+    meeting_location: tuple[str, ...] = ()  # 地点: … and its place after it
 
 
 class FormError(ValueError):
@@ -125,6 +127,8 @@ def load_rules(path: str | Path) -> Rules:
         attachment_example=data["attachments"]["example"],
         group_heads=frozenset(w.casefold() for w in data.get("groups", {}).get("department_heads", ())),
         group_everyone=frozenset(w.casefold() for w in data.get("groups", {}).get("everyone", ())),
+        meeting_moved_to=tuple(data.get("meeting_notice", {}).get("moved_to", ())),
+        meeting_location=tuple(data.get("meeting_notice", {}).get("location", ())),
     )
 
 

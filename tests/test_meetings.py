@@ -196,3 +196,14 @@ def test_the_invitation_and_the_decline_read_on_a_phone(chromium, ctx, send, mee
                 assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
             finally:
                 page.close()
+
+
+def test_the_seeds_notice_of_a_moved_meeting_carries_the_invitation_without_a_meeting_time_line(ctx, send):
+    # 模板3's second example as people write it: the new time and the room inside the content.
+    body = ("通知主题：12月3日部门例会调整\n通知内容：原定12月4日14:00例会改至12月3日15:00，地点：3楼会议室\n"
+            "涉及部门：市场部、研发部\n需确认人员：王强、赵磊\n")
+    inbound = send(make_mail(body, subject="12月3日部门例会调整", to=f"notice@{DOMAIN}"), rcpt=f"notice@{DOMAIN}")
+    assert inbound.state == "processed", inbound.reason
+    event, method, _ = invitation_to(ctx, ZHAO)
+    assert method == "REQUEST" and event["DTSTART"].dt.strftime("%m-%d %H:%M") == "12-03 15:00"  # not the old time
+    assert str(event["LOCATION"]) == "3楼会议室"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from config.directory import Person
@@ -20,7 +20,7 @@ from gateway.refusals import INVALID_REQUEST, Refusal
 from gateway.scheduler import first_reminder
 from gateway.tokens import reply_address
 from gateway.web.links import client_link
-from parsers.dates import parse_datetime
+from parsers.dates import find_datetime, parse_datetime
 from parsers.fields import extract_fields, find_template_hint, normalize_label
 from parsers.forwarded import Forwarded, unwrap
 from parsers.mime import ParsedMessage, html_tables, parse_message
@@ -174,13 +174,12 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
         milestones=[NewMilestone(m.name, m.due_at, m.owner.email if m.owner else sub.initiator.email,
                                  first_reminder(m.due_at, before, now)) for m in sub.milestones])
     meeting = None
-    if form.key == "notice" and sub.values.get("meeting_time"):
+    if form.key == "notice":
         # A notice of a meeting carries its invitation: no minutes are asked for a notice.
-        starts = parse_datetime(sub.values["meeting_time"], local_now)
+        starts, place = announced_meeting(ctx, sub.values, local_now)
         if starts is not None:
-            meeting = schedule_meeting(record.id, sub.initiator.email, starts, starts + timedelta(hours=1),
-                                       sub.values.get("location", ""), sub.values.get("content", ""),
-                                       s.gateway.domain, minutes_due=None)
+            meeting = schedule_meeting(record.id, sub.initiator.email, starts, starts + timedelta(hours=1), place,
+                                       sub.values.get("content", ""), s.gateway.domain, minutes_due=None)
     files = save_attachments(s.data_path, row.id, record.id,
                              ((a.filename, a.content_type, a.payload_chunks()) for a in msg.attachments))
     events = [
@@ -192,6 +191,27 @@ def dispatch(ctx: Context, row: InboundMessage, msg: ParsedMessage, sub: Submiss
     ]
     queue_mails(ctx, _drafts(ctx, record, participants, sub, msg, files_of(row.id), meeting))
     return Outcome("processed", f"record {ref} created", record.id, events)
+
+
+def announced_meeting(ctx: Context, values: dict[str, str], local_now: datetime) -> tuple[datetime | None, str]:
+    """(when, where) of the meeting a notice announces: its 会议时间 and 会议地点 lines, else
+    what its content says after 改至 … and 地点：… ([meeting_notice] of config/rules.toml)."""
+    content = values.get("content", "")
+    starts = parse_datetime(values["meeting_time"], local_now) if values.get("meeting_time") else None
+    if starts is None:
+        for word in ctx.rules.meeting_moved_to:
+            at = content.find(word)
+            found = find_datetime(content[at + len(word):], local_now) if at >= 0 else None
+            if found is not None:
+                starts = found[0]
+                break
+    place = values.get("location", "")
+    for label in () if place else ctx.rules.meeting_location:
+        m = re.search(re.escape(label) + r"\s*[:：]?\s*([^，,。;；\n]+)", content)
+        if m:
+            place = m.group(1).strip()
+            break
+    return starts, place
 
 
 def _drafts(ctx: Context, record: Record, participants: list[Participant], sub: Submission,

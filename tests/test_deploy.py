@@ -31,6 +31,20 @@ def test_the_systemd_unit_verifies(tmp_path):
     assert "Type=notify" in text and "ProtectSystem=strict" in text and "NoNewPrivileges=yes" in text
 
 
+def test_the_directory_sync_service_and_its_timer_verify(tmp_path):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    venv = Path(sys.executable).parent
+    for name in ("liuhen-directory-sync.service", "liuhen-directory-sync.timer"):
+        text = (ROOT / "deploy" / name).read_text().replace("/opt/liuhen/.venv/bin/", f"{venv}/")
+        (tmp_path / name).write_text(text)
+    checked = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "liuhen-directory-sync.service"),
+                              str(tmp_path / "liuhen-directory-sync.timer")], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
+    service = (ROOT / "deploy" / "liuhen-directory-sync.service").read_text()
+    assert "ExecStart=/opt/liuhen/.venv/bin/liuhen directory sync" in service and "ProtectSystem=strict" in service
+
+
 def test_serve_tells_systemd_it_is_ready(tmp_path):
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:

@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.header import Header
 from email.mime.application import MIMEApplication
 from email.mime.base import MIMEBase
@@ -42,13 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from ingest import DOMAIN, PROSE, RCPT, SENDER  # noqa: E402
+from process import process_spooled, spooled  # noqa: E402
 
 from config.settings import load_settings  # noqa: E402
 from gateway.bootstrap import build_context  # noqa: E402
-from gateway.intake import import_spooled  # noqa: E402
-from gateway.pipeline import process_batch  # noqa: E402
 from gateway.processor import BATCH  # noqa: E402
-from gateway.spool import Spool, SpooledMail, new_queue_id  # noqa: E402
 from store.models import Record  # noqa: E402
 
 KINDS = ("body", "docx", "xlsx")
@@ -133,18 +131,9 @@ def one_run(messages: list[bytes]) -> tuple[float, float, set[str], dict[str, di
         config.write_text(f'[gateway]\ndomain = "{DOMAIN}"\ndata_dir = "{workdir}"\nsecret = "bench"\n'
                           f'[database]\nurl = "sqlite:///{workdir / "liuhen.db"}"\n', encoding="utf-8")
         ctx = build_context(load_settings(config, env={}))
-        spool = Spool(workdir / "spool")
-        now = datetime.now(UTC)
-        for raw in messages:
-            spool.write_file([SpooledMail(new_queue_id(), raw, SENDER, [RCPT], now)])
-        files = spool.pending()
-        states: set[str] = set()
+        spool = spooled(workdir, messages)
         wall, cpu = time.perf_counter(), time.process_time()
-        for at in range(0, len(files), BATCH):
-            batch = files[at:at + BATCH]
-            imported = [s.row for s in import_spooled(ctx.db, spool, batch) if s.row is not None]
-            spool.remove(batch)
-            states |= set(process_batch(ctx, [row.id for row in imported], imported).values())
+        states = process_spooled(ctx, spool)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         fields = {r.subject: dict(r.fields) for r in Record.select()}
         ctx.db.close()

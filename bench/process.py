@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from ingest import DOMAIN, RCPT, SENDER, build_messages  # noqa: E402
 
 from config.settings import load_settings  # noqa: E402
-from gateway.bootstrap import build_context  # noqa: E402
+from gateway.bootstrap import Context, build_context  # noqa: E402
 from gateway.intake import import_spooled  # noqa: E402
 from gateway.pipeline import process_batch  # noqa: E402
 from gateway.processor import BATCH  # noqa: E402
@@ -50,6 +50,27 @@ def reference_ms(messages: list[bytes]) -> float:
     return 1000 * (time.process_time() - started) / len(messages) / REFERENCE_ROUNDS
 
 
+def spooled(workdir: Path, messages: list[bytes]) -> Spool:
+    """The mails in a spool under `workdir`, one file per mail, as intake writes them under light load."""
+    spool = Spool(workdir / "spool")
+    now = datetime.now(UTC)
+    for raw in messages:
+        spool.write_file([SpooledMail(new_queue_id(), raw, SENDER, [RCPT], now)])
+    return spool
+
+
+def process_spooled(ctx: Context, spool: Spool) -> set[str]:
+    """Import and process the spool in batches of BATCH, as the processor does; the final states."""
+    files = spool.pending()
+    states: set[str] = set()
+    for i in range(0, len(files), BATCH):
+        batch = files[i:i + BATCH]
+        imported = [s.row for s in import_spooled(ctx.db, spool, batch) if s.row is not None]
+        spool.remove(batch)
+        states |= set(process_batch(ctx, [row.id for row in imported], imported).values())
+    return states
+
+
 def one_run(messages: list[bytes]) -> tuple[float, float, set[str]]:
     """(CPU ms per request, database bytes per request, final states) for one fresh database."""
     workdir = Path(tempfile.mkdtemp(prefix="liuhen-process-"))
@@ -58,18 +79,9 @@ def one_run(messages: list[bytes]) -> tuple[float, float, set[str]]:
         config.write_text(f'[gateway]\ndomain = "{DOMAIN}"\ndata_dir = "{workdir}"\nsecret = "bench"\n'
                           f'[database]\nurl = "sqlite:///{workdir / "liuhen.db"}"\n', encoding="utf-8")
         ctx = build_context(load_settings(config, env={}))
-        spool = Spool(workdir / "spool")
-        now = datetime.now(UTC)
-        for raw in messages:  # one file per mail, as intake writes them under light load
-            spool.write_file([SpooledMail(new_queue_id(), raw, SENDER, [RCPT], now)])
-        files = spool.pending()
-        states: set[str] = set()
+        spool = spooled(workdir, messages)
         started = time.process_time()
-        for i in range(0, len(files), BATCH):
-            batch = files[i:i + BATCH]
-            imported = [s.row for s in import_spooled(ctx.db, spool, batch) if s.row is not None]
-            spool.remove(batch)
-            states |= set(process_batch(ctx, [row.id for row in imported], imported).values())
+        states = process_spooled(ctx, spool)
         cpu = time.process_time() - started
         ctx.db.close()
         db = sqlite3.connect(workdir / "liuhen.db")

@@ -286,9 +286,7 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
                 encoders.encode_base64(part)
             else:
                 part = MIMEText(item["text"], main.split("/")[1], "utf-8")
-            for param in filter(None, (p.strip() for p in params.split(";"))):
-                name, _, value = param.partition("=")
-                part.set_param(name, value)
+            _set_params(part, params)
             part.add_header("Content-Disposition", "attachment", filename=_filename(item["filename"]))
             msg.attach(part)
         return msg.as_bytes(policy=compat32.clone(linesep=CRLF))
@@ -298,10 +296,15 @@ def _mime(mail: OutboundMessage, files: dict[str, bytes]) -> bytes:
 def _calendar_part(item: dict) -> MIMEText:
     """text/calendar; method=…; charset=utf-8 holding an invitation (RFC 6047)."""
     part = MIMEText(item["text"], "calendar", "utf-8")
-    for param in filter(None, (p.strip() for p in item["content_type"].partition(";")[2].split(";"))):
+    _set_params(part, item["content_type"].partition(";")[2])
+    return part
+
+
+def _set_params(part: MIMEBase, params: str) -> None:
+    """The `; name=value` parameters of a content type (method=REQUEST) onto the part."""
+    for param in filter(None, (p.strip() for p in params.split(";"))):
         name, _, value = param.partition("=")
         part.set_param(name, value)
-    return part
 
 
 def _alternative(text: str, html: str) -> bytes:

@@ -17,6 +17,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from config.directory import Department, Directory, Person
 from config.settings import DirectorySyncSettings
@@ -72,22 +73,29 @@ class Changes:
 # ---------------------------------------------------------------------------------------
 # Sources
 
-def read_ldap(s: DirectorySyncSettings) -> list[Entry]:
+def ldap_connection(s: DirectorySyncSettings) -> Any:
+    """A bound ldap3 connection to [directory_sync] url (ldap3's errors as they are)."""
     import ldap3
-    from ldap3.core.exceptions import LDAPException
 
     password = os.environ.get("LIUHEN_LDAP_PASSWORD", "")
     if s.password_file:
         password = Path(s.password_file).read_text(encoding="utf-8").strip()
+    server = ldap3.Server(s.url, connect_timeout=s.timeout_seconds, get_info=ldap3.NONE)
+    connection = ldap3.Connection(server, user=s.bind_dn or None, password=password or None,
+                                  receive_timeout=max(1, round(s.timeout_seconds)), raise_exceptions=True)
+    if s.start_tls:
+        connection.open()
+        connection.start_tls()
+    connection.bind()
+    return connection
+
+
+def read_ldap(s: DirectorySyncSettings) -> list[Entry]:
+    from ldap3.core.exceptions import LDAPException
+
     wanted = [a for a in (s.name, s.email, s.department, s.title, s.manager, s.name_en, s.lang) if a]
     try:
-        server = ldap3.Server(s.url, connect_timeout=s.timeout_seconds, get_info=ldap3.NONE)
-        connection = ldap3.Connection(server, user=s.bind_dn or None, password=password or None,
-                                      receive_timeout=max(1, round(s.timeout_seconds)), raise_exceptions=True)
-        if s.start_tls:
-            connection.open()
-            connection.start_tls()
-        connection.bind()
+        connection = ldap_connection(s)
         # Paged (RFC 2696): Active Directory returns at most 1,000 entries a page.
         results = connection.extend.standard.paged_search(s.base_dn, s.filter, attributes=wanted, paged_size=500,
                                                           generator=False)

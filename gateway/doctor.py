@@ -200,21 +200,12 @@ def _directory_sync(s: Settings) -> Finding:
     if sync.source != "ldap":
         return Finding("directory sync", None, f"from {sync.source}" if sync.source else "not configured",
                        "" if sync.source else "[directory_sync] source = \"ldap\" (with url, base_dn) or an HR export")
-    import ldap3
     from ldap3.core.exceptions import LDAPException
 
-    password = os.environ.get("LIUHEN_LDAP_PASSWORD", "")
+    from gateway.directory_sync import ldap_connection
+
     try:
-        if sync.password_file:
-            password = Path(sync.password_file).read_text(encoding="utf-8").strip()
-        server = ldap3.Server(sync.url, connect_timeout=sync.timeout_seconds, get_info=ldap3.NONE)
-        connection = ldap3.Connection(server, user=sync.bind_dn or None, password=password or None,
-                                      receive_timeout=max(1, round(sync.timeout_seconds)), raise_exceptions=True)
-        if sync.start_tls:
-            connection.open()
-            connection.start_tls()
-        connection.bind()
-        connection.unbind()
+        ldap_connection(sync).unbind()
     except (LDAPException, OSError) as exc:
         return Finding("directory sync", False, f"LDAP {sync.url}: {exc}",
                        "check [directory_sync] url, bind_dn and the password (password_file or $LIUHEN_LDAP_PASSWORD)")

@@ -16,6 +16,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from gateway.tokens import meeting_address
+from store.models import Meeting, Record
 
 REQUEST, CANCEL = "REQUEST", "CANCEL"
 
@@ -36,6 +37,11 @@ class MeetingFacts:
     summary: str  # "[PRJ-2026-0001] 智能手表项目-硬件方案评审"
     location: str  # the meeting link (or room)
     description: str
+
+    @classmethod
+    def of(cls, meeting: Meeting, record: Record) -> MeetingFacts:
+        return cls(meeting.uid, meeting.sequence, meeting.starts_at, meeting.ends_at,
+                   f"[{record.ref}] {record.subject}", meeting.link, meeting.agenda or meeting.link)
 
 
 def invitation(facts: MeetingFacts, method: str, organiser_name: str, invitees: list[Invitee], copy_for: Invitee,

@@ -13,13 +13,30 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
+from functools import partial
 
 TOKEN_RE = re.compile(r"^(\d+)-(\d+)-([a-z2-7]{16})$")
 
 
-def _mac(secret: str, record_id: int, participant_id: int) -> str:
-    digest = hmac.new(secret.encode(), f"{record_id}:{participant_id}".encode(), hashlib.sha256).digest()
+def _sign(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
     return base64.b32encode(digest[:10]).decode().lower()  # 80 bits, 16 characters
+
+
+def _mac(secret: str, record_id: int, participant_id: int) -> str:
+    return _sign(secret, f"{record_id}:{participant_id}")
+
+
+def _signed_pair(token: str, mac: Callable[[int, int], str]) -> tuple[int, int] | None:
+    """The two numbers of `<a>-<b>-<mac>` when `mac(a, b)` is its mac, else None."""
+    m = TOKEN_RE.match(token.lower())
+    if not m:
+        return None
+    first, second = int(m.group(1)), int(m.group(2))
+    if not hmac.compare_digest(m.group(3), mac(first, second)):
+        return None
+    return first, second
 
 
 def make_token(secret: str, record_id: int, participant_id: int) -> str:
@@ -28,13 +45,7 @@ def make_token(secret: str, record_id: int, participant_id: int) -> str:
 
 def parse_token(secret: str, token: str) -> tuple[int, int] | None:
     """(record id, participant id) when the token is genuine, else None."""
-    m = TOKEN_RE.match(token.lower())
-    if not m:
-        return None
-    record_id, participant_id = int(m.group(1)), int(m.group(2))
-    if not hmac.compare_digest(m.group(3), _mac(secret, record_id, participant_id)):
-        return None
-    return record_id, participant_id
+    return _signed_pair(token, partial(_mac, secret))
 
 
 def reply_address(secret: str, domain: str, record_id: int, participant_id: int) -> str:
@@ -45,8 +56,7 @@ BOUNCE_RE = re.compile(r"^bounce\+(\d+)-([a-z2-7]{16})$")
 
 
 def _bounce_mac(secret: str, outbound_id: int) -> str:
-    digest = hmac.new(secret.encode(), f"bounce:{outbound_id}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest[:10]).decode().lower()
+    return _sign(secret, f"bounce:{outbound_id}")
 
 
 def return_path(secret: str, domain: str, outbound_id: int) -> str:
@@ -62,12 +72,8 @@ def parse_return_path(secret: str, local_part: str) -> int | None:
     return int(m.group(1))
 
 
-MEETING_RE = re.compile(r"^meeting\+(\d+)-(\d+)-([a-z2-7]{16})$")
-
-
 def _meeting_mac(secret: str, meeting_id: int, participant_id: int) -> str:
-    digest = hmac.new(secret.encode(), f"meeting:{meeting_id}:{participant_id}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest[:10]).decode().lower()
+    return _sign(secret, f"meeting:{meeting_id}:{participant_id}")
 
 
 def meeting_address(secret: str, domain: str, meeting_id: int, participant_id: int) -> str:
@@ -78,10 +84,7 @@ def meeting_address(secret: str, domain: str, meeting_id: int, participant_id: i
 
 def parse_meeting_address(secret: str, local_part: str) -> tuple[int, int] | None:
     """(meeting id, participant id) when the meeting address is genuine, else None."""
-    m = MEETING_RE.match(local_part.lower())
-    if not m:
+    prefix, plus, token = local_part.partition("+")
+    if prefix.lower() != "meeting" or not plus:
         return None
-    meeting_id, participant_id = int(m.group(1)), int(m.group(2))
-    if not hmac.compare_digest(m.group(3), _meeting_mac(secret, meeting_id, participant_id)):
-        return None
-    return meeting_id, participant_id
+    return _signed_pair(token, partial(_meeting_mac, secret))

@@ -58,7 +58,6 @@ def test_real_mails_of_a_record_read_on_a_phone(chromium, ctx, send, clock):
     from test_replies import reply
 
     from gateway.scheduler import sweep
-    from parsers.mime import parse_message
 
     send(make_mail(PROJECT_BODY.replace("优先级：高", "优先级：中")))
     reply(send, "wang.qiang@liuhen.localhost", "需补充信息：请提供BOM成本明细和模具费用")
@@ -71,16 +70,23 @@ def test_real_mails_of_a_record_read_on_a_phone(chromium, ctx, send, clock):
               ("reminder", "zhao.lei@liuhen.localhost")}
     shots = 0
     for mail in OutboundMessage.select().where(OutboundMessage.status == "sent"):
-        if (mail.kind, mail.to_addr) not in wanted:
-            continue
-        html = parse_message(bytes(mail.raw)).html
-        for width in WIDTHS:
-            page = chromium.new_page(viewport={"width": width, "height": 800})
-            try:
-                page.set_content(html)
-                page.screenshot(path=str(ARTIFACTS / f"real-{mail.kind}-{width}.png"), full_page=True)
-                assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
-                shots += 1
-            finally:
-                page.close()
+        if (mail.kind, mail.to_addr) in wanted:
+            shots += screenshot_as_sent(chromium, mail)
     assert shots == 2 * len(wanted)
+
+
+def screenshot_as_sent(chromium, mail) -> int:
+    """The HTML of a sent mail at each width, kept as real-<kind>-<width>.png; it must fit the
+    screen. Returns how many screenshots were taken."""
+    from parsers.mime import parse_message
+
+    html = parse_message(bytes(mail.raw)).html
+    for width in WIDTHS:
+        page = chromium.new_page(viewport={"width": width, "height": 800})
+        try:
+            page.set_content(html)
+            page.screenshot(path=str(ARTIFACTS / f"real-{mail.kind}-{width}.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+        finally:
+            page.close()
+    return len(WIDTHS)

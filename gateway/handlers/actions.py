@@ -521,8 +521,7 @@ def _invite(act: Act, item: Meeting, method: str, headline: str, extra: tuple[st
     invitees = [Invitee(p.id, p.name, p.email) for p in everyone]
     organiser = Participant.get_or_none((Participant.record == act.record.id)
                                         & (Participant.email == item.organiser_email)) or act.participant
-    facts = MeetingFacts(item.uid, item.sequence, item.starts_at, item.ends_at,
-                         f"[{act.record.ref}] {act.record.subject}", item.link, item.agenda or item.link)
+    facts = MeetingFacts.of(item, act.record)
     lines: tuple[str, ...] = (*extra, act.line("when", f"{act.local(item.starts_at)} – {act.local(item.ends_at)[-5:]}"),
                               act.line("link", item.link))
     lines += (act.line("agenda", item.agenda),) if item.agenda else ()

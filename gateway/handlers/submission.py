@@ -282,10 +282,8 @@ def _invitation(ctx: Context, record: Record, meeting: Meeting, participants: li
                 copy_for: Participant) -> dict:
     """The calendar invitation of a notice's meeting, in `copy_for`'s copy."""
     invitees = [Invitee(p.id, p.name, p.email) for p in participants if p.role in ("initiator", "recipient")]
-    facts = MeetingFacts(meeting.uid, meeting.sequence, meeting.starts_at, meeting.ends_at,
-                         f"[{record.ref}] {record.subject}", meeting.link, meeting.agenda)
     s = ctx.settings
     own = Invitee(copy_for.id, copy_for.name, copy_for.email)
-    ics = invitation(facts, REQUEST, record.initiator_name, invitees, own, s.gateway.secret, s.gateway.domain,
-                     meeting.id, ctx.clock.now(), ctx.tz)
+    ics = invitation(MeetingFacts.of(meeting, record), REQUEST, record.initiator_name, invitees, own,
+                     s.gateway.secret, s.gateway.domain, meeting.id, ctx.clock.now(), ctx.tz)
     return invitation_file(ics, REQUEST)
